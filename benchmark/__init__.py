@@ -1,0 +1,50 @@
+"""aft-bench: interpretability benchmark for CLIP image encoders, and the AFT/FARE fine-tuning.
+
+Importing the package is cheap; the Python API loads torch on first use::
+
+    import aft_bench
+    encoder = aft_bench.load_encoder("toy")
+    config = aft_bench.resolve_config("pointing_game", {"limit": 50})
+    outcome = aft_bench.run(config)
+    print(outcome.markdown)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "load_encoder": "aft_bench.loading",
+    "save_encoder": "aft_bench.loading",
+    "Encoder": "aft_bench.encoder",
+    "RunConfig": "aft_bench.config",
+    "resolve_config": "aft_bench.config",
+    "run": "aft_bench.runner",
+    "read_results": "aft_bench.results",
+    "make_markdown": "aft_bench.table",
+    "make_csv": "aft_bench.table",
+    "TextTarget": "aft_bench.attributions.base",
+    "ENCODERS": "aft_bench.registries",
+    "ATTRIBUTIONS": "aft_bench.registries",
+    "TASKS": "aft_bench.registries",
+    "DATASETS": "aft_bench.registries",
+    "METRICS": "aft_bench.registries",
+    "OBJECTIVES": "aft_bench.registries",
+}
+__all__ = sorted(_API) + ["__version__", "get_attribution"]
+
+
+def get_attribution(name: str, **hparams: Any) -> Any:
+    """An attribution method by registry name, e.g. ``get_attribution("smoothgrad", n=32)``."""
+    from aft_bench.registries import ATTRIBUTIONS
+
+    return ATTRIBUTIONS.get(name)(**hparams)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'aft_bench' has no attribute {name!r}")

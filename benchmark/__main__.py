@@ -1,0 +1,7 @@
+"""``python -m aft_bench`` (also the torchrun entry point: ``torchrun ... -m aft_bench train ...``)."""
+
+import sys
+
+from aft_bench.cli import main
+
+sys.exit(main())

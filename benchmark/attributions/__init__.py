@@ -1,0 +1,1 @@
+"""Attribution methods: one file per method, registered in aft_bench.registries."""

@@ -1,0 +1,1 @@
+"""Datasets: the generated shapes world and loaders for real datasets on disk."""

@@ -1,0 +1,103 @@
+"""Samples, batches and the dataset contract shared by every task.
+
+A dataset yields :class:`Sample` records with a stable string id (results are keyed by it, so an
+interrupted run resumes without recomputing), pixels in [0, 1] at the encoder's input size, and,
+where the dataset has them, a pixel mask with 1 = target object, 0 = background, -1 = ignore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+FOREGROUND, BACKGROUND, IGNORE = 1, 0, -1
+
+
+class DataError(ValueError):
+    """A bad input file or value: the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation item.
+
+    Attributes:
+        id: Stable identifier (relative file path or generator index), unique within the dataset.
+        image: 3 x H x W float32 pixels in [0, 1].
+        prompt: The text the attribution targets ("a photo of a {class}" or a caption).
+        label: Class index into ``Dataset.classnames`` (-1 when the dataset has no classes).
+        mask: H x W int8 mask (1 foreground, 0 background, -1 ignore) or None.
+    """
+
+    id: str
+    image: Tensor
+    prompt: str
+    label: int = -1
+    mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Samples stacked for a forward pass (masks stacked only when every sample has one)."""
+
+    ids: list[str]
+    images: Tensor
+    prompts: list[str]
+    labels: Tensor
+    masks: Tensor | None
+
+    @classmethod
+    def collate(cls, samples: Sequence[Sample]) -> Batch:
+        """Stacks samples; raises DataError naming the sample whose size differs."""
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        shape = samples[0].image.shape
+        for s in samples:
+            if s.image.shape != shape:
+                raise DataError(f"sample {s.id!r} has image shape {tuple(s.image.shape)}, expected {tuple(shape)}")
+            if s.mask is not None and tuple(s.mask.shape) != tuple(shape[1:]):
+                raise DataError(
+                    f"sample {s.id!r}: mask shape {tuple(s.mask.shape)} differs from image size {tuple(shape[1:])}"
+                )
+        has_masks = all(s.mask is not None for s in samples)
+        return cls(
+            ids=[s.id for s in samples],
+            images=torch.stack([s.image for s in samples]),
+            prompts=[s.prompt for s in samples],
+            labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+            masks=torch.stack([s.mask for s in samples]) if has_masks else None,  # type: ignore[misc]
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """What a task needs from a dataset.
+
+    Implementations take ``image_size`` (H, W) in their constructor and return samples already
+    resized to it (images bicubic, masks nearest), plus dataset-specific options.
+    """
+
+    classnames: list[str]
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> list[str]:
+        """All sample ids in a fixed order."""
+        ...
+
+    def load(self, sample_id: str) -> Sample:
+        """Loads one sample; raises DataError naming the file when it is unreadable or inconsistent."""
+        ...
+
+
+def iter_samples(dataset: Dataset, ids: Sequence[str]) -> Iterator[Sample]:
+    """Loads ``ids`` in order."""
+    for sample_id in ids:
+        yield dataset.load(sample_id)

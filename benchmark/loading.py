@@ -1,0 +1,246 @@
+"""Loading and saving encoders: open_clip names, hf-hub names and local checkpoints.
+
+Encoder specs understood by :func:`load_encoder`:
+
+- a registered name (``toy``, ...): the registry's factory;
+- ``ARCH:TAG`` (``ViT-B-16:openai``): an open_clip architecture with a pretrained tag, weights from
+  the user's open_clip cache (``ARCH`` alone gives random weights, for tests);
+- ``hf-hub:ORG/NAME``: an open_clip model published on the Hugging Face hub (from the local cache);
+- ``ckpt:PATH``: a checkpoint written by aft-bench (safetensors + ``.json`` card naming the
+  architecture and the pretrained tag it started from);
+- ``ARCH[:TAG]@PATH``: architecture (and tag, for the text tower) with weights from ``PATH``, a full
+  open_clip state dict or a vision-only one as AFT/FARE publish (``model.visual.state_dict()``,
+  possibly under ``vision_encoder_state_dict``/``state_dict``/``model``), in ``.pt`` or safetensors.
+
+Every ``.pt`` file is read with ``torch.load(weights_only=True)``: a checkpoint that would need to
+unpickle arbitrary objects is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+from open_clip.tokenizer import SimpleTokenizer
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from aft_bench.encoder import OPENAI_MEAN, OPENAI_STD, Encoder
+from aft_bench.registries import ENCODERS
+
+log = logging.getLogger(__name__)
+
+NESTED_KEYS = ("vision_encoder_state_dict", "state_dict", "model_state_dict", "model")
+CARD_SUFFIX = ".json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unsafe, unreadable or not matching the architecture."""
+
+
+# ---------------------------------------------------------------------------------------- models
+def build_model(model_cfg: Mapping[str, Any]) -> CLIP:
+    """Builds a randomly initialised open_clip ``CLIP`` from an architecture config dict.
+
+    Args:
+        model_cfg: ``{"embed_dim": ..., "vision_cfg": {...}, "text_cfg": {...}, ...}`` as in
+            open_clip's ``model_configs/*.json``.
+    """
+    cfg = dict(model_cfg)
+    cfg.pop("custom_text", None)
+    return CLIP(**cfg)
+
+
+def model_config(arch: str) -> dict[str, Any]:
+    """The open_clip architecture config of ``arch`` (raises with the known names if unknown)."""
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        from aft_bench.registry import UnknownNameError
+
+        raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
+    return cfg
+
+
+def tokenizer_for(model_cfg: Mapping[str, Any]) -> SimpleTokenizer:
+    """open_clip's BPE tokenizer (bundled with the package, works offline) at the config's context length."""
+    return SimpleTokenizer(context_length=int(model_cfg.get("text_cfg", {}).get("context_length", 77)))
+
+
+# ---------------------------------------------------------------------------------------- state dicts
+def load_state_dict_safely(path: str | Path) -> dict[str, Tensor]:
+    """Reads tensors from ``.safetensors`` or a ``.pt``/``.pth``/``.bin`` file without unpickling code.
+
+    Nested dicts (``{"vision_encoder_state_dict": {...}}``, ``{"state_dict": {...}}``) are unwrapped
+    and a DDP ``module.`` prefix is stripped.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable, or holds pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            state: Any = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from exc
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(
+                f"refused to load {path}: it contains pickled Python objects that could run code "
+                f"(weights_only=True rejected it: {str(exc).splitlines()[0]}). Re-save the tensors alone "
+                "(torch.save(model.state_dict(), ...)) or as safetensors."
+            ) from exc
+        except (RuntimeError, OSError, EOFError) as exc:
+            raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from exc
+    for key in NESTED_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def apply_state_dict(model: CLIP, state: Mapping[str, Tensor], source: str) -> str:
+    """Loads a full or vision-only state dict into ``model``; returns "full" or "vision".
+
+    Raises:
+        CheckpointError: Naming the missing and unexpected keys when the checkpoint does not fit.
+    """
+    vision_only = not any(k.startswith("visual.") for k in state)
+    target = model.visual if vision_only else model
+    missing, unexpected = _mismatch(target, state)
+    if missing or unexpected:
+        kind = "vision-only" if vision_only else "full"
+        raise CheckpointError(
+            f"checkpoint {source} ({kind} state dict) does not match the architecture: "
+            f"{len(missing)} missing keys {_preview(missing)}, {len(unexpected)} unexpected keys "
+            f"{_preview(unexpected)}. Check the architecture name given before '@'."
+        )
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # shape mismatches
+        raise CheckpointError(f"checkpoint {source} does not match the architecture: {exc}") from exc
+    return "vision" if vision_only else "full"
+
+
+def _mismatch(module: torch.nn.Module, state: Mapping[str, Tensor]) -> tuple[list[str], list[str]]:
+    expected = set(module.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    return "[" + ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") + "]"
+
+
+# ---------------------------------------------------------------------------------------- save
+def save_encoder(encoder: Encoder, path: str | Path, card: Mapping[str, Any]) -> Path:
+    """Writes the full model as safetensors and ``card`` as JSON beside it, both atomically.
+
+    The card must name how to rebuild the architecture: ``arch`` (an open_clip name) or
+    ``model_cfg`` (a config dict), plus ``mean``/``std`` if they are not OpenAI's.
+
+    Returns:
+        The safetensors path.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    if "arch" not in card and "model_cfg" not in card:
+        raise ValueError("an encoder card needs 'arch' or 'model_cfg' to rebuild the architecture")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in encoder.model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+    full_card = {"mean": list(encoder.mean.flatten().tolist()), "std": list(encoder.std.flatten().tolist())}
+    full_card.update(card)
+    atomic_write(path.with_suffix(CARD_SUFFIX), lambda tmp: Path(tmp).write_text(json.dumps(full_card, indent=2)))
+    return path
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Calls ``write(tmp_path)`` on a temp file in ``path``'s folder, then renames it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------- load
+def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
+    """Loads an encoder from a spec (see the module docstring) onto ``device``."""
+    if spec in ENCODERS:
+        encoder = ENCODERS.get(spec)(device=device)
+    elif spec.startswith("ckpt:"):
+        encoder = _load_card_checkpoint(spec)
+    elif spec.startswith("hf-hub:"):
+        encoder = _load_open_clip(spec, None, spec)
+    else:
+        arch_tag, _, path = spec.partition("@")
+        arch, _, tag = arch_tag.partition(":")
+        if not path and not tag and arch not in open_clip.list_models():
+            from aft_bench.registry import UnknownNameError
+
+            raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
+        encoder = _load_open_clip(arch, tag or None, spec)
+        if path:
+            kind = apply_state_dict(encoder.model, load_state_dict_safely(path), path)
+            encoder.card.update(checkpoint=str(path), checkpoint_kind=kind)
+            if kind == "vision" and not tag:
+                log.warning("%s: vision-only checkpoint without a pretrained tag: the text tower has random "
+                            "weights; give ARCH:TAG@PATH to pair it with the original text encoder", spec)
+    return encoder.to(device).eval()
+
+
+def _load_open_clip(arch: str, tag: str | None, name: str) -> Encoder:
+    model = open_clip.create_model(arch, pretrained=tag, weights_only=True)
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    return Encoder(
+        model,
+        open_clip.get_tokenizer(arch),
+        name=name,
+        mean=cfg.get("mean", OPENAI_MEAN),
+        std=cfg.get("std", OPENAI_STD),
+        card={"arch": arch, "pretrained": tag},
+    )
+
+
+def _load_card_checkpoint(spec: str) -> Encoder:
+    path = Path(spec.removeprefix("ckpt:"))
+    card_path = path.with_suffix(CARD_SUFFIX)
+    if not card_path.is_file():
+        raise CheckpointError(
+            f"{path}: no card {card_path.name} beside it. For a checkpoint without a card give the "
+            f"architecture: --encoders ARCH[:TAG]@{path}"
+        )
+    card = json.loads(card_path.read_text())
+    if "model_cfg" in card:
+        model = build_model(card["model_cfg"])
+        tokenizer = tokenizer_for(card["model_cfg"])
+    else:
+        model = open_clip.create_model(card["arch"], pretrained=card.get("pretrained"), weights_only=True)
+        tokenizer = open_clip.get_tokenizer(card["arch"])
+    apply_state_dict(model, load_state_dict_safely(path), str(path))
+    return Encoder(
+        model,
+        tokenizer,
+        name=card.get("name", path.stem),
+        mean=card.get("mean", OPENAI_MEAN),
+        std=card.get("std", OPENAI_STD),
+        card=card,
+    )

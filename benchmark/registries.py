@@ -1,0 +1,54 @@
+"""The project's registries and their built-in entries.
+
+Built-ins are registered lazily (``"module:attr"``) so that ``aft-bench ls`` and ``aft-bench --help``
+import neither torch nor any model code. Adding a method is one file plus one line here; third-party
+code may also use ``@ATTRIBUTIONS.register("name")`` as a decorator.
+"""
+
+from __future__ import annotations
+
+from aft_bench.registry import Registry
+
+ENCODERS: Registry = Registry("encoder")
+ATTRIBUTIONS: Registry = Registry("attribution")
+TASKS: Registry = Registry("task")
+DATASETS: Registry = Registry("dataset")
+METRICS: Registry = Registry("metric")
+OBJECTIVES: Registry = Registry("objective")
+
+# Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
+# ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
+ENCODERS.register("toy", "aft_bench.toy:load_toy_encoder", help="bundled tiny CLIP trained on the shapes world")
+
+ATTRIBUTIONS.register(
+    "simple_gradient",
+    "aft_bench.attributions.simple_gradient:SimpleGradient",
+    help="|d cos(image, text) / d pixels| summed over colour channels (Simonyan et al. 2013)",
+)
+ATTRIBUTIONS.register(
+    "smoothgrad",
+    "aft_bench.attributions.smoothgrad:SmoothGrad",
+    help="mean simple gradient over noisy copies (Smilkov et al. 2017)",
+)
+ATTRIBUTIONS.register(
+    "gradcam",
+    "aft_bench.attributions.gradcam:GradCAM",
+    help="gradient-weighted activations of a block / conv stage (Selvaraju et al. 2017)",
+)
+
+TASKS.register("pointing_game", "aft_bench.tasks.pointing_game:PointingGame",
+               help="pointing game, PG-energy and segmentation scores (paper Table 1)")
+
+DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
+                  help="generated shapes world with captions and pixel masks (embedded default)")
+DATASETS.register("imagenet_s", "aft_bench.data.imagenet_s:ImageNetS",
+                  help="ImageNet-S validation (ImageNetS919/S50/S300), root via --data-root")
+
+METRICS.register("pg", "aft_bench.metrics.pointing:POINTING_GAME", help="argmax of the map inside the mask")
+METRICS.register("pg_energy", "aft_bench.metrics.pointing:PG_ENERGY", help="share of map mass inside the mask")
+METRICS.register("pixel_acc", "aft_bench.metrics.segmentation:PIXEL_ACCURACY",
+                 help="pixel accuracy of the map thresholded at its mean")
+METRICS.register("ap", "aft_bench.metrics.segmentation:AVERAGE_PRECISION",
+                 help="average precision of the map as a pixel score")
+METRICS.register("mask_iou", "aft_bench.metrics.segmentation:MASK_IOU",
+                 help="IoU of the map thresholded at its mean with the mask")

@@ -1,0 +1,1 @@
+"""Pure metric functions over maps and masks (no model code)."""

@@ -1,0 +1,1 @@
+"""Task runners, one file per task, each with a YAML config carrying ``metadata.version``."""

@@ -1,0 +1,51 @@
+"""The pointing game and segmentation scores of attribution maps (paper section 4.1, Table 1).
+
+PG (Zhang et al. 2018): a hit when the map's maximum lies inside the object mask; PG-energy (Wang et
+al. 2020): the share of map mass inside the mask; pixel accuracy, average precision and mask IoU of
+the map as a soft segmentation (Chefer et al. 2021). Images whose mask is empty are excluded and
+counted, never scored as hits; ignore pixels take part in no score.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from aft_bench.config import RunConfig
+from aft_bench.data.base import Batch, DataError
+from aft_bench.evaluation import Record, SampleTask
+from aft_bench.metrics.base import exclusion_reason
+from aft_bench.registries import METRICS
+
+
+class PointingGame(SampleTask):
+    """Scores each map against its sample's object mask; options: ``tolerance`` (pixels) for PG."""
+
+    metrics: ClassVar[dict[str, bool]] = {
+        "pg": True, "pg_energy": True, "pixel_acc": True, "ap": True, "mask_iou": True,
+    }
+
+    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
+        if batch.masks is None:
+            raise DataError(f"dataset {config.dataset!r} has no masks: the pointing game needs object masks")
+        masks = batch.masks.to(maps.device)
+        finite = torch.isfinite(maps).flatten(1).all(dim=1)
+        records: list[Record] = []
+        for i in range(len(batch)):
+            if not bool(finite[i]):
+                bad = int((~torch.isfinite(maps[i])).sum())
+                records.append({"error": f"non-finite map: {bad} NaN/Inf values"})
+                continue
+            reason = exclusion_reason(maps[i], masks[i])
+            records.append({"excluded": reason} if reason else {"scores": {}})
+        keep = [i for i, r in enumerate(records) if "scores" in r]
+        if keep:
+            index = torch.tensor(keep, device=maps.device)
+            options: dict[str, dict[str, Any]] = {"pg": {"tolerance": config.options.get("tolerance", 0)}}
+            for name in self.metrics:
+                values = METRICS.get(name)(maps[index], masks[index], **options.get(name, {}))
+                for i, value in zip(keep, values.tolist(), strict=True):
+                    records[i]["scores"][name] = value
+        return records

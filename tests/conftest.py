@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny random-weight open_clip encoders of the real architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aft_bench.encoder import Encoder
+from aft_bench.loading import build_model, tokenizer_for
+
+TINY_VIT_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+TINY_CNN_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:
+    """A random-weight open_clip encoder built from ``cfg`` with a fixed seed."""
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    return Encoder(model, tokenizer_for(cfg), name=name, card={"model_cfg": cfg, "name": name}).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_vit() -> Encoder:
+    return make_encoder(TINY_VIT_CFG, "tiny-vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn() -> Encoder:
+    return make_encoder(TINY_CNN_CFG, "tiny-cnn")
