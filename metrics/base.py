@@ -1,0 +1,164 @@
+"""The metric record, input checks and the reasons a sample is left out of a score.
+
+Every metric in :mod:`aft_bench.metrics` is a batched, pure torch function
+
+    ``fn(maps: B x H x W float, masks: B x H x W int, **options) -> (B,) float64``
+
+over saliency maps and pixel masks (1 foreground, 0 background, -1 ignore). Scores are fractions in
+[0, 1]; ignore pixels never take part in a score; a sample whose mask has no foreground pixel gets NaN
+(never a hit). Tasks call :func:`exclusion_reason` first, count the excluded samples by reason and
+aggregate the rest with :class:`aft_bench.metrics.summary.RunningStat` (sums and counts, as
+torchmetrics does), so no list of maps is ever kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+FOREGROUND, BACKGROUND, IGNORE = 1, 0, -1
+
+EMPTY_MASK = "empty mask"
+"""Exclusion reason of a sample whose mask has no foreground pixel (ignore pixels do not count)."""
+
+
+class NonFiniteMapError(ValueError):
+    """A saliency map holds NaN or Inf values; the message gives how many and in which samples."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric function and how to read it.
+
+    Attributes:
+        name: Registry name, also the column name in result files ("pg", "ap", ...).
+        fn: Batched function ``fn(maps, masks, **options) -> (B,) float64`` of per-sample scores.
+        higher_is_better: Direction shown as an arrow in leaderboards.
+        description: One line for ``aft-bench ls`` and table captions.
+    """
+
+    name: str
+    fn: Callable[..., Tensor]
+    higher_is_better: bool
+    description: str
+
+    def __call__(self, maps: Tensor, masks: Tensor, **kwargs: object) -> Tensor:
+        """Scores a batch; see the function's docstring for the options it takes."""
+        return self.fn(maps, masks, **kwargs)
+
+
+def _count_non_finite(maps: Tensor) -> Tensor:
+    """Per-sample count of NaN/Inf values of a B x ... tensor (all zeros for integer maps)."""
+    if not maps.is_floating_point():
+        return torch.zeros(maps.shape[0], dtype=torch.long, device=maps.device)
+    return (~torch.isfinite(maps)).reshape(maps.shape[0], -1).sum(dim=1)
+
+
+def check_batch(maps: Tensor, masks: Tensor) -> None:
+    """Checks shapes, mask values and finiteness of a batch before it is scored.
+
+    Args:
+        maps: B x H x W saliency maps.
+        masks: B x H x W integer (or bool) masks with values 1 / 0 / -1.
+
+    Raises:
+        ValueError: If the shapes differ, are not B x H x W, or the mask holds other values.
+        NonFiniteMapError: If a map holds NaN or Inf values.
+    """
+    if not isinstance(maps, Tensor) or not isinstance(masks, Tensor):
+        raise TypeError(
+            f"maps and masks must be torch tensors, got {type(maps).__name__} and {type(masks).__name__}"
+        )
+    if maps.dim() != 3:
+        raise ValueError(
+            f"maps must be B x H x W, got shape {tuple(maps.shape)}; add a batch dimension with maps[None] "
+            "or drop a channel dimension before scoring"
+        )
+    if tuple(masks.shape) != tuple(maps.shape):
+        raise ValueError(
+            f"mask shape {tuple(masks.shape)} differs from map shape {tuple(maps.shape)}; resize the maps to "
+            "the mask size (nearest-neighbour for masks) before scoring"
+        )
+    if maps.shape[1] == 0 or maps.shape[2] == 0:
+        raise ValueError(f"maps have no pixels (shape {tuple(maps.shape)})")
+    if masks.is_floating_point() or masks.is_complex():
+        raise ValueError(
+            f"masks must be an integer tensor (1 fg / 0 bg / -1 ignore), got dtype {masks.dtype}; "
+            "convert them with masks.to(torch.int8)"
+        )
+    if masks.dtype != torch.bool and bool(((masks < IGNORE) | (masks > FOREGROUND)).any()):
+        bad = torch.unique(masks[(masks < IGNORE) | (masks > FOREGROUND)]).tolist()[:5]
+        raise ValueError(
+            f"masks hold values {bad} outside {{1 foreground, 0 background, -1 ignore}}; map the dataset's "
+            "labels onto this convention first"
+        )
+    bad_counts = _count_non_finite(maps)
+    if bool(bad_counts.any()):
+        samples = torch.nonzero(bad_counts).flatten().tolist()
+        raise NonFiniteMapError(
+            f"maps hold {int(bad_counts.sum())} non-finite (NaN/Inf) values in batch samples {samples[:10]}"
+            f"{' ...' if len(samples) > 10 else ''}; the attribution produced them: run it in fp32, "
+            "or skip these samples with --on-error skip"
+        )
+
+
+def exclusion_reason(map: Tensor, mask: Tensor) -> str | None:
+    """Says why one sample cannot be scored, or None when it can.
+
+    A mask with no foreground pixel (only background and/or ignore) is excluded as ``"empty mask"``:
+    a pointing game hit would be impossible, and counting it as a miss would punish the attribution
+    for the dataset. A mask with no background (object fills the image) is *not* excluded.
+
+    Args:
+        map: H x W saliency map of one sample.
+        mask: H x W mask of the same sample (1 / 0 / -1).
+
+    Returns:
+        ``"empty mask"`` or None.
+
+    Raises:
+        NonFiniteMapError: If the map holds NaN or Inf; the message gives the count of bad values.
+        ValueError: If the shapes differ.
+    """
+    if tuple(map.shape) != tuple(mask.shape) or map.dim() != 2:
+        raise ValueError(
+            f"exclusion_reason takes one H x W map and mask of the same shape, got {tuple(map.shape)} and "
+            f"{tuple(mask.shape)}; use exclusion_reasons for a batch"
+        )
+    bad = int(_count_non_finite(map[None])[0])
+    if bad:
+        raise NonFiniteMapError(
+            f"saliency map holds {bad} non-finite (NaN/Inf) values out of {map.numel()}; the attribution "
+            "produced them: run it in fp32, or skip the sample with --on-error skip"
+        )
+    if not bool((mask == FOREGROUND).any()):
+        return EMPTY_MASK
+    return None
+
+
+def exclusion_reasons(maps: Tensor, masks: Tensor) -> list[str | None]:
+    """Batched :func:`exclusion_reason`: one reason (or None) per sample.
+
+    Args:
+        maps: B x H x W saliency maps.
+        masks: B x H x W masks (1 / 0 / -1).
+
+    Returns:
+        A list of length B.
+
+    Raises:
+        NonFiniteMapError: If any map holds NaN or Inf (the message names the samples and counts).
+        ValueError: On bad shapes or mask values.
+    """
+    check_batch(maps, masks)
+    has_fg = (masks == FOREGROUND).reshape(masks.shape[0], -1).any(dim=1).tolist()
+    return [None if fg else EMPTY_MASK for fg in has_fg]
+
+
+def empty_mask_to_nan(scores: Tensor, masks: Tensor) -> Tensor:
+    """Sets the score of every sample without a foreground pixel to NaN (never a hit)."""
+    has_fg = (masks == FOREGROUND).reshape(masks.shape[0], -1).any(dim=1)
+    return torch.where(has_fg, scores, torch.full_like(scores, float("nan")))

@@ -1,0 +1,109 @@
+"""Pointing game and energy-based pointing game (paper Section 4.1, Table 1: "PG" and "PG-energy").
+
+The paper scores a hit when the maximum of the text-specific saliency map falls inside the object's
+segmentation mask, and reports the hit rate; PG-energy is the share of the map's mass inside the
+mask (Wang et al. 2020, Score-CAM), which also rewards maps that do not spread.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from aft_bench.metrics.base import FOREGROUND, IGNORE, Metric, check_batch, empty_mask_to_nan
+
+
+def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
+    """Pointing game hits (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
+
+    The point of a map is its argmax over the non-ignore pixels. With ``tolerance == 0`` (the paper's
+    protocol) a sample is a hit when that pixel is foreground. With ``tolerance = t > 0`` (the TorchRay
+    convention) it is a hit when any foreground pixel lies within Euclidean distance ``t`` (``<=``,
+    in pixels) of the point.
+
+    Deterministic choices:
+        * Ties for the maximum: the first maximal pixel in row-major order is the point (the
+          behaviour of ``torch.argmax``); other maximal pixels do not count.
+        * A constant (e.g. all-zero) map is one big tie, so its point is the first non-ignore pixel
+          in row-major order.
+        * Ignore pixels (-1) can never be the point, and never count as foreground within the
+          tolerance.
+        * A sample without foreground pixels scores NaN, never a hit (exclude it beforehand with
+          :func:`aft_bench.metrics.base.exclusion_reason`).
+
+    Args:
+        maps: B x H x W saliency maps (finite).
+        masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        tolerance: Hit radius in pixels, >= 0.
+
+    Returns:
+        (B,) float64 tensor of 1.0 (hit), 0.0 (miss) or NaN (empty mask).
+
+    Raises:
+        ValueError: On a negative tolerance, bad shapes or mask values.
+        NonFiniteMapError: If a map holds NaN or Inf.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
+    check_batch(maps, masks)
+    b, h, w = maps.shape
+    scores = maps if maps.is_floating_point() else maps.double()
+    scores = scores.masked_fill(masks == IGNORE, float("-inf")).reshape(b, h * w)
+    point = scores.argmax(dim=1)  # first maximal index in row-major order
+    fg = masks == FOREGROUND
+    if tolerance == 0:
+        hits = fg.reshape(b, h * w).gather(1, point[:, None]).squeeze(1)
+    else:
+        row, col = point // w, point % w
+        rows = torch.arange(h, device=maps.device)
+        cols = torch.arange(w, device=maps.device)
+        dist2 = (rows[None, :, None] - row[:, None, None]) ** 2
+        dist2 = dist2 + (cols[None, None, :] - col[:, None, None]) ** 2
+        hits = (fg & (dist2.double() <= float(tolerance) ** 2)).reshape(b, -1).any(dim=1)
+    return empty_mask_to_nan(hits.double(), masks)
+
+
+def pg_energy(maps: Tensor, masks: Tensor) -> Tensor:
+    """Energy-based pointing game (Wang et al. 2020, "Score-CAM", Section 4.3).
+
+    ``sum(map inside foreground) / sum(map over all non-ignore pixels)``, computed in float64.
+
+    Deterministic choices:
+        * Maps are taken as non-negative energies: negative values are clamped to 0 first (a
+          signed map would otherwise give ratios outside [0, 1]).
+        * A map with no mass (all zero, or all negative, on the non-ignore pixels) scores 0, not
+          NaN: it points nowhere, so it puts no energy on the object.
+        * Mass on ignore pixels (-1) is counted neither in the numerator nor the denominator.
+        * A sample without foreground pixels scores NaN.
+
+    Args:
+        maps: B x H x W saliency maps (finite).
+        masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+
+    Returns:
+        (B,) float64 tensor of fractions in [0, 1] (NaN for empty masks).
+
+    Raises:
+        ValueError: On bad shapes or mask values.
+        NonFiniteMapError: If a map holds NaN or Inf.
+    """
+    check_batch(maps, masks)
+    energy = maps.double().clamp_min(0) * (masks != IGNORE)
+    inside = (energy * (masks == FOREGROUND)).sum(dim=(1, 2))
+    total = energy.sum(dim=(1, 2))
+    ratio = torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    return empty_mask_to_nan(ratio, masks)
+
+
+POINTING_GAME = Metric(
+    name="pg",
+    fn=pointing_game,
+    higher_is_better=True,
+    description="pointing game: share of maps whose maximum lies inside the object mask",
+)
+PG_ENERGY = Metric(
+    name="pg_energy",
+    fn=pg_energy,
+    higher_is_better=True,
+    description="energy pointing game: share of the map's (non-negative) mass inside the object mask",
+)
