@@ -1,0 +1,92 @@
+"""Geometry shared by images and masks: resize the shorter side, then center crop.
+
+This is CLIP's evaluation preprocessing (Radford et al. 2021: bicubic resize of the shorter side to the
+input size, then a center crop), extended to non-square targets by scaling with the larger of the two
+ratios so that the crop fits. Images are resampled bicubic with antialiasing; masks with the same
+geometry but nearest neighbour at pixel centres (``nearest-exact``), so mask and image stay aligned
+pixel for pixel and mask values stay in {1, 0, -1}. Normalisation is not done here: encoders take
+pixels in [0, 1] and normalise inside.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if len(size) != 2 or any(int(s) != s or s <= 0 for s in size):
+        raise ValueError(f"size must be two positive integers (height, width), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def resized_shape(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """Shape (h, w) after scaling so that both sides cover ``size`` with the shorter-side rule.
+
+    For a square target this equals ``torchvision.transforms.Resize(s)`` (the longer side is
+    ``int(s * long / short)``, truncated).
+
+    Args:
+        height: Input height.
+        width: Input width.
+        size: Target (height, width).
+    """
+    target_h, target_w = _check_size(size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"cannot resize an empty image of shape ({height}, {width})")
+    if target_h * width >= target_w * height:  # height ratio is the larger: height sets the scale
+        return target_h, max(target_w, int(target_h * width / height))
+    return max(target_h, int(target_w * height / width)), target_w
+
+
+def _crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a centred ``size`` crop (rounding as torchvision's ``center_crop``)."""
+    top = int(round((height - size[0]) / 2.0))
+    left = int(round((width - size[1]) / 2.0))
+    return top, left
+
+
+def _resize_crop(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """Resizes a C x H x W float tensor by the shorter-side rule and crops the centre."""
+    size = _check_size(size)
+    new_h, new_w = resized_shape(x.shape[-2], x.shape[-1], size)
+    if (new_h, new_w) != tuple(x.shape[-2:]):
+        kwargs = {"antialias": True, "align_corners": False} if mode == "bicubic" else {}
+        x = F.interpolate(x.unsqueeze(0), size=(new_h, new_w), mode=mode, **kwargs).squeeze(0)
+    top, left = _crop_box(new_h, new_w, size)
+    return x[..., top : top + size[0], left : left + size[1]]
+
+
+def resize_center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resizes the shorter side to the target and center-crops (CLIP preprocessing).
+
+    Args:
+        image: C x H x W float pixels in [0, 1].
+        size: Target (height, width).
+
+    Returns:
+        C x height x width float32 pixels, clamped to [0, 1] (bicubic overshoots at edges).
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected a C x H x W image, got shape {tuple(image.shape)}")
+    out = _resize_crop(image.float(), size, "bicubic")
+    return out.clamp_(0.0, 1.0).contiguous()
+
+
+def resize_center_crop_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    """Same geometry as :func:`resize_center_crop` for an H x W mask, by nearest neighbour.
+
+    Args:
+        mask: H x W integer mask (1 foreground, 0 background, -1 ignore).
+        size: Target (height, width).
+
+    Returns:
+        height x width mask with the input's dtype and only values present in the input.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"expected an H x W mask, got shape {tuple(mask.shape)}")
+    if mask.is_floating_point():
+        raise ValueError(f"expected an integer mask, got dtype {mask.dtype}")
+    out = _resize_crop(mask.to(torch.float32).unsqueeze(0), size, "nearest-exact")
+    return out.squeeze(0).round_().to(mask.dtype).contiguous()
