@@ -182,8 +182,23 @@ def atomic_write(path: Path, write: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------- load
+def check_encoder_spec(spec: str) -> None:
+    """Fails fast (before any model is built) on a spec that names no encoder.
+
+    Raises:
+        UnknownNameError: For a plain name that is neither registered nor an open_clip architecture.
+    """
+    if spec in ENCODERS or spec.startswith(("ckpt:", "hf-hub:")) or ":" in spec or "@" in spec:
+        return
+    if spec not in open_clip.list_models():
+        from aft_bench.registry import UnknownNameError
+
+        raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
+
+
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
     """Loads an encoder from a spec (see the module docstring) onto ``device``."""
+    check_encoder_spec(spec)
     if spec in ENCODERS:
         encoder = ENCODERS.get(spec)(device=device)
     elif spec.startswith("ckpt:"):
@@ -193,10 +208,6 @@ def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
     else:
         arch_tag, _, path = spec.partition("@")
         arch, _, tag = arch_tag.partition(":")
-        if not path and not tag and arch not in open_clip.list_models():
-            from aft_bench.registry import UnknownNameError
-
-            raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
         encoder = _load_open_clip(arch, tag or None, spec)
         if path:
             kind = apply_state_dict(encoder.model, load_state_dict_safely(path), path)

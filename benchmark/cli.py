@@ -1,0 +1,172 @@
+"""The ``aft-bench`` command line: ``run``, ``table``, ``ls`` and ``train``.
+
+``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
+names exit with status 2 and the list of known ones; bad inputs exit with status 1 and a message
+naming the file or value, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aft_bench import __version__
+from aft_bench.registries import ATTRIBUTIONS, DATASETS, ENCODERS, METRICS, OBJECTIVES, TASKS
+from aft_bench.registry import Registry, UnknownNameError
+
+log = logging.getLogger("aft_bench")
+LISTS: dict[str, Registry] = {
+    "encoders": ENCODERS, "attributions": ATTRIBUTIONS, "tasks": TASKS, "datasets": DATASETS,
+    "metrics": METRICS, "objectives": OBJECTIVES,
+}
+SPEC_FORMS = (
+    ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),
+    ("hf-hub:ORG/NAME", "open_clip model from the Hugging Face cache"),
+    ("ckpt:PATH", "checkpoint written by aft-bench train (safetensors + JSON card)"),
+    ("ARCH[:TAG]@PATH", "full or vision-only state dict (.pt / .safetensors), e.g. ViT-L-14:openai@fare2.pt"),
+)
+
+
+def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    """Parses ``key=value`` pairs (values read as YAML scalars: 3 -> int, true -> bool)."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _attribution_args(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in _key_values(items, "--attr-arg").items():
+        method, dot, param = key.partition(".")
+        if not dot:
+            raise ValueError(f"--attr-arg expects method.param=value, got {key!r}")
+        out.setdefault(method, {})[param] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aft-bench",
+        description="Interpretability benchmark for CLIP image encoders (AFT paper evaluations).",
+    )
+    parser.add_argument("--version", action="version", version=f"aft-bench {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate encoders x attributions on a task, write results and a leaderboard")
+    run.add_argument("--task", default="pointing_game", help="task name (aft-bench ls tasks)")
+    run.add_argument("--encoders", nargs="+", help="encoder names or specs (aft-bench ls encoders)")
+    run.add_argument("--attributions", nargs="+", help="attribution methods (aft-bench ls attributions)")
+    run.add_argument("--dataset", help="dataset name (aft-bench ls datasets)")
+    run.add_argument("--data-root", help="dataset folder on disk (real datasets)")
+    run.add_argument("--limit", type=int, help="evaluate a seeded random subset of N samples")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--num-workers", type=int, help="data-loading worker processes")
+    run.add_argument("--out", help="results folder (default: results)")
+    run.add_argument("--on-error", choices=("raise", "skip"), help="bad samples: fail (default) or skip and count")
+    run.add_argument("--fresh", action="store_true", default=None, help="recompute stored per-sample scores")
+    run.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option, e.g. tolerance=15")
+    run.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. smoothgrad.n=50")
+    run.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. size=1000 for shapes")
+
+    table = sub.add_parser("table", help="rebuild the leaderboard from result files")
+    table.add_argument("folder", nargs="?", default="results")
+    table.add_argument("--format", choices=("md", "csv"), default="md")
+
+    ls = sub.add_parser("ls", help="list registered names")
+    ls.add_argument("what", choices=sorted(LISTS))
+
+    sub.add_parser("train", help="adversarially fine-tune an encoder (AFT / FARE); see aft-bench train --help",
+                   add_help=False)
+    return parser
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    registry = LISTS[args.what]
+    width = max((len(n) for n in registry.names()), default=10) + 2
+    for name in registry.names():
+        print(f"{name:<{width}}{registry.help(name)}")
+    if args.what == "encoders":
+        print("\nany open_clip encoder by spec:")
+        for form, text in SPEC_FORMS:
+            print(f"  {form:<18}{text}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from aft_bench.results import read_results
+    from aft_bench.table import RENDERERS, write_leaderboards
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results folder {folder} does not exist")
+    results = read_results(folder)
+    write_leaderboards(folder, results)
+    print(RENDERERS[args.format](results), end="")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aft_bench.config import resolve_config
+    from aft_bench.runner import run
+
+    task = TASKS.get(args.task) and args.task  # unknown task -> UnknownNameError before anything heavy
+    overrides = {
+        "encoders": args.encoders, "attributions": args.attributions, "dataset": args.dataset,
+        "data_root": args.data_root, "limit": args.limit, "batch_size": args.batch_size, "device": args.device,
+        "seed": args.seed, "num_workers": args.num_workers, "out": args.out, "on_error": args.on_error,
+        "fresh": args.fresh, "options": _key_values(args.option, "--option") or None,
+        "attribution_args": _attribution_args(args.attr_arg) or None,
+        "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
+    }
+    config = resolve_config(task, overrides)
+    outcome = run(config)
+    print(outcome.markdown, end="")
+    print(f"\nresults: {len(outcome.paths)} files under {Path(config.out) / config.task}; "
+          f"leaderboard: {outcome.leaderboard}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``aft-bench`` and ``python -m aft_bench``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from aft_bench.training.trainer import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    commands = {"run": cmd_run, "table": cmd_table, "ls": cmd_ls}
+    try:
+        return commands[args.command](args)
+    except UnknownNameError as exc:
+        print(f"aft-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aft-bench: interrupted; scores so far are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
+        if args.verbose > 1:
+            raise
+        print(f"aft-bench: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

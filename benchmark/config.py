@@ -1,0 +1,139 @@
+"""Run configuration: command line > task YAML > defaults, resolved into one frozen record.
+
+Each task ships ``tasks/<name>.yaml`` with ``metadata.version`` (bumped whenever the task's numbers
+would change) and ``defaults`` for any :class:`RunConfig` field; ``options`` hold task-specific
+settings (for example the pointing-game tolerance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one ``aft-bench run`` needs.
+
+    Attributes:
+        task: Task name (registry ``TASKS``).
+        encoders: Encoder specs (registry names, ``ARCH:TAG``, ``hf-hub:...``, ``ckpt:PATH``, ``ARCH:TAG@PATH``).
+        attributions: Attribution method names (registry ``ATTRIBUTIONS``).
+        dataset: Dataset name (registry ``DATASETS``); ``data_root`` its folder on disk.
+        limit: Evaluate at most this many samples (a seeded random subset); None = all.
+        batch_size, device, seed, num_workers: Execution settings (they do not change the numbers).
+        out: Results folder. on_error: ``raise`` (default) or ``skip`` bad samples, counted.
+        fresh: Ignore stored per-sample scores and recompute.
+        options: Task-specific options. attribution_args: ``{method: {hparam: value}}``.
+        dataset_args: Extra keyword arguments for the dataset constructor.
+    """
+
+    task: str
+    encoders: tuple[str, ...] = ("toy",)
+    attributions: tuple[str, ...] = ("simple_gradient",)
+    dataset: str = "shapes"
+    data_root: str | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    device: str = "cpu"
+    seed: int = 0
+    num_workers: int = 0
+    out: str = "results"
+    on_error: OnError = "raise"
+    fresh: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    attribution_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    dataset_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be a positive number of samples, got {self.limit}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+    def numbers_key(self) -> dict[str, Any]:
+        """The fields that change per-sample numbers (execution settings and limit excluded)."""
+        return {
+            "task": self.task, "dataset": self.dataset, "data_root": self.data_root, "seed": self.seed,
+            "options": dict(self.options), "dataset_args": dict(self.dataset_args),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["encoders"], out["attributions"] = list(self.encoders), list(self.attributions)
+        for key in ("options", "attribution_args", "dataset_args"):
+            out[key] = _plain(out[key])
+        return out
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's YAML: its version and default settings."""
+
+    name: str
+    version: int
+    defaults: Mapping[str, Any]
+    description: str = ""
+
+
+def load_task_spec(task: str) -> TaskSpec:
+    """Reads ``tasks/<task>.yaml`` from the installed package."""
+    try:
+        text = resources.files("aft_bench.tasks").joinpath(f"{task}.yaml").read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"task {task!r} has no YAML config (tasks/{task}.yaml)") from exc
+    data = yaml.safe_load(text) or {}
+    meta = data.get("metadata", {})
+    if "version" not in meta:
+        raise ValueError(f"tasks/{task}.yaml lacks metadata.version")
+    return TaskSpec(task, int(meta["version"]), data.get("defaults", {}) or {}, meta.get("description", ""))
+
+
+def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:
+    """Builds the RunConfig: ``overrides`` (command line, None = not given) > task YAML > defaults."""
+    spec = load_task_spec(task)
+    names = {f.name for f in fields(RunConfig)}
+    unknown = set(spec.defaults) - names
+    if unknown:
+        raise ValueError(f"tasks/{task}.yaml defaults has unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    merged: dict[str, Any] = {"task": task, **spec.defaults}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("options", "attribution_args", "dataset_args"):
+            merged[key] = _deep_merge(merged.get(key, {}), value)
+        else:
+            merged[key] = value
+    for key in ("encoders", "attributions"):
+        if key in merged:
+            merged[key] = tuple(merged[key])
+    return RunConfig(**merged)
+
+
+def with_changes(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of ``config`` with ``changes`` applied (validated again)."""
+    return replace(config, **changes)
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(
+            out.get(key), Mapping) else value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value

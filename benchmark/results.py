@@ -1,0 +1,212 @@
+"""Typed run results, their atomic writer, and the per-sample store that makes runs resumable.
+
+A :class:`RunResult` is one (task, dataset, encoder, attribution) evaluation with everything needed
+to trust and reproduce its numbers (config, task version, seed, package versions, git hash, date).
+Result files are written atomically and never overwritten:
+``<out>/<task>/<encoder>__<attribution>__<dataset>__<time>.json``. Per-sample scores live in a
+sidecar JSON-lines file keyed by sample id and by the run's key (everything that changes the numbers),
+so an interrupted run, started again, recomputes only the samples that are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULT_SCHEMA_VERSION = 1
+SAMPLES_DIR = "samples"
+
+
+@dataclass
+class RunResult:
+    """One evaluation: summaries per metric plus provenance.
+
+    Attributes:
+        task, task_version, dataset, encoder, attribution: What was evaluated.
+        metrics: ``{name: {"mean", "ci95", "n", "higher_is_better"}}``; means in the metric's unit.
+        n: Samples scored. excluded: counts per reason (for example ``"empty mask"``).
+        skipped: counts per reason of samples skipped under ``--on-error skip``.
+        config: The resolved run configuration. run_key: hash of what changes the numbers.
+        samples_file: The sidecar with the per-sample scores (relative to the result file).
+    """
+
+    task: str
+    task_version: int
+    dataset: str
+    encoder: str
+    attribution: str
+    metrics: dict[str, dict[str, Any]]
+    n: int
+    excluded: dict[str, int]
+    skipped: dict[str, int]
+    config: dict[str, Any]
+    run_key: str
+    seed: int
+    samples_file: str
+    duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=lambda: package_versions())
+    git: str | None = field(default_factory=lambda: git_hash())
+    date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = RESULT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------------------- provenance
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour changes the numbers."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("aft-bench", "torch", "open_clip_torch", "numpy", "scikit-learn", "scikit-image"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_hash() -> str | None:
+    """The aft-bench checkout's commit (with ``-dirty`` when modified), or None outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_key(parts: Mapping[str, Any]) -> str:
+    """A short stable hash of everything that changes a run's numbers."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of an encoder/attribution name (``ViT-B-16:openai`` -> ``ViT-B-16_openai``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80] or "unnamed"
+
+
+# ---------------------------------------------------------------------------------------- writing
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to a temp file beside ``path`` and renames it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_result(result: RunResult, out_dir: str | Path) -> Path:
+    """Writes ``result`` under ``out_dir/<task>/``; never overwrites an existing file."""
+    folder = Path(out_dir) / result.task
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stem = "__".join(safe_name(s) for s in (result.encoder, result.attribution, result.dataset))
+    path = folder / f"{stem}__{stamp}.json"
+    suffix = 1
+    while path.exists():
+        path = folder / f"{stem}__{stamp}-{suffix}.json"
+        suffix += 1
+    atomic_write_text(path, json.dumps(_finite_or_null(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def _finite_or_null(value: Any) -> Any:
+    """Replaces NaN/Inf floats by None so result files are strict JSON (NaN: undefined, e.g. ci95 of n=1)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def read_results(folder: str | Path) -> list[RunResult]:
+    """Every result file under ``folder`` (recursively), oldest first; sidecars are skipped."""
+    results = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        if SAMPLES_DIR in path.parts or path.name.startswith("."):
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"result file {path} is not readable JSON ({exc}); move it aside") from exc
+        if isinstance(data, dict) and "run_key" in data and "metrics" in data:
+            results.append(RunResult.from_dict(data))
+    return sorted(results, key=lambda r: r.date)
+
+
+# ---------------------------------------------------------------------------------------- samples
+class SampleStore:
+    """Append-only JSON-lines store of per-sample records keyed by sample id.
+
+    Each record is ``{"id": ..., "scores": {...}}``, ``{"id": ..., "excluded": reason}`` or
+    ``{"id": ..., "skipped": reason}``. Records are flushed and fsynced after every batch, so a killed
+    run loses at most the batch in flight; a partly written last line is ignored on reading.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, dict[str, Any]] = dict(self._read())
+
+    def _read(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the last line of a killed run may be cut off
+                yield record["id"], record
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, sample_id: str) -> dict[str, Any] | None:
+        return self._records.get(sample_id)
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Appends records durably (one fsync per call)."""
+        records = list(records)
+        if not records:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if fh.tell() and not self._ends_with_newline():
+                fh.write("\n")
+            for record in records:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+                self._records[record["id"]] = record
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
