@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 
 from aft_bench import __version__
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, ENCODERS, METRICS, OBJECTIVES, TASKS
+from aft_bench.registries import ATTRIBUTIONS, DATASETS, ENCODERS, METRICS, OBJECTIVES, TARGETS, TASKS
 from aft_bench.registry import Registry, UnknownNameError
 
 log = logging.getLogger("aft_bench")
 LISTS: dict[str, Registry] = {
     "encoders": ENCODERS, "attributions": ATTRIBUTIONS, "tasks": TASKS, "datasets": DATASETS,
-    "metrics": METRICS, "objectives": OBJECTIVES,
+    "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS,
 }
 SPEC_FORMS = (
     ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),

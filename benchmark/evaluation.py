@@ -24,13 +24,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from aft_bench.attributions.base import Attribution, Target, TextTarget
+from aft_bench.attributions.base import Attribution, Target
 from aft_bench.config import RunConfig, TaskSpec
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.loading import load_encoder
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.registries import ATTRIBUTIONS, DATASETS
+from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS
 from aft_bench.results import RunResult, SampleStore, run_key, safe_name, write_result
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ class SampleTask(Task):
         """One record per sample: ``{"scores": {metric: value}}`` or ``{"excluded": reason}``."""
 
     def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Target:
-        """What the maps explain: the cosine with each image's prompt embedding (zero-shot)."""
-        return TextTarget(encoder.encode_text(batch.prompts))
+        """What the maps explain: option ``target`` names a TARGETS entry (default ``text``: zero-shot)."""
+        factory = TARGETS.get(config.options.get("target", "text"))
+        return factory(encoder, batch.prompts, batch.labels, config=config)
 
     def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
         """Attribution maps of a batch (overridden by tasks that perturb images)."""

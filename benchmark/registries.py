@@ -15,6 +15,7 @@ TASKS: Registry = Registry("task")
 DATASETS: Registry = Registry("dataset")
 METRICS: Registry = Registry("metric")
 OBJECTIVES: Registry = Registry("objective")
+TARGETS: Registry = Registry("target")
 
 # Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
 # ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
@@ -35,6 +36,9 @@ ATTRIBUTIONS.register(
     "aft_bench.attributions.gradcam:GradCAM",
     help="gradient-weighted activations of a block / conv stage (Selvaraju et al. 2017)",
 )
+
+TARGETS.register("text", "aft_bench.attributions.base:text_target",
+                 help="cosine similarity with the embedding of the image's prompt (zero-shot)")
 
 TASKS.register("pointing_game", "aft_bench.tasks.pointing_game:PointingGame",
                help="pointing game, PG-energy and segmentation scores (paper Table 1)")

@@ -42,6 +42,11 @@ class TextTarget:
         return TextTarget(self.embeddings.repeat_interleave(n, dim=0))
 
 
+def text_target(encoder: Encoder, prompts: list[str], labels: Tensor, **_: object) -> TextTarget:
+    """The zero-shot target of a batch: each image's prompt embedding (paper section 4.1)."""
+    return TextTarget(encoder.encode_text(prompts))
+
+
 class Attribution(ABC):
     """Base class: validates the encoder kind and the output shape around :meth:`attribute`.
 
