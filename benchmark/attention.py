@@ -1,0 +1,327 @@
+"""The explicit attention path: per-block attention probabilities of an open_clip ViT on request.
+
+Fused scaled-dot-product attention (``nn.MultiheadAttention`` with ``need_weights=False``, or
+``F.scaled_dot_product_attention`` in open_clip's own ``Attention``) never materialises the
+attention probabilities that attention maps, Rollout (Abnar & Zuidema 2020) and Grad-ECLIP (Zhao et
+al. 2024) need. :class:`AttentionRecorder` temporarily replaces the attention computation of chosen
+ViT blocks with the explicit form ``softmax(Q K^T / sqrt(d)) V`` (Vaswani et al. 2017), records what
+was asked for, and restores the fused path on exit. Recorded tensors stay in the autograd graph, so
+gradients with respect to them (Grad-ECLIP's attention output) flow; the outputs equal the fused
+path's up to float rounding (tested).
+
+Example::
+
+    with AttentionRecorder(encoder, blocks=[-1], keep=("probs",)) as rec:
+        embeddings = encoder(images)
+    probs = rec.records[len(vit_blocks(encoder)) - 1].probs  # B x heads x N x N
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import MethodType
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import Attention
+from torch import Tensor, nn
+
+from aft_bench.encoder import Encoder, UnsupportedEncoderError
+
+RECORDABLE = frozenset({"probs", "q", "k", "v", "context"})
+
+
+@dataclass
+class AttentionRecord:
+    """What one block's explicit attention computed in the last forward pass (all batch-first).
+
+    Attributes:
+        probs: Attention probabilities, B x heads x N x N (rows: queries, columns: keys).
+        q: Queries, B x N x C (heads concatenated along channels, before the 1/sqrt(d) scaling).
+        k: Keys, B x N x C.
+        v: Values, B x N x C.
+        context: Attention output before the output projection, B x N x C (``probs @ v`` per head,
+            heads concatenated).
+    """
+
+    probs: Tensor | None = None
+    q: Tensor | None = None
+    k: Tensor | None = None
+    v: Tensor | None = None
+    context: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------- accessors
+def vit_blocks(encoder: Encoder) -> nn.ModuleList:
+    """The residual attention blocks of a ViT encoder's image tower.
+
+    Raises:
+        UnsupportedEncoderError: If the encoder is not an open_clip VisionTransformer.
+    """
+    if encoder.kind != "vit":
+        raise UnsupportedEncoderError(
+            f"encoder {encoder.name!r} is a {encoder.kind}: attention maps need an open_clip ViT image tower"
+        )
+    return encoder.visual.transformer.resblocks
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Runs the body with every submodule in eval mode, then restores each one's own flag.
+
+    Flags are set directly (not through ``Encoder.train``, which would drop the text cache), so that
+    dropout cannot perturb attention and a caller in the middle of training keeps its mode.
+    """
+    modes = {m: m.training for m in module.modules()}
+    for m in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def resolve_block(encoder: Encoder, block: int) -> int:
+    """Non-negative index of ``block`` (negative counts from the end); raises if out of range."""
+    depth = len(vit_blocks(encoder))
+    if not -depth <= block < depth:
+        raise ValueError(f"block {block} out of range for {encoder.name!r} with {depth} blocks")
+    return block % depth
+
+
+def patch_tokens(encoder: Encoder, tokens: int) -> slice:
+    """The slice of a length-``tokens`` sequence holding the patch grid (prefix tokens such as CLS dropped)."""
+    gh, gw = encoder.grid_size
+    if tokens < gh * gw + 1:
+        raise UnsupportedEncoderError(
+            f"encoder {encoder.name!r}: {tokens} tokens cannot hold a class token and a {gh}x{gw} patch grid"
+        )
+    return slice(tokens - gh * gw, tokens)
+
+
+def token_grid(encoder: Encoder, values: Tensor) -> Tensor:
+    """Per-patch values (B x gh*gw) laid on the patch grid row by row (B x gh x gw)."""
+    gh, gw = encoder.grid_size
+    return values.reshape(values.shape[0], gh, gw)
+
+
+def reduce_heads(probs: Tensor, how: str) -> Tensor:
+    """Reduces B x heads x N x N attention over heads with ``mean``, ``max`` or ``min`` (B x N x N)."""
+    reduce = HEAD_REDUCTIONS.get(how)
+    if reduce is None:
+        raise ValueError(f"unknown head reduction {how!r}; choose from {sorted(HEAD_REDUCTIONS)}")
+    return reduce(probs)
+
+
+HEAD_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "mean": lambda p: p.mean(dim=1),
+    "max": lambda p: p.amax(dim=1),
+    "min": lambda p: p.amin(dim=1),
+}
+
+
+# ---------------------------------------------------------------------------------------- explicit attention
+def _explicit(
+    x: Tensor,
+    in_weight: Tensor,
+    in_bias: Tensor | None,
+    heads: int,
+    mask: Tensor | None,
+    qk_norm: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None,
+    dropout: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """softmax(Q K^T / sqrt(d) + mask) V on batch-first ``x``; returns (probs, q, k, v, context)."""
+    batch, tokens, width = x.shape
+    q, k, v = F.linear(x, in_weight, in_bias).chunk(3, dim=-1)
+    qh, kh, vh = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    if qk_norm is not None:
+        qh, kh = qk_norm[0](qh), qk_norm[1](kh)
+        q, k = (t.transpose(1, 2).reshape(batch, tokens, width) for t in (qh, kh))
+    logits = (qh * (1.0 / math.sqrt(width // heads))) @ kh.transpose(-1, -2)
+    if mask is not None:
+        logits = logits + mask
+    probs = logits.softmax(dim=-1)
+    if dropout > 0.0:
+        probs = F.dropout(probs, p=dropout)
+    context = (probs @ vh).transpose(1, 2).reshape(batch, tokens, width)
+    return probs, q, k, v, context
+
+
+def _additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A boolean (True = masked) or additive mask as an additive float mask."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def _mha_forward(recorder: AttentionRecorder, index: int) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    """Explicit replacement of ``nn.MultiheadAttention.forward`` for self-attention."""
+
+    def forward(
+        self: nn.MultiheadAttention,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        if key is not query or value is not query or key_padding_mask is not None or is_causal:
+            raise UnsupportedEncoderError(
+                f"explicit attention path of block {index}: only self-attention without padding or causal "
+                "masks is supported (open_clip image towers use plain self-attention)"
+            )
+        x = query if self.batch_first else query.transpose(0, 1)
+        mask = _additive_mask(attn_mask, x.dtype)
+        if mask is not None and mask.ndim == 3:
+            mask = mask.reshape(x.shape[0], self.num_heads, *mask.shape[-2:])
+        dropout = self.dropout if self.training else 0.0
+        probs, q, k, v, context = _explicit(x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask,
+                                            dropout=dropout)
+        recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
+        out = self.out_proj(context)
+        out = out if self.batch_first else out.transpose(0, 1)
+        weights = (probs.mean(1) if average_attn_weights else probs) if need_weights else None
+        return out, weights
+
+    return forward
+
+
+def _custom_forward(recorder: AttentionRecorder, index: int) -> Callable[..., Tensor]:
+    """Explicit replacement of open_clip's ``Attention.forward`` (CustomResidualAttentionBlock)."""
+
+    def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        batch, tokens, _ = x.shape
+        mask = _additive_mask(attn_mask, x.dtype)
+        if mask is not None and mask.ndim == 3:
+            mask = mask.reshape(batch, self.num_heads, tokens, tokens)
+        probs, q, k, v, context = _explicit(
+            x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask,
+            qk_norm=(self.ln_q, self.ln_k), dropout=self.attn_drop.p if self.training else 0.0,
+        )
+        recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
+        out = context
+        if self.head_scale is not None:
+            heads = out.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2) * self.head_scale
+            out = heads.transpose(1, 2).reshape(batch, tokens, -1)
+        return self.out_drop(self.out_proj(self.ln_inner(out)))
+
+    return forward
+
+
+def _check_mha(module: nn.MultiheadAttention, index: int) -> None:
+    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+        raise UnsupportedEncoderError(
+            f"block {index}: nn.MultiheadAttention with separate q/k/v projections, bias_k/bias_v or "
+            "add_zero_attn has no explicit attention path here"
+        )
+
+
+def _check_custom(module: Attention, index: int) -> None:
+    if module.logit_scale is not None:
+        raise UnsupportedEncoderError(
+            f"block {index}: open_clip Attention with scaled cosine attention (scaled_cosine_attn=True) has "
+            "no explicit attention path here; use a model with plain scaled-dot-product attention"
+        )
+
+
+# The attention module types with an explicit path: type -> (support check, forward factory).
+EXPLICIT_PATHS: dict[type, tuple[Callable[[nn.Module, int], None], Callable[..., Callable[..., object]]]] = {
+    nn.MultiheadAttention: (_check_mha, _mha_forward),
+    Attention: (_check_custom, _custom_forward),
+}
+
+
+# ---------------------------------------------------------------------------------------- recorder
+class AttentionRecorder:
+    """Context manager computing the chosen ViT blocks' attention explicitly and recording it.
+
+    While active, each chosen block's attention module runs the explicit path (same weights, same
+    numbers as the fused path up to float rounding) and ``records[block]`` holds the tensors named in
+    ``keep`` from the latest forward pass, still attached to the autograd graph when gradients are
+    enabled. On exit the fused path is restored; the model itself is never modified otherwise.
+
+    Args:
+        encoder: A ViT :class:`~aft_bench.encoder.Encoder`.
+        blocks: Block indices (negative counts from the end); ``None`` records every block.
+        keep: Which of ``probs``, ``q``, ``k``, ``v``, ``context`` to record.
+
+    Raises:
+        UnsupportedEncoderError: For a CNN encoder or an attention module without an explicit path.
+        ValueError: For an unknown ``keep`` entry or a block out of range.
+    """
+
+    def __init__(
+        self, encoder: Encoder, blocks: Iterable[int] | None = None, keep: Iterable[str] = ("probs",)
+    ) -> None:
+        modules = vit_blocks(encoder)
+        self.blocks = sorted({resolve_block(encoder, b) for b in (range(len(modules)) if blocks is None else blocks)})
+        self.keep = frozenset(keep)
+        unknown = self.keep - RECORDABLE
+        if unknown:
+            raise ValueError(f"cannot record {sorted(unknown)}; choose from {sorted(RECORDABLE)}")
+        self.encoder = encoder
+        self.records: dict[int, AttentionRecord] = {}
+        self._patched: list[nn.Module] = []
+        self._targets: list[tuple[nn.Module, Callable[..., object]]] = []
+        for index in self.blocks:
+            attn = getattr(modules[index], "attn", None)
+            path = EXPLICIT_PATHS.get(type(attn))
+            if path is None:
+                raise UnsupportedEncoderError(
+                    f"encoder {encoder.name!r}, block {index}: attention module {type(attn).__name__} has no "
+                    f"explicit path (supported: {', '.join(t.__name__ for t in EXPLICIT_PATHS)})"
+                )
+            check, factory = path
+            check(attn, index)
+            self._targets.append((attn, factory(self, index)))
+
+    def __enter__(self) -> AttentionRecorder:
+        if self._patched:
+            raise RuntimeError("AttentionRecorder is already active; it is not re-entrant")
+        for module, forward in self._targets:
+            if "forward" in module.__dict__:
+                self._restore()
+                raise RuntimeError(f"{type(module).__name__} of {self.encoder.name!r} already has a patched forward")
+            module.forward = MethodType(forward, module)
+            self._patched.append(module)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for module in self._patched:
+            del module.forward
+        self._patched.clear()
+
+    def _store(self, index: int, **tensors: Tensor) -> None:
+        self.records[index] = AttentionRecord(**{k: v for k, v in tensors.items() if k in self.keep})
+
+    def probs(self, block: int) -> Tensor:
+        """The recorded attention probabilities (B x heads x N x N) of ``block``."""
+        return self.get(block, "probs")
+
+    def get(self, block: int, field: str) -> Tensor:
+        """The recorded tensor ``field`` (one of ``probs``, ``q``, ``k``, ``v``, ``context``) of ``block``.
+
+        Raises:
+            KeyError: If the field was not recorded for that block (not kept, or no forward pass yet).
+        """
+        index = resolve_block(self.encoder, block)
+        record = self.records.get(index)
+        value = None if record is None else getattr(record, field)
+        if value is None:
+            raise KeyError(
+                f"no {field!r} recorded for block {index}: record it with blocks containing {index} and "
+                f"keep containing {field!r}, and run a forward pass inside the context"
+            )
+        return value

@@ -1,0 +1,342 @@
+"""M2IB (Wang, Rudner & Wilson, NeurIPS 2023, "Visual Explanations of Image-Text Representations via
+Multi-Modal Information Bottleneck Attribution"), image side, batched.
+
+An information bottleneck (Schulz et al. 2020, IBA) is inserted after one block of the image tower:
+the block's features R are replaced by ``Z = lambda * R + (1 - lambda) * eps`` with
+``lambda = sigmoid(alpha)`` per token and channel and ``eps`` noise matching the features' statistics.
+``alpha`` (initialised to 5) is fitted with Adam to
+
+    loss = beta * mean KL( N(lambda R, (1 - lambda)^2) || N(0, 1) ) - mean cos(image(Z), text),
+
+averaged over noise samples. The map is the KL summed over channels at each patch token (class
+token dropped), on the patch grid, upsampled. Defaults follow the authors' release (block 9 of 12,
+Adam lr 1, 10 steps, 10 noise samples, beta 0.1). Unlike the release, which fits one image at a
+time through the whole model, all images of a batch are fitted at once (Adam is elementwise, so
+each image's fit is unchanged), the blocks before the bottleneck run once, and the last block is
+computed for the class token alone when the embedding reads nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import ResidualAttentionBlock
+from torch import Tensor, nn
+
+from aft_bench.attention import resolve_block, vit_blocks
+from aft_bench.attributions.base import Attribution, Target, upsample
+from aft_bench.attributions.simple_gradient import eval_with_grad
+from aft_bench.encoder import Encoder, EncoderKind, UnsupportedEncoderError
+
+MIN_VAR = 1e-12
+
+
+# ---------------------------------------------------------------------------------------- tower split
+@dataclass(frozen=True)
+class TowerSplit:
+    """An image tower cut after one block or stage.
+
+    Attributes:
+        front: Pixels in [0, 1] (B x 3 x H x W) -> features after the cut, B x T x C (no gradient).
+        tail: Features B x T x C -> unit-norm image embeddings B x D (differentiable).
+        grid: The (h, w) grid that ``patches`` tokens lie on, row by row.
+        patches: Slice of the T tokens forming the grid (a ViT's class token excluded).
+    """
+
+    front: Callable[[Tensor], Tensor]
+    tail: Callable[[Tensor], Tensor]
+    grid: tuple[int, int]
+    patches: slice
+
+
+class _Captured(Exception):  # noqa: N818 - control flow, not an error
+    """Stops a forward pass once the hooked module has produced its output."""
+
+    def __init__(self, output: Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+
+def _output_of(module: nn.Module, run: Callable[[], object]) -> Tensor:
+    """Output of ``module`` during ``run()``; the rest of the forward pass is skipped."""
+
+    def hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+        raise _Captured(output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        run()
+    except _Captured as captured:
+        return captured.output
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(module).__name__} was not called during the forward pass")
+
+
+def _class_token_only(visual: nn.Module, block: nn.Module) -> bool:
+    """Whether the tower's embedding reads only the class token of ``block``'s output."""
+    return (
+        isinstance(block, ResidualAttentionBlock)
+        and isinstance(block.attn, nn.MultiheadAttention)
+        and block.attn.batch_first
+        and not hasattr(block, "ln_1_kv")
+        and getattr(visual, "pool_type", None) == "tok"
+        and getattr(visual, "attn_pool", None) is None
+        and not getattr(visual, "final_ln_after_pool", False)
+    )
+
+
+def _class_token_block(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
+    """``block(x)[:, :1]`` computed for the class token alone (its query over all keys, its MLP).
+
+    The last block's other outputs never reach a class-token embedding, so this skips most of the
+    block's work (the MLP and projections of every patch token); the result is the same.
+    """
+    normed = block.ln_1(x)
+    attended = block.attn(normed[:, :1], normed, normed, need_weights=False)[0]
+    cls = x[:, :1] + block.ls_1(attended)
+    return cls + block.ls_2(block.mlp(block.ln_2(cls)))
+
+
+def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
+    """Cuts an open_clip ViT after ``block`` (default: block 9 of 12 scaled to the depth, 0-based)."""
+    blocks = vit_blocks(encoder)
+    visual = encoder.visual
+    index = int(0.75 * len(blocks)) if block is None else resolve_block(encoder, block)
+    pool = getattr(visual, "_pool", None)
+    if pool is None:
+        raise UnsupportedEncoderError(
+            f"encoder {encoder.name!r}: this open_clip VisionTransformer has no _pool(); upgrade open_clip_torch"
+        )
+    batch_first = getattr(visual.transformer, "batch_first", True)
+
+    def layout(x: Tensor) -> Tensor:  # batch-first <-> the blocks' layout
+        return x if batch_first else x.transpose(0, 1)
+
+    def front(pixels: Tensor) -> Tensor:
+        with torch.no_grad():
+            return layout(_output_of(blocks[index], lambda: encoder(pixels)))
+
+    later = list(blocks[index + 1 :])
+    final = later.pop() if later and _class_token_only(visual, later[-1]) else None
+
+    def tail(features: Tensor) -> Tensor:
+        x = features
+        if later:
+            x = layout(features)
+            for module in later:
+                x = module(x)
+            x = layout(x)
+        if final is not None:
+            x = _class_token_block(final, x)
+        pooled, _ = pool(x)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return F.normalize(pooled.float(), dim=-1)
+
+    gh, gw = encoder.grid_size
+    tokens = visual.positional_embedding.shape[0]
+    return TowerSplit(front, tail, (gh, gw), slice(tokens - gh * gw, tokens))
+
+
+def split_resnet(encoder: Encoder, stage: int | None) -> TowerSplit:
+    """Cuts an open_clip ModifiedResNet after residual stage ``stage`` (1..4, default 3)."""
+    visual = encoder.visual
+    if not isinstance(visual, ModifiedResNet):
+        raise UnsupportedEncoderError(
+            f"attribution 'm2ib' supports open_clip ViTs and ModifiedResNets; {encoder.name!r} has a "
+            f"{type(visual).__name__} image tower. Choose another method for this encoder."
+        )
+    stage = 3 if stage is None else stage
+    if stage not in (1, 2, 3, 4):
+        raise ValueError(f"stage {stage} out of range 1..4 for ModifiedResNet {encoder.name!r}")
+    layer = getattr(visual, f"layer{stage}")
+    later = [getattr(visual, f"layer{s}") for s in range(stage + 1, 5)]
+    size = encoder.image_size
+    # ModifiedResNet downsamples by 4 in the stem and by 2 in each stage after the first.
+    grid = (size[0] // (4 * 2 ** (stage - 1)), size[1] // (4 * 2 ** (stage - 1)))
+
+    def front(pixels: Tensor) -> Tensor:
+        with torch.no_grad():
+            fmap = _output_of(layer, lambda: encoder(pixels))
+        if tuple(fmap.shape[-2:]) != grid:
+            raise UnsupportedEncoderError(
+                f"encoder {encoder.name!r}: stage {stage} gave a {tuple(fmap.shape[-2:])} map, expected {grid}"
+            )
+        return fmap.flatten(2).transpose(1, 2)  # B x hw x C
+
+    def tail(features: Tensor) -> Tensor:
+        x = features.transpose(1, 2).reshape(features.shape[0], features.shape[2], *grid)
+        for module in later:
+            x = module(x)
+        return F.normalize(visual.attnpool(x).float(), dim=-1)
+
+    return TowerSplit(front, tail, grid, slice(0, grid[0] * grid[1]))
+
+
+# Which splitter serves which encoder kind (the site argument: ViT block or ResNet stage).
+SPLITTERS: dict[str, Callable[[Encoder, int | None], TowerSplit]] = {"vit": split_vit, "cnn": split_resnet}
+
+
+# ---------------------------------------------------------------------------------------- bottleneck
+def gaussian_kl(mean: Tensor, var: Tensor) -> Tensor:
+    """Elementwise KL( N(mean, var) || N(0, 1) ) = (mean^2 + var - log var - 1) / 2."""
+    var = var.clamp_min(MIN_VAR)
+    return 0.5 * (mean.pow(2) + var - var.log() - 1.0)
+
+
+def noise_statistics(features: Tensor, noise: str) -> tuple[Tensor, Tensor]:
+    """Per-image, per-channel noise mean and std (B x 1 x C) for ``features`` (B x T x C).
+
+    ``feature``: the mean and std of each channel over the image's tokens (IBA's "noise matching the
+    feature statistics", computed per image so maps do not depend on the batch); ``standard``: N(0, 1),
+    as the authors' release samples.
+    """
+    if noise not in NOISE_MODES:
+        raise ValueError(f"unknown noise {noise!r}; choose from {sorted(NOISE_MODES)}")
+    return NOISE_MODES[noise](features)
+
+
+NOISE_MODES: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
+    "feature": lambda f: (f.mean(dim=1, keepdim=True), f.std(dim=1, keepdim=True, unbiased=False)),
+    "standard": lambda f: (torch.zeros_like(f[:, :1]), torch.ones_like(f[:, :1])),
+}
+
+
+def bottleneck_loss(
+    split: TowerSplit,
+    features: Tensor,
+    alpha: Tensor,
+    eps: Tensor,
+    stats: tuple[Tensor, Tensor],
+    target: Target,
+    beta: float,
+) -> tuple[Tensor, Tensor]:
+    """Per-image M2IB loss and the KL it penalises.
+
+    Args:
+        split: The tower cut at the bottleneck.
+        features: Features R after the cut, B x T x C (float32).
+        alpha: Bottleneck logits, B x T x C; ``lambda = sigmoid(alpha)``.
+        eps: Standard normal draws shared by all images, S x T x C (S noise samples).
+        stats: Noise mean and std, each B x 1 x C (:func:`noise_statistics`).
+        target: What each image's embedding is scored against.
+        beta: Weight of the KL term.
+
+    Returns:
+        (loss B, kl B x T x C) with ``loss = beta * mean KL - mean over samples of target score``.
+    """
+    batch, samples = features.shape[0], eps.shape[0]
+    lam = torch.sigmoid(alpha)
+    noise = stats[0][:, None] + stats[1][:, None] * eps[None]  # B x S x T x C
+    z = lam[:, None] * features[:, None] + (1.0 - lam[:, None]) * noise
+    embeddings = split.tail(z.flatten(0, 1))
+    fit = target.repeat_interleave(samples).score(embeddings).view(batch, samples).mean(dim=1)
+    kl = gaussian_kl(lam * features, (1.0 - lam).pow(2))
+    return beta * kl.mean(dim=(1, 2)) - fit, kl
+
+
+@dataclass(frozen=True)
+class BottleneckFit:
+    """Result of :func:`fit_bottleneck`: the KL of the last step (B x T x C) and the losses (steps x B)."""
+
+    kl: Tensor
+    losses: Tensor
+
+
+def fit_bottleneck(
+    split: TowerSplit,
+    features: Tensor,
+    target: Target,
+    *,
+    beta: float,
+    steps: int,
+    lr: float,
+    samples: int,
+    noise: str,
+    alpha_init: float,
+    seed: int,
+) -> BottleneckFit:
+    """Fits the bottleneck of every image of the batch at once (Adam on B x T x C logits).
+
+    The loss summed over images has per-image gradients, and Adam updates each element on its own,
+    so each image's fit equals a fit of that image alone. Noise draws come from a generator seeded
+    with ``seed`` and are shared by all images, so they do not depend on batch position. The KL of the
+    last forward pass (before the last update, as the authors' release reads it) is returned.
+    """
+    if steps < 1 or samples < 1:
+        raise ValueError(f"steps and samples must be >= 1, got steps={steps}, samples={samples}")
+    features = features.detach().float()
+    stats = noise_statistics(features, noise)
+    alpha = torch.full_like(features, float(alpha_init), requires_grad=True)
+    optimizer = torch.optim.Adam([alpha], lr=lr)
+    generator = torch.Generator(device=features.device).manual_seed(seed)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            eps = torch.randn((samples, *features.shape[1:]), generator=generator, device=features.device)
+            loss, kl = bottleneck_loss(split, features, alpha, eps, stats, target, beta)
+            (alpha.grad,) = torch.autograd.grad(loss.sum(), [alpha])
+            optimizer.step()
+            losses.append(loss.detach())
+    return BottleneckFit(kl.detach(), torch.stack(losses))
+
+
+class M2IB(Attribution):
+    """M2IB image maps (Wang et al. 2023) for open_clip ViTs and ModifiedResNets.
+
+    On a ViT the bottleneck sits after a transformer block; on a ModifiedResNet after a residual
+    stage (tokens are the stage's spatial positions). Other CNN towers are refused.
+
+    Args:
+        block: ViT block after which the bottleneck sits (0-based; default ``int(0.75 * depth)``,
+            block 9 of 12 as in the authors' release).
+        stage: ModifiedResNet stage (1..4, default 3) for CNN encoders.
+        beta: Weight of the KL (compression) term (default 0.1).
+        steps: Adam steps (default 10).
+        lr: Adam learning rate (default 1).
+        samples: Noise samples per step (default 10).
+        alpha_init: Initial bottleneck logit (default 5, lambda ~ 0.993).
+        noise: ``feature`` (per-image channel statistics, default) or ``standard`` (N(0, 1)).
+        seed: Seed of the noise draws.
+    """
+
+    name: ClassVar[str] = "m2ib"
+    supports: ClassVar[frozenset[EncoderKind]] = frozenset({"vit", "cnn"})
+
+    def __init__(
+        self,
+        block: int | None = None,
+        stage: int | None = None,
+        beta: float = 0.1,
+        steps: int = 10,
+        lr: float = 1.0,
+        samples: int = 10,
+        alpha_init: float = 5.0,
+        noise: str = "feature",
+        seed: int = 0,
+    ) -> None:
+        if noise not in NOISE_MODES:
+            raise ValueError(f"unknown noise {noise!r}; choose from {sorted(NOISE_MODES)}")
+        if steps < 1 or samples < 1:
+            raise ValueError(f"steps and samples must be >= 1, got steps={steps}, samples={samples}")
+        self.site = {"vit": block, "cnn": stage}
+        self.fit_args = dict(beta=beta, steps=steps, lr=lr, samples=samples, noise=noise,
+                             alpha_init=alpha_init, seed=seed)
+
+    def split(self, encoder: Encoder) -> TowerSplit:
+        """The encoder's tower cut where this method puts the bottleneck."""
+        return SPLITTERS[encoder.kind](encoder, self.site[encoder.kind])
+
+    def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
+        split = self.split(encoder)
+        with eval_with_grad(encoder):
+            features = split.front(images.detach())
+            result = fit_bottleneck(split, features, target, **self.fit_args)
+        saliency = result.kl[:, split.patches].sum(dim=-1)
+        return upsample(saliency.reshape(-1, *split.grid), tuple(images.shape[-2:]))
