@@ -37,6 +37,15 @@ ATTRIBUTIONS.register(
     help="gradient-weighted activations of a block / conv stage (Selvaraju et al. 2017)",
 )
 
+ATTRIBUTIONS.register("attention_map", "aft_bench.attributions.attention_map:AttentionMap",
+                      help="class-token attention to the patches in one ViT block (AFT paper Fig. 4)")
+ATTRIBUTIONS.register("rollout", "aft_bench.attributions.rollout:Rollout",
+                      help="attention rollout across ViT blocks (Abnar & Zuidema 2020)")
+ATTRIBUTIONS.register("grad_eclip", "aft_bench.attributions.grad_eclip:GradECLIP",
+                      help="gradient-weighted values with loosened attention (Zhao et al. 2024)")
+ATTRIBUTIONS.register("m2ib", "aft_bench.attributions.m2ib:M2IB",
+                      help="multi-modal information bottleneck, batched (Wang et al. 2023)")
+
 TARGETS.register("text", "aft_bench.attributions.base:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
 
@@ -47,6 +56,17 @@ DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
                   help="generated shapes world with captions and pixel masks (embedded default)")
 DATASETS.register("imagenet_s", "aft_bench.data.imagenet_s:ImageNetS",
                   help="ImageNet-S validation (ImageNetS919/S50/S300), root via --data-root")
+
+DATASETS.register("imagenet_seg", "aft_bench.data.imagenet_seg:ImageNetSegmentation",
+                  help="ImageNet-Segmentation gtsegs_ijcv.mat (4,276 images, object masks); --data-root = the .mat")
+DATASETS.register("imagenette", "aft_bench.data.imagenette:Imagenette",
+                  help="Imagenette/Imagewoof class folders (train/, val/); --dataset-arg split=val|train")
+DATASETS.register("cub", "aft_bench.data.cub:CUB200",
+                  help="CUB-200-2011 birds, official split; --data-root = CUB_200_2011, split=test|train|all")
+DATASETS.register("caltech256", "aft_bench.data.caltech256:Caltech256",
+                  help="Caltech-256 (256_ObjectCategories), seeded stratified split; split, train_fraction, split_seed")
+DATASETS.register("broden", "aft_bench.data.broden:Broden",
+                  help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
 
 METRICS.register("pg", "aft_bench.metrics.pointing:POINTING_GAME", help="argmax of the map inside the mask")
 METRICS.register("pg_energy", "aft_bench.metrics.pointing:PG_ENERGY", help="share of map mass inside the mask")

@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.cli import main
 from aft_bench.loading import save_encoder
-
-from conftest import TINY_VIT_CFG, make_encoder
 
 
 @pytest.fixture(scope="module")

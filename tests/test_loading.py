@@ -8,12 +8,11 @@ import json
 import open_clip
 import pytest
 import torch
+from conftest import TINY_CNN_CFG, TINY_VIT_CFG, make_encoder
 from safetensors.torch import save_file
 
 from aft_bench.loading import CheckpointError, load_encoder, load_state_dict_safely, model_config, save_encoder
 from aft_bench.registry import UnknownNameError
-
-from conftest import TINY_CNN_CFG, TINY_VIT_CFG, make_encoder
 
 
 @pytest.fixture(scope="module")

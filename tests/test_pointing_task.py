@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.simple_gradient import SimpleGradient
@@ -19,8 +20,6 @@ from aft_bench.loading import save_encoder
 from aft_bench.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.results import read_results
 from aft_bench.runner import run
-
-from conftest import TINY_VIT_CFG, make_encoder
 
 
 @pytest.fixture(scope="module")
