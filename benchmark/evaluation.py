@@ -100,7 +100,7 @@ class SampleTask(Task):
     def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Target:
         """What the maps explain: option ``target`` names a TARGETS entry (default ``text``: zero-shot)."""
         factory = TARGETS.get(config.options.get("target", "text"))
-        return factory(encoder, batch.prompts, batch.labels, config=config)
+        return factory(encoder, batch.prompts, batch.labels, config=config, images=batch.images.to(encoder.device))
 
     def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
         """Attribution maps of a batch (overridden by tasks that perturb images)."""

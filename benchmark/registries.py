@@ -48,9 +48,15 @@ ATTRIBUTIONS.register("m2ib", "aft_bench.attributions.m2ib:M2IB",
 
 TARGETS.register("text", "aft_bench.attributions.base:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
+TARGETS.register("probe", "aft_bench.probe:probe_target",
+                 help="class logit of a linear probe on frozen image embeddings (probe_class=true|top1)")
 
 TASKS.register("pointing_game", "aft_bench.tasks.pointing_game:PointingGame",
                help="pointing game, PG-energy and segmentation scores (paper Table 1)")
+TASKS.register("sparsity", "aft_bench.tasks.sparsity:Sparsity",
+               help="Gini index of each attribution map, higher = sparser (paper Table 3)")
+TASKS.register("ssim_robustness", "aft_bench.tasks.ssim_robustness:SsimRobustness",
+               help="SSIM of clean vs Gaussian-noise maps, one column per sigma (paper Table 7)")
 
 DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
                   help="generated shapes world with captions and pixel masks (embedded default)")
@@ -76,3 +82,5 @@ METRICS.register("ap", "aft_bench.metrics.segmentation:AVERAGE_PRECISION",
                  help="average precision of the map as a pixel score")
 METRICS.register("mask_iou", "aft_bench.metrics.segmentation:MASK_IOU",
                  help="IoU of the map thresholded at its mean with the mask")
+METRICS.register("gini", "aft_bench.metrics.gini:GINI", help="Gini index of |map| (Hurley & Rickard 2009)")
+METRICS.register("ssim", "aft_bench.metrics.ssim:SSIM", help="SSIM of min-max-normalised maps (scikit-image defaults)")
