@@ -57,6 +57,10 @@ TASKS.register("sparsity", "aft_bench.tasks.sparsity:Sparsity",
                help="Gini index of each attribution map, higher = sparser (paper Table 3)")
 TASKS.register("ssim_robustness", "aft_bench.tasks.ssim_robustness:SsimRobustness",
                help="SSIM of clean vs Gaussian-noise maps, one column per sigma (paper Table 7)")
+TASKS.register("clip_dissect", "aft_bench.tasks.clip_dissect:ClipDissect",
+               help="CLIP-Dissect: each neuron's concept by soft-WPMI against a probe CLIP (paper Fig. 5)")
+TASKS.register("network_dissection", "aft_bench.tasks.network_dissection:NetworkDissection",
+               help="Network Dissection: units whose top-quantile regions match concepts, IoU > 0.04 (paper Fig. 6)")
 
 DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
                   help="generated shapes world with captions and pixel masks (embedded default)")

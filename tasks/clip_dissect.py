@@ -1,0 +1,283 @@
+"""CLIP-Dissect (Oikarinen & Weng 2022): which concept each neuron of an encoder layer stands for.
+
+The AFT paper (section 4.2, Fig. 5) dissects the CLS-token neurons of the last block of CLIP image
+encoders and compares the histograms of their alignment scores with and without adversarial
+fine-tuning. Here: the probe images are the run's dataset, the concepts a text file (one per line;
+default the shapes world's vocabulary on shapes, the dataset's own label names where it has them,
+Broden's for example), the probe CLIP any encoder spec (default: the encoder the one under test was
+fine-tuned from, as its card's ``base_encoder`` names it, else the encoder itself). Each neuron's
+concept is the argmax of soft-WPMI (:func:`aft_bench.metrics.dissection.soft_wpmi`); a neuron is a
+concept detector when that score exceeds ``threshold``. The score is ``log P(c | E_n)`` minus the log of
+its mean over all U neurons, so it is at most ``log U`` (one neuron holds all of the concept's mass), and
+the default threshold 0 counts the neurons whose concept is likelier among their top images than among
+the average neuron's.
+
+Outputs per encoder: a result file (metrics ``detectors``, ``unique_concepts``, ``mean_score``) and,
+with the same stem beside it, ``.neurons.csv`` (unit, concept, score) and ``.hist.png`` (the score
+histogram, Fig. 5). Memory: the images x neurons activation matrix and the probe's image embeddings;
+probabilities are formed only for each neuron's top images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aft_bench.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer, stream_samples
+from aft_bench.config import RunConfig
+from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.shapes import VOCABULARY, ShapesDataset
+from aft_bench.encoder import Encoder
+from aft_bench.evaluation import Task, build_dataset, select_ids
+from aft_bench.loading import atomic_write, load_encoder
+from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
+from aft_bench.metrics.summary import RunningStat
+from aft_bench.results import RunResult, atomic_write_text, run_key, write_result
+
+log = logging.getLogger(__name__)
+
+#: default layer per encoder kind: the CLS token of the last block, as the paper dissects
+DEFAULT_LAYERS: dict[str, str] = {"vit": "block:-1", "cnn": "stage:4"}
+#: default concepts of datasets that do not name their own (``dataset.concepts()``)
+DEFAULT_CONCEPTS: dict[type, list[str]] = {ShapesDataset: VOCABULARY}
+#: card keys naming the encoder a checkpoint was fine-tuned from, in order of preference
+ORIGIN_KEYS = ("base_encoder", "origin")
+TEXT_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class ClipDissectOptions:
+    """Task options (``--option key=value``).
+
+    Attributes:
+        layer: ``block:I`` / ``stage:I``; None = ``block:-1`` for ViTs, ``stage:4`` for CNNs.
+        probe_encoder: Encoder spec of the probe CLIP; None = the tested encoder's origin (see module doc).
+        concepts: Text file with one concept per line; None = the dataset's default concepts.
+        template: Text prompt of a concept (``{}`` is replaced by the concept).
+        top_k: Most activating images per neuron. scale: softmax factor on the cosine (10).
+        p_start, p_end: Weights of the top images. threshold: Score above which a neuron is a detector.
+    """
+
+    layer: str | None = None
+    probe_encoder: str | None = None
+    concepts: str | None = None
+    template: str = "{}"
+    top_k: int = 100
+    scale: float = 10.0
+    p_start: float = 0.998
+    p_end: float = 0.97
+    threshold: float = 0.0
+
+    @classmethod
+    def from_config(cls, options: dict[str, Any]) -> ClipDissectOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"clip_dissect: unknown options {sorted(unknown)}; known: {sorted(known)}")
+        out = cls(**options)
+        if out.top_k < 1:
+            raise ValueError(f"clip_dissect: top_k must be >= 1, got {out.top_k}")
+        if "{}" not in out.template:
+            raise ValueError(f"clip_dissect: template {out.template!r} must contain '{{}}' for the concept")
+        return out
+
+
+def read_concepts(path: str | Path) -> list[str]:
+    """Concepts from a text file: one per line, stripped; blank lines and repeats dropped (first kept).
+
+    Raises:
+        FileNotFoundError: If the file does not exist. DataError: If it holds no concept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"concept file {path} does not exist; give a text file with one concept per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"concept file {path} is not UTF-8 text ({exc}); save it as UTF-8") from exc
+    concepts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    if not concepts:
+        raise DataError(f"concept file {path} holds no concept; write one concept per line")
+    return concepts
+
+
+def default_concepts(dataset: Dataset, name: str) -> list[str]:
+    """The dataset's own concepts (``dataset.concepts()``) or this module's default for its type."""
+    own = getattr(dataset, "concepts", None)
+    if callable(own):
+        return list(dict.fromkeys(own()))
+    for kind, concepts in DEFAULT_CONCEPTS.items():
+        if isinstance(dataset, kind):
+            return list(concepts)
+    raise DataError(f"dataset {name!r} names no concepts: pass a concept file with --option concepts=FILE")
+
+
+def probe_spec(encoder: Encoder, spec: str, option: str | None) -> str:
+    """The probe CLIP: the option, else the card's origin (``base_encoder``), else the encoder itself."""
+    if option:
+        return option
+    return next((str(encoder.card[k]) for k in ORIGIN_KEYS if encoder.card.get(k)), spec)
+
+
+def concept_embeddings(probe: Encoder, concepts: list[str], template: str) -> Tensor:
+    """C x D unit-norm text embeddings of the concepts, in chunks."""
+    prompts = [template.format(c) for c in concepts]
+    return torch.cat([probe.encode_text(prompts[i:i + TEXT_CHUNK]) for i in range(0, len(prompts), TEXT_CHUNK)])
+
+
+class ClipDissect(Task):
+    """Runs CLIP-Dissect for every encoder of the config (attributions are not used)."""
+
+    def run(self, config: RunConfig) -> list[Path]:
+        options = ClipDissectOptions.from_config(dict(config.options))
+        probes: dict[str, tuple[list[str], Tensor]] = {}
+        return [self._dissect(config, options, spec, probes) for spec in config.encoders]
+
+    def _dissect(self, config: RunConfig, options: ClipDissectOptions, spec: str,
+                 probes: dict[str, tuple[list[str], Tensor]]) -> Path:
+        start = time.perf_counter()
+        encoder = load_encoder(spec, config.device)
+        layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
+        dataset = build_dataset(config, encoder.image_size)
+        ids = select_ids(dataset.ids(), config.limit, config.seed)
+        if not ids:
+            raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+        concepts = read_concepts(options.concepts) if options.concepts else default_concepts(dataset, config.dataset)
+        probe_name = probe_spec(encoder, spec, options.probe_encoder)
+        skipped: Counter[str] = Counter()
+        own_ids, acts, embeds = self._activations(config, encoder, layer, dataset, ids, skipped, f"{spec} | {layer}")
+        if probe_name == spec:
+            probes.setdefault(probe_name, (own_ids, embeds))
+            probe = encoder
+        else:
+            probe = load_encoder(probe_name, config.device)
+            if probe_name not in probes:
+                probe_data = build_dataset(config, probe.image_size)
+                probe_ids, _, probe_embeds = self._activations(config, probe, None, probe_data, ids, Counter(),
+                                                               f"probe {probe_name}")
+                probes[probe_name] = (probe_ids, probe_embeds)
+        probe_ids, probe_embeds = probes[probe_name]
+        own_ids, acts, probe_embeds = _align(own_ids, acts, probe_ids, probe_embeds)
+        if not own_ids:
+            raise DataError(f"no probe image of {config.dataset!r} could be read (skipped: {dict(skipped)})")
+        texts = concept_embeddings(probe, concepts, options.template)
+        scores = soft_wpmi(
+            acts.to(config.device), embedding_rows(probe_embeds.to(config.device), texts, options.scale),
+            top_k=options.top_k, p_start=options.p_start, p_end=options.p_end,
+        ).cpu()
+        concept_index, best = assign_concepts(scores)
+        detectors = best > options.threshold
+        result = self._result(config, options, spec, encoder, layer, probe_name, concepts, len(own_ids),
+                              best, concept_index, detectors, skipped)
+        result.duration_s = round(time.perf_counter() - start, 3)
+        path = write_result(result, config.out)
+        _write_neurons_csv(path.with_suffix(".neurons.csv"), concepts, concept_index, best)
+        _write_histogram(path.with_suffix(".hist.png"), best, options.threshold, f"{spec} · {layer}")
+        return path
+
+    @staticmethod
+    def _activations(
+        config: RunConfig, encoder: Encoder, layer: LayerSpec | None, dataset: Dataset, ids: list[str],
+        skipped: Counter[str], desc: str,
+    ) -> tuple[list[str], Tensor | None, Tensor]:
+        """Loaded ids, their neuron activations (N x U, None without a layer) and image embeddings (N x D)."""
+        seen: list[str] = []
+        acts: list[Tensor] = []
+        embeds: list[Tensor] = []
+        for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error,
+                                    skipped, desc):
+            pixels = batch.images.to(encoder.device)
+            if layer is None:
+                with torch.no_grad():
+                    embeds.append(encoder(pixels).cpu())
+            else:
+                embeddings, output = forward_with_layer(encoder, pixels, layer)
+                embeds.append(embeddings.cpu())
+                acts.append(neuron_readout(encoder, output).cpu())
+            seen.extend(batch.ids)
+        if not seen:
+            return [], None, torch.empty(0)
+        return seen, (torch.cat(acts) if acts else None), torch.cat(embeds)
+
+    def _result(
+        self, config: RunConfig, options: ClipDissectOptions, spec: str, encoder: Encoder, layer: LayerSpec,
+        probe_name: str, concepts: list[str], n_images: int, best: Tensor, concept_index: Tensor,
+        detectors: Tensor, skipped: Counter[str],
+    ) -> RunResult:
+        stat = RunningStat()
+        stat.update(best)
+        units = int(best.numel())
+        chosen = concept_index[detectors]
+        metrics = {
+            "detectors": _count(int(detectors.sum()), units),
+            "unique_concepts": _count(int(torch.unique(chosen).numel()), units),
+            "mean_score": {**stat.summary(), "higher_is_better": True},
+        }
+        key = run_key({**config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
+                       "layer": str(layer), "probe": probe_name, "limit": config.limit})
+        top = Counter(concepts[i] for i in chosen.tolist()).most_common(10)
+        return RunResult(
+            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
+            attribution=str(layer), metrics=metrics, n=n_images, excluded={}, skipped=dict(skipped),
+            config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
+            extra={"layer": str(layer), "units": units, "probe_encoder": probe_name, "concepts": len(concepts),
+                   "concepts_file": options.concepts, "threshold": options.threshold,
+                   "top_k": min(options.top_k, n_images), "top_concepts": dict(top),
+                   "side_files": {"neurons": ".neurons.csv", "histogram": ".hist.png"},
+                   "encoder_card": {k: encoder.card.get(k) for k in ("name", "arch", "pretrained", *ORIGIN_KEYS)
+                                    if encoder.card.get(k) is not None}},
+        )
+
+
+def _align(ids: list[str], acts: Tensor | None, probe_ids: list[str], probe_embeds: Tensor
+           ) -> tuple[list[str], Tensor, Tensor]:
+    """Keeps the images both passes read, in the first pass's order."""
+    if acts is None:
+        return [], torch.empty(0), torch.empty(0)
+    if ids == probe_ids:
+        return ids, acts, probe_embeds
+    row = {sample_id: i for i, sample_id in enumerate(probe_ids)}
+    keep = [i for i, sample_id in enumerate(ids) if sample_id in row]
+    return ([ids[i] for i in keep], acts[keep], probe_embeds[[row[ids[i]] for i in keep]])
+
+
+def _count(value: int, units: int) -> dict[str, Any]:
+    return {"mean": float(value), "ci95": math.nan, "n": units, "higher_is_better": True}
+
+
+def _write_neurons_csv(path: Path, concepts: list[str], concept_index: Tensor, best: Tensor) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["unit", "concept", "score"])
+    for unit, (index, score) in enumerate(zip(concept_index.tolist(), best.tolist(), strict=True)):
+        writer.writerow([unit, concepts[index], f"{score:.6g}"])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_histogram(path: Path, scores: Tensor, threshold: float, title: str) -> None:
+    """The histogram of the neurons' best scores (paper Fig. 5), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(scores.numpy(), bins=min(50, max(10, scores.numel() // 4)), color="#4477aa")
+    ax.axvline(threshold, color="#cc3311", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("soft-WPMI score of the neuron's concept")
+    ax.set_ylabel("neurons")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)

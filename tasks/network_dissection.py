@@ -1,0 +1,389 @@
+"""Network Dissection (Bau et al. 2017): units of a layer as detectors of pixel-labelled concepts.
+
+Per unit k, the threshold T_k is the ``quantile`` (0.995; 0.95 on the shapes world, see
+``DEFAULT_QUANTILES``) of its activations over every spatial
+position of every image (exact, streaming: :class:`aft_bench.metrics.dissection.TopQuantile`).
+Each image's activation maps are then upsampled bilinearly to the label maps' size and thresholded,
+and the IoU of unit mask and concept label is accumulated over the dataset as counts
+(:class:`aft_bench.metrics.dissection.IoUAccumulator`); the unit detects its best concept when that IoU
+exceeds ``iou_threshold`` (0.04). Two forward passes over the data (thresholds, then IoU); no map is
+kept. The AFT paper dissects the penultimate block of ViT-B (section 4.2, Fig. 6): the default layer
+is ``block:-2`` for ViTs (patch tokens laid on the grid) and ``stage:4`` for CNNs.
+
+Concepts: Broden's labels in its six categories (colour, object, part, material, scene, texture;
+whole-image scene and texture labels cover the image), or on the shapes world the five shapes and
+five colours, each with the visible pixels of every object (target and distractors) of that shape or
+colour. Outputs per encoder: a result file (detectors, unique concepts, mean best IoU, and both counts
+per category) and, with the same stem, ``.units.csv`` (unit, concept, category, IoU, detector) and
+``.top.png``: the most activating images of one unit (option ``unit``, default the best detector)
+with its thresholded maps (Fig. 6).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations, stream_samples
+from aft_bench.config import RunConfig
+from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
+from aft_bench.encoder import Encoder
+from aft_bench.evaluation import Task, build_dataset, select_ids
+from aft_bench.loading import atomic_write, load_encoder
+from aft_bench.metrics.dissection import (
+    IoUAccumulator,
+    TopQuantile,
+    best_concepts,
+    detector_summary,
+    unit_masks,
+)
+from aft_bench.metrics.summary import RunningStat
+from aft_bench.results import RunResult, atomic_write_text, run_key, write_result
+
+log = logging.getLogger(__name__)
+
+#: default layer per encoder kind (the paper dissects the penultimate block of ViT-B)
+DEFAULT_LAYERS: dict[str, str] = {"vit": "block:-2", "cnn": "stage:4"}
+#: Bau et al.'s threshold: each unit's top 0.5% of activations over all positions of all images
+QUANTILE = 0.995
+#: dataset types whose concepts cover far more of the image than Broden's get their own default quantile:
+#: the shapes world's ten concepts each cover ~5% of all pixels, so a 0.5% mask caps the IoU near 0.1 and
+#: leaves the toy CLIP with no detector at all; its top 5% regions are compared instead
+DEFAULT_QUANTILES: dict[type, float] = {ShapesDataset: 0.95}
+#: pass 1 keeps the activation maps for pass 2 when they fit in this many bytes (else the encoder runs twice)
+ACTIVATION_CACHE_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class NetworkDissectionOptions:
+    """Task options (``--option key=value``).
+
+    Attributes:
+        layer: ``block:I`` / ``stage:I``; None = ``block:-2`` for ViTs, ``stage:4`` for CNNs.
+        quantile: Per-unit activation quantile used as threshold; None = 0.995 (the top 0.5%, Bau et al.),
+            or the dataset type's entry of ``DEFAULT_QUANTILES`` (shapes world: 0.95).
+        iou_threshold: A unit whose best IoU exceeds this is a detector (0.04).
+        unit: Unit whose top images are drawn; None = the unit with the highest IoU (of ``concept``).
+        concept: Concept name: draw its best unit (the paper's Fig. 6 shows a "cat" detector).
+        top_images: Number of images in that figure.
+    """
+
+    layer: str | None = None
+    quantile: float | None = None
+    iou_threshold: float = 0.04
+    unit: int | None = None
+    concept: str | None = None
+    top_images: int = 8
+
+    @classmethod
+    def from_config(cls, options: dict[str, Any]) -> NetworkDissectionOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"network_dissection: unknown options {sorted(unknown)}; known: {sorted(known)}")
+        out = cls(**options)
+        if out.quantile is not None and not 0.0 <= out.quantile < 1.0:
+            raise ValueError(f"network_dissection: quantile must be in [0, 1), got {out.quantile}")
+        if out.top_images < 1:
+            raise ValueError(f"network_dissection: top_images must be >= 1, got {out.top_images}")
+        if out.unit is not None and out.concept is not None:
+            raise ValueError("network_dissection: give the option unit or concept, not both")
+        return out
+
+
+# ---------------------------------------------------------------------------------------- concept labels
+class ConceptLabels(Protocol):
+    """Pixel concept labels of a dataset, in one label space.
+
+    Attributes:
+        categories: Category names. label_names: Label id -> name (id 0 = unlabelled).
+        label_category: Label id -> index into ``categories``.
+    """
+
+    categories: list[str]
+    label_names: list[str]
+    label_category: list[int]
+
+    def labels(self, sample_id: str, size: tuple[int, int]) -> dict[int, Tensor]:
+        """Category index -> M x h x w label maps of the sample, aligned with its image."""
+        ...
+
+
+class ShapesConcepts:
+    """The shapes world's concepts: each shape and each colour, on the visible pixels of every object."""
+
+    def __init__(self, dataset: ShapesDataset) -> None:
+        self.dataset = dataset
+        self.categories = ["shape", "colour"]
+        self.label_names = ["-", *SHAPES, *COLOURS]
+        self.label_category = [0] + [0] * len(SHAPES) + [1] * len(COLOURS)
+
+    def labels(self, sample_id: str, size: tuple[int, int]) -> dict[int, Tensor]:
+        index = int(sample_id.rsplit("-", 1)[-1])
+        scene = render_shapes_scene(self.dataset.seed, self.dataset.split, index, self.dataset.image_size)
+        height, width = scene.image.shape[:2]
+        ys, xs = np.meshgrid(np.arange(height, dtype=np.float32) + 0.5, np.arange(width, dtype=np.float32) + 0.5,
+                             indexing="ij")
+        shape_map = np.zeros((height, width), dtype=np.int64)
+        colour_map = np.zeros((height, width), dtype=np.int64)
+        for obj in (scene.target, *scene.distractors):  # drawing order: later objects cover earlier ones
+            sdf = SHAPE_SDFS[obj.shape](xs - obj.center[0], ys - obj.center[1], obj.radius, obj.angle)
+            inside = sdf <= 0  # coverage >= 0.5, the mask convention of the shapes world
+            shape_map[inside] = 1 + SHAPES.index(obj.shape)
+            colour_map[inside] = 1 + len(SHAPES) + list(COLOURS).index(obj.colour)
+        maps = torch.from_numpy(np.stack([shape_map, colour_map]))
+        if (height, width) != tuple(size):
+            maps = F.interpolate(maps[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        return {0: maps[:1], 1: maps[1:]}
+
+
+class LabelMapConcepts:
+    """Concepts of a dataset with Broden's label API (``load_labels``, ``label_names``, ``primary_category``)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.categories = list(dataset.categories)
+        count = max(dataset.label_names, default=0) + 1
+        self.label_names = [dataset.label_names.get(i, "-") for i in range(count)]
+        primary = getattr(dataset, "primary_category", {})
+        self.label_category = [self.categories.index(primary[i]) if primary.get(i) in self.categories else 0
+                               for i in range(count)]
+
+    def labels(self, sample_id: str, size: tuple[int, int]) -> dict[int, Tensor]:
+        sh, sw = self.dataset.label_shape(sample_id)
+        side = min(sh, sw)  # label maps at their own resolution, cropped like the image
+        target = (max(1, round(side * size[0] / min(size))), max(1, round(side * size[1] / min(size))))
+        raw = self.dataset.load_labels(sample_id, size=target)
+        out: dict[int, Tensor] = {}
+        for index, category in enumerate(self.categories):
+            maps = [m.long() for m in raw.pixel.get(category, [])]
+            maps += [torch.full(target, label, dtype=torch.long) for label in raw.image.get(category, [])]
+            if maps:
+                out[index] = torch.stack(maps)
+        return out
+
+
+def default_quantile(dataset: Dataset) -> float:
+    """The threshold quantile for ``dataset``: its type's entry of ``DEFAULT_QUANTILES``, else 0.995."""
+    return next((q for kind, q in DEFAULT_QUANTILES.items() if isinstance(dataset, kind)), QUANTILE)
+
+
+def concept_labels(dataset: Dataset, name: str) -> ConceptLabels:
+    """The concept labels of ``dataset`` (shapes world or a Broden-like dataset)."""
+    if isinstance(dataset, ShapesDataset):
+        return ShapesConcepts(dataset)
+    if callable(getattr(dataset, "load_labels", None)):
+        return LabelMapConcepts(dataset)
+    raise DataError(f"dataset {name!r} has no pixel concept labels: network dissection runs on shapes or broden")
+
+
+# ---------------------------------------------------------------------------------------- task
+class NetworkDissection(Task):
+    """Runs Network Dissection for every encoder of the config (attributions are not used)."""
+
+    def run(self, config: RunConfig) -> list[Path]:
+        options = NetworkDissectionOptions.from_config(dict(config.options))
+        return [self._dissect(config, options, spec) for spec in config.encoders]
+
+    def _dissect(self, config: RunConfig, options: NetworkDissectionOptions, spec: str) -> Path:
+        start = time.perf_counter()
+        encoder = load_encoder(spec, config.device)
+        layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
+        dataset = build_dataset(config, encoder.image_size)
+        ids = select_ids(dataset.ids(), config.limit, config.seed)
+        if not ids:
+            raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+        concepts = concept_labels(dataset, config.dataset)
+        skipped: Counter[str] = Counter(getattr(dataset, "skipped", {}) or {})
+        quantile = default_quantile(dataset) if options.quantile is None else options.quantile
+        seen, peaks, thresholds, cache = self._thresholds(config, encoder, layer, dataset, ids, quantile, skipped,
+                                                          f"{spec} | {layer} | quantiles")
+        if options.unit is not None and not 0 <= options.unit < len(thresholds):
+            raise ValueError(f"network_dissection: unit {options.unit} out of range; layer {layer} has "
+                             f"{len(thresholds)} units")
+        counts = self._counts(config, encoder, layer, dataset, seen, thresholds, concepts, skipped, cache,
+                              f"{spec} | {layer} | IoU")
+        iou = counts.iou()
+        concept, best, detectors = best_concepts(iou, options.iou_threshold)
+        summary = detector_summary(concept, detectors, concepts.label_category, concepts.categories)
+        unit = _figure_unit(options, iou, concepts)
+        label = concepts.label_names.index(options.concept) if options.concept else int(concept[unit])
+        name, unit_iou = concepts.label_names[label], float(iou[unit, label])
+        result = self._result(config, options, spec, layer, counts.images, best, summary, skipped, unit, name,
+                              unit_iou, quantile)
+        result.duration_s = round(time.perf_counter() - start, 3)
+        path = write_result(result, config.out)
+        _write_units_csv(path.with_suffix(".units.csv"), concepts, concept, best, detectors)
+        top = torch.topk(peaks[:, unit], k=min(options.top_images, len(seen))).indices.tolist()
+        title = f"{spec} · {layer} · unit {unit}: {name} (IoU {unit_iou:.3f})"
+        _write_top_images(path.with_suffix(".top.png"), encoder, layer, dataset, [seen[i] for i in top], unit,
+                          float(thresholds[unit]), title)
+        return path
+
+    @staticmethod
+    def _thresholds(
+        config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], quantile: float,
+        skipped: Counter[str], desc: str,
+    ) -> tuple[list[str], Tensor, Tensor, list[Tensor] | None]:
+        """Pass 1: the ids read, each image's peak activation per unit (N x U), the unit thresholds (U,) and
+        the activation maps themselves when they fit in ``ACTIVATION_CACHE_BYTES`` (else None)."""
+        sketch: TopQuantile | None = None
+        seen: list[str] = []
+        peaks: list[Tensor] = []
+        cache: list[Tensor] | None = []
+        cached_bytes = 0
+        for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error,
+                                    skipped, desc):
+            acts = spatial_activations(encoder, batch.images, layer)  # B x U x h x w
+            if sketch is None:
+                per_unit = len(ids) * acts.shape[2] * acts.shape[3]
+                sketch = TopQuantile(acts.shape[1], quantile, per_unit)
+                log.info("%s: %d units, keeping the top %d of %d activations per unit for the %.3f quantile",
+                         layer, acts.shape[1], sketch.capacity, per_unit, quantile)
+            sketch.update(acts.transpose(0, 1))
+            peaks.append(acts.flatten(2).max(dim=2).values.cpu())
+            seen.extend(batch.ids)
+            cached_bytes += acts.numel() * acts.element_size()
+            if cache is not None and cached_bytes <= ACTIVATION_CACHE_BYTES:
+                cache.append(acts.cpu())
+            else:
+                cache = None  # too large to keep: pass 2 runs the encoder again
+        if sketch is None:
+            raise DataError(f"no image of {config.dataset!r} could be read (skipped: {dict(skipped)})")
+        return seen, torch.cat(peaks), sketch.result().float(), cache
+
+    @staticmethod
+    def _counts(
+        config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], thresholds: Tensor,
+        concepts: ConceptLabels, skipped: Counter[str], cache: list[Tensor] | None, desc: str,
+    ) -> IoUAccumulator:
+        """Pass 2: intersection and union counts of every unit and concept."""
+        counts = IoUAccumulator(concepts.label_category, len(thresholds))
+        thresholds = thresholds.to(encoder.device)
+        size = tuple(encoder.image_size)
+        for sample_id, maps in _activation_stream(config, encoder, layer, dataset, ids, cache, desc):
+            try:
+                labels = concepts.labels(sample_id, size)
+            except DataError as exc:
+                if config.on_error == "raise":
+                    raise DataError(f"sample {sample_id}: {exc} (pass --on-error skip to skip and count it)") from exc
+                log.warning("skipping the labels of %s: %s", sample_id, exc)
+                skipped[str(exc).split(":")[0][:120]] += 1
+                continue
+            if not labels:
+                counts.images += 1
+                continue
+            label_size = tuple(next(iter(labels.values())).shape[-2:])
+            maps = maps.to(encoder.device)
+            counts.update(unit_masks(maps, thresholds, label_size), {k: v.to(maps.device) for k, v in labels.items()})
+        return counts
+
+    def _result(
+        self, config: RunConfig, options: NetworkDissectionOptions, spec: str, layer: LayerSpec, n_images: int,
+        best: Tensor, summary: dict[str, dict[str, int]], skipped: Counter[str], unit: int, unit_concept: str,
+        unit_iou: float, quantile: float,
+    ) -> RunResult:
+        units = int(best.numel())
+        stat = RunningStat()
+        stat.update(best)
+        metrics: dict[str, dict[str, Any]] = {
+            "detectors": _count(summary["all"]["detectors"], units),
+            "unique_concepts": _count(summary["all"]["unique_concepts"], units),
+            "mean_iou": {**stat.summary(), "higher_is_better": True},
+        }
+        for category, values in summary.items():
+            if category != "all":
+                metrics[f"detectors_{category}"] = _count(values["detectors"], units)
+                metrics[f"unique_{category}"] = _count(values["unique_concepts"], units)
+        key = run_key({**config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
+                       "layer": str(layer), "limit": config.limit})
+        return RunResult(
+            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
+            attribution=str(layer), metrics=metrics, n=n_images, excluded={}, skipped=dict(skipped),
+            config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
+            extra={"layer": str(layer), "units": units, "quantile": quantile,
+                   "iou_threshold": options.iou_threshold, "summary": summary,
+                   "figure_unit": {"unit": unit, "concept": unit_concept, "iou": unit_iou},
+                   "side_files": {"units": ".units.csv", "top_images": ".top.png"}},
+        )
+
+
+def _figure_unit(options: NetworkDissectionOptions, iou: Tensor, concepts: ConceptLabels) -> int:
+    """The unit drawn in the figure: the option ``unit``, the best unit of ``concept``, or the best unit."""
+    if options.unit is not None:
+        return options.unit
+    if options.concept is None:
+        return int(iou.max(dim=1).values.argmax())
+    if options.concept not in concepts.label_names[1:]:
+        close = [n for n in concepts.label_names[1:] if options.concept.lower() in n.lower()][:10]
+        raise ValueError(f"network_dissection: unknown concept {options.concept!r}"
+                         + (f"; did you mean one of {close}?" if close else ""))
+    return int(iou[:, concepts.label_names.index(options.concept)].argmax())
+
+
+def _activation_stream(
+    config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str],
+    cache: list[Tensor] | None, desc: str,
+) -> Iterator[tuple[str, Tensor]]:
+    """(id, U x h x w maps) of every image: from pass 1's cache, or by running the encoder again."""
+    if cache is not None:
+        yield from zip(ids, (maps for acts in cache for maps in acts), strict=True)
+        return
+    for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error, None, desc):
+        yield from zip(batch.ids, spatial_activations(encoder, batch.images, layer), strict=True)
+
+
+def _count(value: int, units: int) -> dict[str, Any]:
+    return {"mean": float(value), "ci95": math.nan, "n": units, "higher_is_better": True}
+
+
+def _write_units_csv(path: Path, concepts: ConceptLabels, concept: Tensor, best: Tensor, detectors: Tensor) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["unit", "concept", "category", "iou", "detector"])
+    for unit, (label, iou, hit) in enumerate(zip(concept.tolist(), best.tolist(), detectors.tolist(), strict=True)):
+        category = concepts.categories[concepts.label_category[label]] if label else "-"
+        writer.writerow([unit, concepts.label_names[label], category, f"{iou:.6f}", int(hit)])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_top_images(path: Path, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], unit: int,
+                      threshold: float, title: str) -> None:
+    """The unit's most activating images with the region above its threshold highlighted (paper Fig. 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = torch.stack([dataset.load(i).image for i in ids])
+    maps = spatial_activations(encoder, images, layer)[:, unit:unit + 1]
+    up = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
+    cols = min(4, len(ids))
+    rows = math.ceil(len(ids) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, act in zip(axes.flat, images, up, strict=False):
+        mask = (act >= threshold).numpy()
+        shown = image.permute(1, 2, 0).numpy() * np.where(mask, 1.0, 0.35)[..., None]
+        ax.imshow(np.clip(shown, 0, 1))
+        if mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors="#ffdd00", linewidths=1.2)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
