@@ -45,6 +45,8 @@ ATTRIBUTIONS.register("grad_eclip", "aft_bench.attributions.grad_eclip:GradECLIP
                       help="gradient-weighted values with loosened attention (Zhao et al. 2024)")
 ATTRIBUTIONS.register("m2ib", "aft_bench.attributions.m2ib:M2IB",
                       help="multi-modal information bottleneck, batched (Wang et al. 2023)")
+ATTRIBUTIONS.register("random", "aft_bench.tasks.roar_data:RandomBaseline",
+                      help="uniform random map (ROAR's random-removal baseline)")
 
 TARGETS.register("text", "aft_bench.attributions.base:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
@@ -61,6 +63,10 @@ TASKS.register("clip_dissect", "aft_bench.tasks.clip_dissect:ClipDissect",
                help="CLIP-Dissect: each neuron's concept by soft-WPMI against a probe CLIP (paper Fig. 5)")
 TASKS.register("network_dissection", "aft_bench.tasks.network_dissection:NetworkDissection",
                help="Network Dissection: units whose top-quantile regions match concepts, IoU > 0.04 (paper Fig. 6)")
+TASKS.register("roar", "aft_bench.tasks.roar:Roar",
+               help="remove and retrain: accuracy after replacing the top-k% salient pixels by the mean (Fig. 3)")
+TASKS.register("road", "aft_bench.tasks.road:Road",
+               help="remove and debias: unchanged classifier on noisy-linear-imputed images (Rong et al. 2022)")
 
 DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
                   help="generated shapes world with captions and pixel masks (embedded default)")
