@@ -1,0 +1,258 @@
+"""The toy CLIP's recipe, cache, training determinism, checkpoint round trip and zero-shot accuracy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from aft_bench import cache, toy
+from aft_bench.data.shapes import CLASSNAMES, caption, generate_batch
+from aft_bench.loading import load_encoder
+from aft_bench.registries import ENCODERS
+
+# A recipe small enough to train in well under a second: the real one trains for a minute or more.
+TINY = toy.ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+                     text_width=32, text_layers=1, text_heads=2, embed_dim=16, steps=3, batch_size=8,
+                     warmup=1, pool_size=12, eval_size=10)
+
+
+# ---------------------------------------------------------------------------------------- recipe
+def test_recipe_key_changes_with_every_field() -> None:
+    base = toy.ToyRecipe()
+    assert base.key() == toy.ToyRecipe().key()
+    assert len(base.key()) == 16 and int(base.key(), 16) >= 0
+    changes = {"steps": base.steps + 1, "lr": base.lr * 2, "vision_width": 96, "seed": 1, "data_seed": 3,
+               "mean": (0.4, 0.5, 0.5)}
+    keys = {dataclasses.replace(base, **{name: value}).key() for name, value in changes.items()}
+    assert len(keys) == len(changes) and base.key() not in keys
+
+
+def test_recipe_rejects_inconsistent_shapes() -> None:
+    with pytest.raises(ValueError, match="patch_size"):
+        toy.ToyRecipe(image_size=60, patch_size=8)
+    with pytest.raises(ValueError, match="heads"):
+        toy.ToyRecipe(vision_width=66, vision_heads=4)
+    with pytest.raises(ValueError, match="steps"):
+        toy.ToyRecipe(steps=0)
+
+
+def test_model_cfg_builds_the_declared_vit() -> None:
+    cfg = toy.ToyRecipe().model_cfg()
+    assert cfg["vision_cfg"]["image_size"] // cfg["vision_cfg"]["patch_size"] == 8  # an 8 x 8 token grid
+    assert cfg["vision_cfg"]["width"] // cfg["vision_cfg"]["head_width"] == toy.ToyRecipe().vision_heads
+
+
+def test_mimetic_init_sets_the_attention_products() -> None:
+    torch.manual_seed(0)
+    recipe = dataclasses.replace(TINY, vision_width=32, vision_heads=2, mimetic=(0.0, 0.5, 0.0, 0.25))
+    visual = toy.build_toy_model(recipe).visual
+    width, head_dim = 32, 16
+    for block in visual.transformer.resblocks:
+        w_q, w_k, w_v = block.attn.in_proj_weight.detach().split(width)
+        # alpha = 0: V·O is exactly -beta I; per head Q^T K is the rank-head_dim part of beta I.
+        assert torch.allclose(w_v.T @ block.attn.out_proj.weight.detach().T, -0.25 * torch.eye(width), atol=1e-5)
+        for head in range(2):
+            rows = slice(head * head_dim, (head + 1) * head_dim)
+            product = w_q[rows].T @ w_k[rows]
+            assert torch.allclose(product, product.T, atol=1e-5)
+            assert torch.allclose(product @ product, 0.5 * product, atol=1e-5)  # beta times a projection
+            assert torch.trace(product).item() == pytest.approx(0.5 * head_dim, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------- cache
+def test_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path / "explicit"))
+    assert cache.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
+    monkeypatch.delenv("AFT_BENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "aft_bench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "aft_bench"
+
+
+def test_cached_builds_once_and_reuses(tmp_path: Path) -> None:
+    calls: list[Path] = []
+
+    def build(directory: Path) -> None:
+        calls.append(directory)
+        (directory / "artefact.txt").write_text("built")
+
+    first = cached_dir = cache.cached("thing-1", build, root=tmp_path)
+    second = cache.cached("thing-1", build, root=tmp_path)
+    assert first == second == tmp_path / "thing-1"
+    assert len(calls) == 1 and calls[0] != cached_dir  # built in a temp dir, then renamed into place
+    assert (cached_dir / "artefact.txt").read_text() == "built"
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_cached_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    def broken(directory: Path) -> None:
+        (directory / "half.txt").write_text("half")
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError, match="build failed"):
+        cache.cached("thing-2", broken, root=tmp_path)
+    assert not (tmp_path / "thing-2").exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    path = cache.cached("thing-2", lambda d: (d / "ok.txt").write_text("ok"), root=tmp_path)
+    assert (path / "ok.txt").read_text() == "ok"
+
+
+def test_cached_concurrent_callers_build_once(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def slow_build(directory: Path) -> None:
+        calls.append(1)
+        time.sleep(0.2)
+        (directory / "x").write_text("x")
+
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.cached("shared", slow_build, root=tmp_path)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and results == [tmp_path / "shared"] * 3
+
+
+@pytest.mark.parametrize("key", ["", "../escape", "a/b", ".hidden"])
+def test_cached_rejects_unsafe_keys(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError, match="cache key"):
+        cache.cached(key, lambda d: None, root=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------- training
+def _probe_embeddings(encoder: nn.Module) -> tuple[Tensor, Tensor]:
+    images, _, _ = generate_batch(5, "test", 0, 4, TINY.image_size)
+    with torch.no_grad():
+        return encoder(images), encoder.encode_text([caption(0), caption(7)])
+
+
+def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> None:
+    rng_before = torch.get_rng_state()
+    encoder, metrics = toy.fit_toy(TINY, progress=False)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left as it was
+    assert metrics["steps"] == TINY.steps and 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
+
+    written = toy.train_toy(TINY, tmp_path / "a", progress=False)  # trains again from the same recipe
+    path = tmp_path / "a" / toy.CHECKPOINT_NAME
+    state = load_file(str(path))
+    assert all(torch.equal(state[k], v) for k, v in encoder.model.state_dict().items())
+
+    reloaded = load_encoder(f"ckpt:{path}")
+    assert reloaded.name == "toy" and reloaded.kind == "vit" and reloaded.grid_size == (4, 4)
+    for original, loaded in zip(_probe_embeddings(encoder), _probe_embeddings(reloaded), strict=True):
+        assert torch.equal(original, loaded)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["recipe_key"] == TINY.key() and card["recipe"] == TINY.to_dict()
+    assert card["zero_shot_accuracy"] == written["zero_shot_accuracy"] == metrics["zero_shot_accuracy"]
+    assert toy.zero_shot_accuracy(reloaded, n=TINY.eval_size, seed=TINY.eval_seed) == pytest.approx(
+        card["zero_shot_accuracy"], abs=1e-4)
+    assert {"torch", "open_clip_torch"} <= set(card["versions"])
+
+
+def test_different_seed_gives_different_weights() -> None:
+    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False)
+    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False)
+    assert not torch.equal(a.model.visual.conv1.weight, b.model.visual.conv1.weight)
+
+
+def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
+    first = toy.load_toy_encoder(recipe=TINY)
+    assert (tmp_path / f"toy-{TINY.key()}" / toy.CHECKPOINT_NAME).is_file()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached toy was trained again")
+
+    monkeypatch.setattr(toy, "fit_toy", no_training)
+    second = toy.load_toy_encoder(recipe=TINY)
+    for a, b in zip(_probe_embeddings(first), _probe_embeddings(second), strict=True):
+        assert torch.equal(a, b)
+    assert ENCODERS.get("toy") is toy.load_toy_encoder
+
+
+def test_dihedral_codes_cover_the_eight_symmetries() -> None:
+    image = torch.arange(9.0).view(1, 1, 3, 3)
+    outs = {tuple(toy.dihedral(image, torch.tensor([code])).flatten().tolist()) for code in range(8)}
+    assert len(outs) == 8
+    assert torch.equal(toy.dihedral(image, torch.tensor([1])), image.flip(-1))
+    assert torch.equal(toy.dihedral(image, torch.tensor([4])), image.transpose(-1, -2))
+
+
+def test_deduplicated_loss_matches_clip_without_duplicates() -> None:
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(2.0)
+    logits = scale.exp() * image @ text.T
+    target = torch.arange(4)
+    clip = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+    assert toy.deduplicated_clip_loss(image, text, target, scale) == pytest.approx(clip.item(), rel=1e-6)
+
+
+def test_deduplicated_loss_uses_soft_targets_for_repeated_captions() -> None:
+    # Two images of caption 0 and one of caption 1, all embeddings identical: every softmax is uniform.
+    # Image-to-text: log 2. Text-to-image: KL(soft target || uniform over 3) = log 3 - log 2 for caption 0
+    # (target 1/2, 1/2 on its two images), log 3 for caption 1.
+    image = torch.ones(3, 2) / 2**0.5
+    text = torch.ones(2, 2) / 2**0.5
+    loss = toy.deduplicated_clip_loss(image, text, torch.tensor([0, 0, 1]), torch.tensor(0.0))
+    log2, log3 = math.log(2), math.log(3)
+    assert loss.item() == pytest.approx((log2 + (log3 - log2 + log3) / 2) / 2)
+
+
+def test_deduplicated_loss_is_zero_at_a_perfect_fit() -> None:
+    text = torch.eye(3)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    loss = toy.deduplicated_clip_loss(text[labels], text, labels, torch.tensor(math.log(100.0)))
+    assert 0.0 <= loss.item() < 1e-6
+
+
+# ---------------------------------------------------------------------------------------- zero-shot
+class OracleEncoder(nn.Module):
+    """Embeds each prompt as a one-hot vector and each known image as the one-hot of a chosen class."""
+
+    def __init__(self, images: Tensor, answers: Tensor) -> None:
+        super().__init__()
+        self.lookup = {img.numpy().tobytes(): int(a) for img, a in zip(images, answers, strict=True)}
+        self.image_size = tuple(images.shape[-2:])
+        self.device = torch.device("cpu")
+        self.prompts = [caption(c) for c in range(len(CLASSNAMES))]
+
+    def encode_text(self, texts: list[str]) -> Tensor:
+        return torch.eye(len(CLASSNAMES))[[self.prompts.index(t) for t in texts]]
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.eye(len(CLASSNAMES))[[self.lookup[img.numpy().tobytes()] for img in images]]
+
+
+@pytest.mark.parametrize("rule", ["right", "wrong", "right_below_10"])
+def test_zero_shot_accuracy_known_answers(rule: str) -> None:
+    n, seed = 12, 3
+    images, _, labels = generate_batch(seed, "test", 0, n, 32)
+    answers = {
+        "right": labels,
+        "wrong": (labels + 1) % len(CLASSNAMES),
+        "right_below_10": torch.where(labels < 10, labels, (labels + 1) % len(CLASSNAMES)),
+    }[rule]
+    expected = (answers == labels).float().mean().item()
+    encoder = OracleEncoder(images, answers)
+    assert toy.zero_shot_accuracy(encoder, n=n, seed=seed, batch_size=5) == pytest.approx(expected)
+    assert encoder.training  # the mode is restored
+
+
+def test_zero_shot_accuracy_rejects_empty() -> None:
+    with pytest.raises(ValueError, match="n=0"):
+        toy.zero_shot_accuracy(OracleEncoder(torch.zeros(1, 3, 32, 32), torch.zeros(1)), n=0)
