@@ -20,6 +20,17 @@ TARGETS: Registry = Registry("target")
 # Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
 # ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
 ENCODERS.register("toy", "aft_bench.toy:load_toy_encoder", help="bundled tiny CLIP trained on the shapes world")
+ENCODERS.register("toy-aft", "aft_bench.training.presets:load_toy_aft",
+                  help="the toy CLIP fine-tuned with AFT (eps 4/255, eta = sigma = 1/255), trained on first use")
+ENCODERS.register("toy-fare", "aft_bench.training.presets:load_toy_fare",
+                  help="the toy CLIP fine-tuned with FARE (eps 4/255), trained on first use")
+
+OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
+                    help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
+OBJECTIVES.register("fare", "aft_bench.training.objectives.fare:FAREObjective",
+                    help="FARE (Schlarmann et al. 2024): L_inf-bounded embedding attack, no penalty")
+OBJECTIVES.register("aft-supervised", "aft_bench.training.objectives.aft_supervised:SupervisedAFTObjective",
+                    help="supervised AFT, paper Eq. 1 (image-caption similarity; needs captions)")
 
 ATTRIBUTIONS.register(
     "simple_gradient",

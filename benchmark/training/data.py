@@ -1,0 +1,255 @@
+"""Training data: image folders, caption files and the shapes world, sharded across ranks.
+
+Sources (all return pixels in [0, 1] at the encoder's input size, resized and centre-cropped with
+CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
+
+- ``shapes`` or ``shapes:N``: the generated shapes world (train split, N samples, default 10000);
+- a folder: every image below it, searched recursively in sorted order (so the ImageNet train
+  layout ``class/xxx.JPEG`` and any image-only collection work alike);
+- a ``.csv`` or ``.jsonl`` file of (path, caption) rows, e.g. COCO captions, for supervised AFT.
+
+:class:`ShardedBatches` draws one permutation per epoch from the seed, cuts it into global batches
+and gives each rank a contiguous slice; its position (epoch, batch) is saved in checkpoints so a
+resumed run sees exactly the batches it would have seen. A corrupt image is skipped, counted and
+logged with its path (``on_error="skip"``, the default), never a crash mid-run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from aft_bench.data.base import DataError
+from aft_bench.data.io import read_image
+from aft_bench.data.shapes import caption as shapes_caption
+from aft_bench.data.shapes import render_shapes_sample
+from aft_bench.data.transforms import resize_center_crop
+from aft_bench.training.objectives.base import TrainBatch
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
+PATH_COLUMNS = ("path", "image", "filepath", "file", "image_path")
+CAPTION_COLUMNS = ("caption", "text", "title")
+DEFAULT_SHAPES_SIZE = 10000
+
+
+class TrainSource(Protocol):
+    """A map-style training set."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> tuple[Tensor, str | None]:
+        """(3 x H x W pixels in [0, 1], caption or None); raises DataError naming the file."""
+        ...
+
+    def describe(self) -> str:
+        """Where the data comes from (recorded in the encoder card)."""
+        ...
+
+
+class ShapesSource:
+    """The train split of the generated shapes world (captions ``"a photo of a {colour} {shape}."``)."""
+
+    def __init__(self, size: int, image_size: tuple[int, int], seed: int = 0) -> None:
+        if size < 1:
+            raise DataError(f"shapes:{size}: give a positive number of training samples")
+        self.size, self.image_size, self.seed = int(size), image_size, int(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def load(self, index: int) -> tuple[Tensor, str | None]:
+        image, _, label = render_shapes_sample(self.seed, "train", index, self.image_size)
+        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), shapes_caption(label)
+
+    def describe(self) -> str:
+        return f"shapes:{self.size} (seed {self.seed}, train split, {self.image_size[0]}x{self.image_size[1]})"
+
+
+class ImageFolderSource:
+    """Every image file below ``root`` (recursive, sorted), without captions."""
+
+    def __init__(self, root: str | Path, image_size: tuple[int, int]) -> None:
+        self.root, self.image_size = Path(root), image_size
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise DataError(f"{self.root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found below it")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[Tensor, str | None]:
+        return resize_center_crop(read_image(self.files[index]), self.image_size), None
+
+    def describe(self) -> str:
+        return f"{self.root} ({len(self.files)} images)"
+
+
+class CaptionSource:
+    """Rows of (image path, caption) from a CSV (with a header) or JSONL file.
+
+    Accepted column names: path/image/filepath/file/image_path and caption/text/title. Relative
+    paths are resolved against ``root`` (default: the file's folder).
+    """
+
+    def __init__(self, path: str | Path, image_size: tuple[int, int], root: str | Path | None = None) -> None:
+        self.path, self.image_size = Path(path), image_size
+        if not self.path.is_file():
+            raise DataError(f"caption file {self.path} does not exist")
+        base = Path(root) if root else self.path.parent
+        rows = _read_rows(self.path)
+        if not rows:
+            raise DataError(f"caption file {self.path} has no rows")
+        path_key = _column(rows[0], PATH_COLUMNS, self.path)
+        text_key = _column(rows[0], CAPTION_COLUMNS, self.path)
+        self.items: list[tuple[Path, str]] = []
+        for line, row in enumerate(rows, start=2 if self.path.suffix == ".csv" else 1):
+            if not row.get(path_key) or row.get(text_key) is None:
+                raise DataError(f"{self.path}, row {line}: empty {path_key!r} or missing {text_key!r}")
+            file = Path(str(row[path_key]))
+            self.items.append((file if file.is_absolute() else base / file, str(row[text_key])))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> tuple[Tensor, str | None]:
+        file, text = self.items[index]
+        return resize_center_crop(read_image(file), self.image_size), text
+
+    def describe(self) -> str:
+        return f"{self.path} ({len(self.items)} captioned images)"
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    rows = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def _column(row: dict, names: tuple[str, ...], path: Path) -> str:
+    for name in names:
+        if name in row:
+            return name
+    raise DataError(f"{path}: no column among {names}; found {sorted(row)}")
+
+
+CAPTION_SUFFIXES: dict[str, Callable[..., TrainSource]] = {".csv": CaptionSource, ".jsonl": CaptionSource}
+
+
+def make_source(spec: str, image_size: tuple[int, int], seed: int = 0, root: str | None = None) -> TrainSource:
+    """The training source named by ``spec`` (``shapes[:N]``, a folder, or a caption file)."""
+    name, _, arg = spec.partition(":")
+    if name == "shapes":
+        size = int(arg) if arg else DEFAULT_SHAPES_SIZE
+        return ShapesSource(size, image_size, seed)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, image_size)
+    factory = CAPTION_SUFFIXES.get(path.suffix.lower())
+    if factory is not None:
+        return factory(path, image_size, root)
+    raise DataError(f"--data {spec!r}: not 'shapes[:N]', an existing folder of images, or a .csv/.jsonl caption file")
+
+
+class _LocalBatches(TorchDataset):
+    """Item j = this rank's slice of global batch j of one epoch, loaded (possibly in a worker)."""
+
+    def __init__(self, source: TrainSource, order: np.ndarray, batch_size: int, rank: int, local: int,
+                 on_error: str) -> None:
+        self.source, self.order, self.batch_size = source, order, batch_size
+        self.rank, self.local, self.on_error = rank, local, on_error
+
+    def __len__(self) -> int:
+        return len(self.order) // self.batch_size
+
+    def __getitem__(self, j: int) -> tuple[Tensor, list[int], list[str | None], list[str]]:
+        start = j * self.batch_size + self.rank * self.local
+        images, indices, captions, skipped = [], [], [], []
+        for index in self.order[start : start + self.local].tolist():
+            try:
+                image, text = self.source.load(index)
+            except DataError as exc:
+                if self.on_error == "raise":
+                    raise
+                skipped.append(str(exc))
+                continue
+            images.append(image)
+            indices.append(index)
+            captions.append(text)
+        if not images:
+            raise DataError(f"every image of global batch {j} on rank {self.rank} is unreadable: {skipped[:3]}")
+        return torch.stack(images), indices, captions, skipped
+
+
+class ShardedBatches:
+    """Endless, resumable, rank-sharded batches over a source.
+
+    Args:
+        source: The training set.
+        batch_size: Global batch size (a multiple of ``world_size``).
+        seed: Seeds the per-epoch permutations.
+        rank: This process's rank.
+        world_size: Number of ranks.
+        workers: DataLoader worker processes.
+        on_error: ``skip`` or ``raise`` for unreadable images.
+    """
+
+    def __init__(self, source: TrainSource, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 workers: int = 0, on_error: str = "skip") -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not a multiple of the {world_size} ranks")
+        if len(source) < batch_size:
+            raise DataError(f"the data has {len(source)} samples, fewer than one batch of {batch_size}")
+        self.source, self.batch_size, self.seed = source, batch_size, int(seed)
+        self.rank, self.world_size, self.workers, self.on_error = rank, world_size, workers, on_error
+        self.epoch, self.batch = 0, 0
+        self.skipped = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.source) // self.batch_size
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample permutation of ``epoch``."""
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+
+    def state_dict(self) -> dict[str, int]:
+        """Position of the next batch and this rank's count of skipped images."""
+        return {"epoch": self.epoch, "batch": self.batch, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch, self.skipped = int(state["epoch"]), int(state["batch"]), int(state["skipped"])
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        local = self.batch_size // self.world_size
+        while True:
+            dataset = _LocalBatches(self.source, self.order(self.epoch), self.batch_size, self.rank, local,
+                                    self.on_error)
+            loader = DataLoader(dataset, batch_size=None, sampler=range(self.batch, len(dataset)),
+                                num_workers=self.workers, collate_fn=None)
+            for images, indices, captions, skipped in loader:
+                for message in skipped:
+                    log.warning("skipped unreadable image: %s", message)
+                self.skipped += len(skipped)
+                self.batch += 1
+                yield TrainBatch(images=images, indices=list(indices), captions=list(captions))
+            self.epoch, self.batch = self.epoch + 1, 0
