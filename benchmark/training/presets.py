@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 TRAINER_VERSION = 1  # bump when a code change alters what a toy preset trains (invalidates the cache)
 
 _PAPER_COMMON: dict[str, Any] = {
-    "data": "imagenet-train",  # placeholder: the user passes --data /path/to/imagenet/train
+    "data": "imagenet-train",  # placeholder: refused with a message until --data /path/to/imagenet/train
     "epochs": 2.0, "lr": 1e-5, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.95,
     "pgd_steps": 10, "pgd_step_size": 1.0, "eta": 1.0, "sigma": 1.0,
 }

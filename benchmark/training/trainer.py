@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from aft_bench.data.base import DataError
 from aft_bench.loading import atomic_write, load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
 from aft_bench.training import distributed as dist_utils
@@ -68,6 +69,7 @@ class TrainResult:
         total_steps: Steps of the full run.
         skipped_images: Unreadable images skipped (all ranks).
         seconds: Wall time of this invocation.
+        main_process: Whether this process is rank 0 (the one that reports).
     """
 
     out: Path
@@ -76,6 +78,7 @@ class TrainResult:
     total_steps: int
     skipped_images: int
     seconds: float
+    main_process: bool = True
 
 
 def _versions() -> dict[str, str]:
@@ -257,7 +260,7 @@ class Trainer:
             encoder_path = self._write_encoder(skipped)
         dist_utils.barrier(self.ctx)
         return TrainResult(self.out, encoder_path, self.step, self.total_steps, skipped,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, self.ctx.is_main)
 
     def _write_encoder(self, skipped: int) -> Path | None:
         """Writes the trained image tower with the original text tower as safetensors + JSON card."""
@@ -380,9 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(argv)
     try:
         result = train(config)
-    except (NonFiniteError, ResumeError) as exc:
+    except (NonFiniteError, ResumeError, DataError) as exc:
         log.error("%s", exc)
         return 1
+    if not result.main_process:
+        return 0
     if result.encoder_path is not None:
         log.info("trained encoder: %s (use --encoders ckpt:%s)", result.encoder_path, result.encoder_path)
     else:
