@@ -79,3 +79,17 @@ def test_run_then_table(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     assert len(csv_text.splitlines()) == 3 and "tolerance=2" in csv_text
     assert (out / "leaderboard.md").exists() and (out / "leaderboard.csv").exists()
     assert main(["table", str(tmp_path / "missing")]) == 1
+
+
+def test_default_world_on_the_toy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The embedded default end to end: the toy CLIP (trained into the user cache on first use, then reused),
+    every gradient method, resume of a finished run, and the leaderboard."""
+    out = tmp_path / "toy"
+    args = ["run", "--encoders", "toy", "--limit", "8", "--batch-size", "4", "--out", str(out)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    for method in ("simple_gradient", "smoothgrad", "gradcam"):
+        assert f"| toy | {method} | 8 | 0 |" in first
+    assert main(args) == 0  # everything stored: recomputes nothing, same numbers, a second result file each
+    assert capsys.readouterr().out.splitlines()[:6] == first.splitlines()[:6]
+    assert len(list((out / "pointing_game").glob("*.json"))) == 6
