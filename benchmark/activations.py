@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.evaluation import SafeLoader, no_collate
 
 log = logging.getLogger(__name__)
 
@@ -140,26 +141,6 @@ def spatial_activations(encoder: Encoder, pixels: Tensor, layer: LayerSpec) -> T
 
 
 # ---------------------------------------------------------------------------------------- data
-class _Loader(torch.utils.data.Dataset):
-    """Loads samples by id; a DataError becomes ``(id, message)`` so a worker never dies mid-run."""
-
-    def __init__(self, dataset: Dataset, ids: Sequence[str]) -> None:
-        self.dataset, self.ids = dataset, list(ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
-        try:
-            return self.dataset.load(self.ids[index])
-        except DataError as exc:
-            return (self.ids[index], str(exc))
-
-
-def _as_list(items: list[Any]) -> list[Any]:
-    return items
-
-
 def stream_samples(
     dataset: Dataset, ids: Sequence[str], batch_size: int, num_workers: int = 0, on_error: str = "raise",
     skipped: Counter[str] | None = None, desc: str = "",
@@ -170,8 +151,8 @@ def stream_samples(
         on_error: ``"raise"``: an unreadable sample raises DataError; ``"skip"``: it is left out and
             counted in ``skipped`` by the first part of its message.
     """
-    loader = DataLoader(_Loader(dataset, ids), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_as_list, shuffle=False)
+    loader = DataLoader(SafeLoader(dataset, ids), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=no_collate, shuffle=False)
     with tqdm(total=len(ids), desc=desc, unit="img", leave=False) as bar:
         for items in loader:
             samples = []

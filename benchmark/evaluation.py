@@ -62,7 +62,7 @@ def select_ids(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
     return [sample_id for i, sample_id in enumerate(ids) if i in chosen]
 
 
-class _SafeLoader(torch.utils.data.Dataset):
+class SafeLoader(torch.utils.data.Dataset):
     """Loads samples by id, turning DataError into a marker so a worker never dies mid-run."""
 
     def __init__(self, dataset: Dataset, ids: Sequence[str]) -> None:
@@ -78,7 +78,8 @@ class _SafeLoader(torch.utils.data.Dataset):
             return (self.ids[index], str(exc))
 
 
-def _no_collate(items: list[Any]) -> list[Any]:
+def no_collate(items: list[Any]) -> list[Any]:
+    """A DataLoader collate_fn that keeps the batch as a list of samples."""
     return items
 
 
@@ -160,8 +161,8 @@ class SampleTask(Task):
         ids: list[str], desc: str,
     ) -> Iterator[list[Record]]:
         loader = DataLoader(
-            _SafeLoader(dataset, ids), batch_size=config.batch_size, num_workers=config.num_workers,
-            collate_fn=_no_collate, shuffle=False,
+            SafeLoader(dataset, ids), batch_size=config.batch_size, num_workers=config.num_workers,
+            collate_fn=no_collate, shuffle=False,
         )
         with tqdm(total=len(ids), desc=desc, unit="img", leave=False) as bar:
             for items in loader:

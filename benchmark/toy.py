@@ -30,7 +30,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -253,14 +253,34 @@ def deduplicated_clip_loss(image_emb: Tensor, text_emb: Tensor, labels: Tensor, 
 
 
 # ---------------------------------------------------------------------------------------- training
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; containers often allow fewer than the host has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def pick_threads(probe: Callable[[], object], most: int) -> int:
+    """The faster of 1 and ``most`` intra-op threads for ``probe`` (timed once each after a warm-up).
+
+    On a busy machine torch's OpenMP threads wait at every operator for a thread the scheduler has
+    pre-empted, and a small model's step can run ten times slower on 2 threads than on 1; timing a
+    forward pass both ways (a fraction of a second) avoids that trap without giving up the cores of an
+    idle machine.
+    """
+    timings: dict[int, float] = {}
+    for threads in sorted({1, max(1, most)}):
+        torch.set_num_threads(threads)
+        probe()
+        start = time.perf_counter()
+        probe()
+        timings[threads] = time.perf_counter() - start
+    return min(timings, key=lambda n: timings[n])
+
+
 @contextlib.contextmanager
-def _cpu_threads() -> Iterator[int]:
-    """Caps torch's intra-op threads at the CPUs this process may use (containers often allow fewer)."""
+def _restore_threads() -> Iterator[None]:
     before = torch.get_num_threads()
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, min(before, available)))
     try:
-        yield torch.get_num_threads()
+        yield
     finally:
         torch.set_num_threads(before)
 
@@ -294,22 +314,25 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str, Any]]:
+def fit_toy(recipe: ToyRecipe, progress: bool = True, threads: int | None = None) -> tuple[Encoder, dict[str, Any]]:
     """Trains the toy CLIP from scratch in memory; returns the encoder and its training metrics.
 
     Deterministic on CPU for a given recipe and thread count: the initial weights and the batch order
     come from ``recipe.seed`` (the global torch RNG state is restored afterwards), the images from
-    ``recipe.data_seed``.
+    ``recipe.data_seed``. torch's CPU reductions split work by thread, so a different thread count
+    gives slightly different weights; the card records the count used.
 
     Args:
         recipe: Architecture and hyper-parameters.
         progress: Show tqdm bars (rendering, and training with running loss and batch accuracy).
+        threads: torch intra-op threads; ``None`` picks the faster of 1 and all available CPUs
+            (:func:`pick_threads`). The previous setting is restored afterwards.
 
     Returns:
         The encoder (eval mode) and ``training_seconds``, ``zero_shot_accuracy``, ``final_loss``, ...
     """
     started = time.perf_counter()
-    with _cpu_threads() as threads, torch.random.fork_rng(devices=[]):
+    with _restore_threads(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = build_toy_model(recipe)
         # The world's captions use a dozen of the 49408 BPE tokens: the table keeps its random rows (the
@@ -318,6 +341,11 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
         encoder = Encoder(model, tokenizer_for(recipe.model_cfg()), name="toy", mean=recipe.mean, std=recipe.std)
         pool_images, pool_labels = render_pool(recipe, progress)
         rendered = time.perf_counter()
+        if threads is None:
+            probe_batch = pool_images[: recipe.batch_size].float().div(255)
+            with torch.no_grad():
+                threads = pick_threads(lambda: encoder(probe_batch), min(torch.get_num_threads(), available_cpus()))
+        torch.set_num_threads(threads)
         tokens = encoder.tokenizer([caption(c) for c in range(len(CLASSNAMES))])
         optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98),
                                       eps=1e-6)
@@ -389,13 +417,14 @@ def toy_card(recipe: ToyRecipe, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_toy(recipe: ToyRecipe, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def train_toy(recipe: ToyRecipe, out_dir: str | Path, progress: bool = True,
+              threads: int | None = None) -> dict[str, Any]:
     """Trains the toy CLIP (:func:`fit_toy`) and writes ``out_dir/toy.safetensors`` with its JSON card.
 
     Returns:
         The training metrics (also on the card).
     """
-    encoder, metrics = fit_toy(recipe, progress)
+    encoder, metrics = fit_toy(recipe, progress, threads)
     save_encoder(encoder, Path(out_dir) / CHECKPOINT_NAME, toy_card(recipe, metrics))
     return metrics
 

@@ -141,11 +141,11 @@ def _probe_embeddings(encoder: nn.Module) -> tuple[Tensor, Tensor]:
 
 def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> None:
     rng_before = torch.get_rng_state()
-    encoder, metrics = toy.fit_toy(TINY, progress=False)
+    encoder, metrics = toy.fit_toy(TINY, progress=False, threads=1)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left as it was
     assert metrics["steps"] == TINY.steps and 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
 
-    written = toy.train_toy(TINY, tmp_path / "a", progress=False)  # trains again from the same recipe
+    written = toy.train_toy(TINY, tmp_path / "a", progress=False, threads=1)  # trains again from the same recipe
     path = tmp_path / "a" / toy.CHECKPOINT_NAME
     state = load_file(str(path))
     assert all(torch.equal(state[k], v) for k, v in encoder.model.state_dict().items())
@@ -163,8 +163,8 @@ def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> 
 
 
 def test_different_seed_gives_different_weights() -> None:
-    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False)
-    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False)
+    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False, threads=1)
+    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False, threads=1)
     assert not torch.equal(a.model.visual.conv1.weight, b.model.visual.conv1.weight)
 
 
@@ -181,6 +181,19 @@ def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch
     for a, b in zip(_probe_embeddings(first), _probe_embeddings(second), strict=True):
         assert torch.equal(a, b)
     assert ENCODERS.get("toy") is toy.load_toy_encoder
+
+
+def test_pick_threads_prefers_the_faster_setting() -> None:
+    before = torch.get_num_threads()
+    calls: list[int] = []
+
+    def probe() -> None:  # pretend that more than one thread is slow (a busy machine)
+        calls.append(torch.get_num_threads())
+        time.sleep(0.1 if torch.get_num_threads() > 1 else 0.0)
+
+    assert toy.pick_threads(probe, 2) == 1 and sorted(set(calls)) == [1, 2]
+    assert toy.pick_threads(probe, 1) == 1 and toy.available_cpus() >= 1
+    torch.set_num_threads(before)
 
 
 def test_dihedral_codes_cover_the_eight_symmetries() -> None:
