@@ -87,6 +87,7 @@ def cached(key: str, build: Callable[[Path], None], root: Path | None = None) ->
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.", suffix=".tmp"))
         try:
             build(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache (AFT_BENCH_CACHE) must be readable
             os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -43,6 +43,8 @@ def test_recipe_rejects_inconsistent_shapes() -> None:
         toy.ToyRecipe(vision_width=66, vision_heads=4)
     with pytest.raises(ValueError, match="steps"):
         toy.ToyRecipe(steps=0)
+    with pytest.raises(ValueError, match="augment"):
+        toy.ToyRecipe(augment="rotate")
 
 
 def test_model_cfg_builds_the_declared_vit() -> None:
@@ -156,6 +158,7 @@ def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> 
         assert torch.equal(original, loaded)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["recipe_key"] == TINY.key() and card["recipe"] == TINY.to_dict()
+    assert card["cache_key"] == toy.toy_cache_key(TINY)
     assert card["zero_shot_accuracy"] == written["zero_shot_accuracy"] == metrics["zero_shot_accuracy"]
     assert toy.zero_shot_accuracy(reloaded, n=TINY.eval_size, seed=TINY.eval_seed) == pytest.approx(
         card["zero_shot_accuracy"], abs=1e-4)
@@ -171,7 +174,8 @@ def test_different_seed_gives_different_weights() -> None:
 def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
     first = toy.load_toy_encoder(recipe=TINY)
-    assert (tmp_path / f"toy-{TINY.key()}" / toy.CHECKPOINT_NAME).is_file()
+    assert (tmp_path / toy.toy_cache_key(TINY) / toy.CHECKPOINT_NAME).is_file()
+    assert toy.toy_cache_key(TINY).startswith(f"toy-{TINY.key()}-")
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached toy was trained again")
@@ -181,6 +185,19 @@ def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch
     for a, b in zip(_probe_embeddings(first), _probe_embeddings(second), strict=True):
         assert torch.equal(a, b)
     assert ENCODERS.get("toy") is toy.load_toy_encoder
+
+
+def test_world_fingerprint_follows_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = toy.world_fingerprint(TINY)
+    assert before == toy.world_fingerprint(TINY) and len(before) == 8
+    assert toy.world_fingerprint(dataclasses.replace(TINY, data_seed=1)) != before
+
+    def darker(*args: object) -> tuple[Tensor, Tensor, Tensor]:
+        images, masks, labels = generate_batch(*args)
+        return images * 0.5, masks, labels
+
+    monkeypatch.setattr(toy, "generate_batch", darker)  # a changed world retrains the toy
+    assert toy.world_fingerprint(TINY) != before
 
 
 def test_pick_threads_prefers_the_faster_setting() -> None:

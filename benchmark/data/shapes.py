@@ -87,8 +87,9 @@ VOCABULARY: list[str] = [*SHAPES, *COLOURS]
 PROMPT_TEMPLATE = "a photo of a {}."
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
-TARGET_DIAMETER = (0.35, 0.55)  # target extent, as a fraction of min(H, W)
+TARGET_DIAMETER = (0.5, 0.7)  # target extent, as a fraction of min(H, W)
 DISTRACTOR_DIAMETER = (0.12, 0.20)
+MAX_TILT = 0.3  # objects are tilted by at most this many radians, so each shape has one recognisable pose
 MAX_OCCLUSION = 0.12  # largest share of target pixels that distractors may cover
 COLOUR_JITTER = 0.05  # uniform per-channel jitter of an object's palette colour
 MIN_SIZE = 16
@@ -218,7 +219,7 @@ def _sample_object(rng: np.random.Generator, label: int, diameter: float,
     margin = 1.1 * radius
     center = (float(rng.uniform(margin, width - margin)), float(rng.uniform(margin, height - margin)))
     rgb = np.clip(np.asarray(COLOURS[colour]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3), 0.0, 1.0)
-    return ShapeObject(shape, colour, center, radius, float(rng.uniform(0, 2 * math.pi)),
+    return ShapeObject(shape, colour, center, radius, float(rng.uniform(-MAX_TILT, MAX_TILT)),
                        tuple(float(c) for c in rgb))
 
 
