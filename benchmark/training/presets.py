@@ -70,7 +70,8 @@ def _load_toy_preset(preset: str, device: str | torch.device) -> Encoder:
 
     base = load_toy_encoder("cpu")
     config = TrainConfig(**PRESETS[preset], preset=preset, name=preset, device="cpu")
-    key = f"{preset}-v{TRAINER_VERSION}-{config.recipe_hash()}-{base.card.get('recipe_key', 'toy')}"
+    toy_key = base.card.get("cache_key", base.card.get("recipe_key", "toy"))  # changes with the recipe and the world
+    key = f"{preset}-v{TRAINER_VERSION}-{config.recipe_hash()}-{toy_key}"
 
     def build(directory: Path) -> None:
         log.info("fine-tuning %s from the toy CLIP once (recipe %s); it is cached for later runs", preset, key)
