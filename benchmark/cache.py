@@ -3,8 +3,13 @@
 An artefact is a directory named by a key that hashes everything it depends on (a recipe change gives
 a new key, so it is rebuilt rather than reused stale). :func:`cached` builds it at most once: under a
 file lock, so two processes asking for the same artefact at the same time do not both build it, into a
-temporary directory beside the final one, which is then renamed into place with ``os.replace``, so a
-reader never sees a half-written artefact and an interrupted build leaves nothing behind.
+work directory beside the final one (``.<key>.partial``), which is then renamed into place with
+``os.replace``, so a reader never sees a half-written artefact.
+
+An interrupted build (an exception, Ctrl-C, or a killed process) leaves the work directory behind.
+The next build of the same key either starts over in it (after emptying it) or, for builds that can
+continue from their own checkpoints (``resumable=True``, e.g. the toy AFT/FARE fine-tunes), picks up
+where it stopped, so no finished training step is lost.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,19 +50,22 @@ def cache_dir() -> Path:
     return root
 
 
-def cached(key: str, build: Callable[[Path], None], root: Path | None = None) -> Path:
+def cached(key: str, build: Callable[[Path], None], root: Path | None = None, resumable: bool = False) -> Path:
     """Returns the artefact directory ``<root>/<key>``, building it first if it does not exist.
 
     The build runs at most once across processes: it holds ``<root>/<key>.lock`` while building, and a
-    process that waits on the lock finds the finished artefact afterwards. ``build`` writes into an
-    empty temporary directory; on success it is renamed to ``<root>/<key>``, on failure it is removed
-    and the exception propagates.
+    process that waits on the lock finds the finished artefact afterwards. ``build`` writes into the
+    work directory ``<root>/.<key>.partial``; on success it is renamed to ``<root>/<key>``.
 
     Args:
         key: Directory name of the artefact (letters, digits, ``.``, ``_``, ``-``), for example
             ``"toy-<recipe hash>"``.
-        build: Called with the temporary directory to fill.
+        build: Called with the work directory to fill.
         root: Cache directory (default :func:`cache_dir`).
+        resumable: ``build`` can continue from what an interrupted build of the same key left in the
+            work directory (its checkpoints). Then the work directory is kept when a build fails or
+            is interrupted, and handed to the next build as it is. Otherwise a failed build's work
+            directory is removed, and one left by a killed process is emptied before the next build.
 
     Returns:
         The artefact's directory.
@@ -84,13 +91,22 @@ def cached(key: str, build: Callable[[Path], None], root: Path | None = None) ->
     try:
         if target.is_dir():  # built by the process we waited for
             return target
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.", suffix=".tmp"))
+        work = root / f".{key}.partial"
+        if work.is_dir():
+            if resumable:
+                log.info("continuing the interrupted build of %s from %s", key, work)
+            else:
+                log.info("removing %s, left by an interrupted build of %s; building again", work, key)
+                shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
         try:
-            build(tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache (AFT_BENCH_CACHE) must be readable
-            os.replace(tmp, target)
+            build(work)
+            os.replace(work, target)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if resumable:
+                log.warning("the build of %s stopped; the next run continues from %s", key, work)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
             raise
         log.info("cached %s", target)
         return target

@@ -1,11 +1,10 @@
-"""The toy CLIP's recipe, cache, training determinism, checkpoint round trip and zero-shot accuracy."""
+"""The toy CLIP's recipe, training determinism, checkpoint round trip, cached use and zero-shot accuracy."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from aft_bench import cache, toy
+from aft_bench import toy
 from aft_bench.data.shapes import CLASSNAMES, caption, generate_batch
 from aft_bench.loading import load_encoder
 from aft_bench.registries import ENCODERS
@@ -68,70 +67,6 @@ def test_mimetic_init_sets_the_attention_products() -> None:
             assert torch.allclose(product, product.T, atol=1e-5)
             assert torch.allclose(product @ product, 0.5 * product, atol=1e-5)  # beta times a projection
             assert torch.trace(product).item() == pytest.approx(0.5 * head_dim, rel=1e-4)
-
-
-# ---------------------------------------------------------------------------------------- cache
-def test_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path / "explicit"))
-    assert cache.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
-    monkeypatch.delenv("AFT_BENCH_CACHE")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert cache.cache_dir() == tmp_path / "xdg" / "aft_bench"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "aft_bench"
-
-
-def test_cached_builds_once_and_reuses(tmp_path: Path) -> None:
-    calls: list[Path] = []
-
-    def build(directory: Path) -> None:
-        calls.append(directory)
-        (directory / "artefact.txt").write_text("built")
-
-    first = cached_dir = cache.cached("thing-1", build, root=tmp_path)
-    second = cache.cached("thing-1", build, root=tmp_path)
-    assert first == second == tmp_path / "thing-1"
-    assert len(calls) == 1 and calls[0] != cached_dir  # built in a temp dir, then renamed into place
-    assert (cached_dir / "artefact.txt").read_text() == "built"
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
-
-
-def test_cached_failed_build_leaves_nothing(tmp_path: Path) -> None:
-    def broken(directory: Path) -> None:
-        (directory / "half.txt").write_text("half")
-        raise RuntimeError("build failed")
-
-    with pytest.raises(RuntimeError, match="build failed"):
-        cache.cached("thing-2", broken, root=tmp_path)
-    assert not (tmp_path / "thing-2").exists()
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
-    path = cache.cached("thing-2", lambda d: (d / "ok.txt").write_text("ok"), root=tmp_path)
-    assert (path / "ok.txt").read_text() == "ok"
-
-
-def test_cached_concurrent_callers_build_once(tmp_path: Path) -> None:
-    calls: list[int] = []
-
-    def slow_build(directory: Path) -> None:
-        calls.append(1)
-        time.sleep(0.2)
-        (directory / "x").write_text("x")
-
-    results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.cached("shared", slow_build, root=tmp_path)))
-               for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1 and results == [tmp_path / "shared"] * 3
-
-
-@pytest.mark.parametrize("key", ["", "../escape", "a/b", ".hidden"])
-def test_cached_rejects_unsafe_keys(tmp_path: Path, key: str) -> None:
-    with pytest.raises(ValueError, match="cache key"):
-        cache.cached(key, lambda d: None, root=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------- training

@@ -14,6 +14,7 @@ from conftest import TINY_VIT_CFG, make_encoder
 from PIL import Image
 from safetensors.torch import load_file
 
+from aft_bench.cache import cached
 from aft_bench.data.base import DataError
 from aft_bench.loading import load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
@@ -88,6 +89,33 @@ def test_resume_after_a_kill_is_exact(tiny_ckpt, uninterrupted, tmp_path, monkey
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 5 and {"torch", "numpy", "python"} <= set(state["rng"][0])
     assert state["data"][0]["batch"] == 5 % (48 // 4) and state["data"][0]["epoch"] == 0
+
+
+def test_cached_fine_tune_killed_mid_way_continues_to_the_same_weights(tiny_ckpt, uninterrupted, tmp_path,
+                                                                       monkeypatch):
+    """How the toy-aft / toy-fare presets are built: a resumable cache build around the trainer."""
+    original = AFTObjective.__call__
+    calls = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the step-2 checkpoint
+            raise _Killed
+        return original(self, *args, **kwargs)
+
+    def build(directory: Path) -> None:
+        assert main(_argv(tiny_ckpt, directory)) == 0
+
+    monkeypatch.setattr(AFTObjective, "__call__", dying)
+    with pytest.raises(_Killed):
+        cached("fine-tune", build, root=tmp_path, resumable=True)
+    assert load_checkpoint(tmp_path / ".fine-tune.partial" / "checkpoint.pt")["step"] == 2
+    calls["n"] = -100  # no more deaths; count the steps the second build runs
+    done = cached("fine-tune", build, root=tmp_path, resumable=True)
+    assert calls["n"] == -100 + 3  # steps 3 to 5 only
+    full, resumed = load_file(uninterrupted / "encoder.safetensors"), load_file(done / "encoder.safetensors")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+    assert len(_metrics(done)) == 5 and _metrics(done) == _metrics(uninterrupted)
 
 
 def test_resume_refuses_a_different_recipe(tiny_ckpt, uninterrupted):

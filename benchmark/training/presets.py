@@ -82,7 +82,7 @@ def _load_toy_preset(preset: str, device: str | torch.device) -> Encoder:
             torch.set_num_threads(threads)
         (directory / "checkpoint.pt").unlink(missing_ok=True)
 
-    path = cached(key, build) / ENCODER_NAME
+    path = cached(key, build, resumable=True) / ENCODER_NAME  # a killed fine-tune continues from its checkpoint
     encoder = load_encoder(f"ckpt:{path}", device=device)
     encoder.name = preset
     return encoder
