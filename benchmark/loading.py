@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.encoder import OPENAI_MEAN, OPENAI_STD, Encoder
 from aft_bench.registries import ENCODERS
 
@@ -165,20 +164,8 @@ def save_encoder(encoder: Encoder, path: str | Path, card: Mapping[str, Any]) ->
     atomic_write(path, lambda tmp: save_file(state, tmp))
     full_card = {"mean": list(encoder.mean.flatten().tolist()), "std": list(encoder.std.flatten().tolist())}
     full_card.update(card)
-    atomic_write(path.with_suffix(CARD_SUFFIX), lambda tmp: Path(tmp).write_text(json.dumps(full_card, indent=2)))
+    atomic_write_text(path.with_suffix(CARD_SUFFIX), json.dumps(full_card, indent=2))
     return path
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Calls ``write(tmp_path)`` on a temp file in ``path``'s folder, then renames it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------- load

@@ -1,4 +1,4 @@
-"""Typed run results, their atomic writer, and the per-sample store that makes runs resumable.
+"""Typed run results, their writer, and the per-sample store that makes runs resumable.
 
 A :class:`RunResult` is one (task, dataset, encoder, attribution) evaluation with everything needed
 to trust and reproduce its numbers (config, task version, seed, package versions, git hash, date).
@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from aft_bench.atomic import atomic_write_text
 
 RESULT_SCHEMA_VERSION = 1
 SAMPLES_DIR = "samples"
@@ -107,17 +109,6 @@ def safe_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- writing
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to a temp file beside ``path`` and renames it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_result(result: RunResult, out_dir: str | Path) -> Path:
     """Writes ``result`` under ``out_dir/<task>/``; never overwrites an existing file."""
     folder = Path(out_dir) / result.task

@@ -13,7 +13,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from aft_bench.results import RunResult, atomic_write_text, read_results
+from aft_bench.atomic import atomic_write_text
+from aft_bench.results import RunResult, read_results
 
 FORMATS = ("md", "csv")
 

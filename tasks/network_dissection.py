@@ -38,12 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations, stream_samples
+from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.config import RunConfig
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.encoder import Encoder
 from aft_bench.evaluation import Task, build_dataset, select_ids
-from aft_bench.loading import atomic_write, load_encoder
+from aft_bench.loading import load_encoder
 from aft_bench.metrics.dissection import (
     IoUAccumulator,
     TopQuantile,
@@ -52,7 +53,7 @@ from aft_bench.metrics.dissection import (
     unit_masks,
 )
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult, atomic_write_text, run_key, write_result
+from aft_bench.results import RunResult, run_key, write_result
 
 log = logging.getLogger(__name__)
 

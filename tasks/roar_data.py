@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,11 +27,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
 from aft_bench.encoder import Encoder
 from aft_bench.metrics.removal import pixel_ranks, random_maps, removal_masks
-from aft_bench.results import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +232,13 @@ def ensure_ranks(path: Path, split: Split, maps_fn: Callable[[Batch], Tensor], d
     if path.exists() and valid_path.exists() and failed_path.exists():
         return Ranks(np.load(path, mmap_mode="r"), np.load(valid_path),
                      json.loads(failed_path.read_text(encoding="utf-8")))
-    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = split.image_size
     dtype = rank_dtype(height * width)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    ranks = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(split), height, width))
     valid = np.zeros(len(split), dtype=bool)
     failed: dict[str, str] = {}
-    try:
+
+    def fill(tmp: Path) -> None:
+        ranks = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(split), height, width))
         with tqdm(total=len(split), desc=desc, unit="img", leave=False) as bar:
             for positions, batch in split.batches():
                 maps = maps_fn(batch).detach()
@@ -256,19 +254,17 @@ def ensure_ranks(path: Path, split: Split, maps_fn: Callable[[Batch], Tensor], d
                 bar.update(len(positions))
         ranks.flush()
         del ranks
-        _atomic_save(valid_path, valid)
+        # The sidecars first: the ranks file, renamed into place last, marks the set complete.
+        atomic_write(valid_path, lambda sidecar: _save_npy(sidecar, valid))
         atomic_write_text(failed_path, json.dumps(failed, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, fill)
     return Ranks(np.load(path, mmap_mode="r"), valid, failed)
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save on a name would append ".npy"
+        np.save(handle, array)
 
 
 # ---------------------------------------------------------------------------------------- removal

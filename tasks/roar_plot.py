@@ -9,7 +9,6 @@ temporary file renamed into place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from aft_bench.atomic import atomic_write
 from aft_bench.metrics.removal import fraction_label
 from aft_bench.results import RunResult, safe_name
 
@@ -69,12 +69,4 @@ def plot_curves(results: Sequence[RunResult], path: Path, title: str) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            figure.savefig(fh, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))

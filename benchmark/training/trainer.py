@@ -16,10 +16,8 @@ import dataclasses
 import json
 import logging
 import math
-import platform
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from aft_bench.atomic import atomic_write_text
 from aft_bench.data.base import DataError
-from aft_bench.loading import atomic_write, load_encoder, save_encoder
+from aft_bench.loading import load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
+from aft_bench.results import package_versions
 from aft_bench.training import distributed as dist_utils
 from aft_bench.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -79,16 +79,6 @@ class TrainResult:
     skipped_images: int
     seconds: float
     main_process: bool = True
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist_name in ("torch", "open_clip_torch", "aft-bench", "numpy"):
-        try:
-            out[dist_name] = metadata.version(dist_name)
-        except metadata.PackageNotFoundError:
-            out[dist_name] = "unknown"
-    return out
 
 
 class Trainer:
@@ -225,7 +215,7 @@ class Trainer:
         self.resume()
         if self.ctx.is_main:
             text = json.dumps(dataclasses.asdict(self.config), indent=2, default=str)
-            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+            atomic_write_text(self.out / "config.json", text)
         outer, inner = self._models()
         metrics = self._open_metrics()
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.config.objective}",
@@ -285,7 +275,7 @@ class Trainer:
             recipe=self.config.recipe(),
             recipe_hash=self.config.recipe_hash(),
             world_size=self.ctx.world_size,
-            versions=_versions(),
+            versions=package_versions(),
         )
         return save_encoder(self.encoder, path, card)
 
