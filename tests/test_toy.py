@@ -115,7 +115,7 @@ def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached toy was trained again")
 
-    monkeypatch.setattr(toy, "fit_toy", no_training)
+    monkeypatch.setattr("aft_bench.toy.store.train_toy", no_training)
     second = toy.load_toy_encoder(recipe=TINY)
     for a, b in zip(_probe_embeddings(first), _probe_embeddings(second), strict=True):
         assert torch.equal(a, b)
@@ -131,7 +131,7 @@ def test_world_fingerprint_follows_the_generator(monkeypatch: pytest.MonkeyPatch
         images, masks, labels = generate_batch(*args)
         return images * 0.5, masks, labels
 
-    monkeypatch.setattr(toy, "generate_batch", darker)  # a changed world retrains the toy
+    monkeypatch.setattr("aft_bench.toy.recipe.generate_batch", darker)  # a changed world retrains the toy
     assert toy.world_fingerprint(TINY) != before
 
 
