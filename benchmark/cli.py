@@ -133,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     config = resolve_config(task, overrides)
     outcome = run(config)
+    if outcome.leaderboard is None:  # a rank other than 0 of a torchrun job: rank 0 reports
+        return 0
     print(outcome.markdown, end="")
     print(f"\nresults: {len(outcome.paths)} files under {Path(config.out) / config.task}; "
           f"leaderboard: {outcome.leaderboard}")

@@ -5,6 +5,12 @@ attribution maps sample by sample; they subclass :class:`SampleTask` and impleme
 :meth:`SampleTask.score` (maps + batch -> one record per sample). The loop here loads encoders and
 datasets from the registries, selects a seeded subset, skips samples whose scores are already stored,
 streams batches with a progress bar, and aggregates sums and counts into a :class:`RunResult`.
+
+Under ``torchrun`` (``torchrun --nproc_per_node N -m aft_bench run ...``) a :class:`SampleTask` shards
+the samples still to score over the ranks, without padding: rank ``r`` scores ``todo[r::N]`` on its
+own device and appends to its own store file; rank 0 then merges the files by sample id and writes the
+result, so the numbers are those of one process. Store files that a killed sharded run left are
+merged first, so a rerun (with any number of processes) recomputes only what is missing.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from aft_bench import distributed as dist_utils
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.config import RunConfig, TaskSpec
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
@@ -39,6 +46,9 @@ Record = dict[str, Any]
 
 class Task(ABC):
     """A benchmark task: a YAML spec (version, defaults) plus a runner."""
+
+    #: whether :meth:`run` shares its work over the ranks of a ``torchrun`` job (others refuse one)
+    shardable: ClassVar[bool] = False
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -93,6 +103,7 @@ class SampleTask(Task):
     metrics: ClassVar[dict[str, bool]] = {}
     #: multiply per-sample fractions by this for the reported means (100 = percent)
     scale: ClassVar[float] = 100.0
+    shardable: ClassVar[bool] = True
 
     @abstractmethod
     def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
@@ -110,10 +121,13 @@ class SampleTask(Task):
 
     # ------------------------------------------------------------------ the loop
     def run(self, config: RunConfig) -> list[Path]:
+        """Scores every (encoder, attribution) pair; returns the result files (none on ranks other than 0)."""
+        ctx = dist_utils.setup(config.device)
         paths: list[Path] = []
         refused: list[str] = []
+        pairs = 0
         for spec in config.encoders:
-            encoder = load_encoder(spec, config.device)
+            encoder = load_encoder(spec, ctx.device)
             dataset = build_dataset(config, encoder.image_size)
             ids = select_ids(dataset.ids(), config.limit, config.seed)
             if not ids:
@@ -126,15 +140,18 @@ class SampleTask(Task):
                     log.warning("skipping %s x %s: %s", spec, name, exc)
                     refused.append(str(exc))
                     continue
-                paths.append(self._run_pair(config, encoder, spec, name, method, dataset, ids))
-        if not paths and refused:
+                pairs += 1
+                path = self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)
+                if path is not None:
+                    paths.append(path)
+        if not pairs and refused:
             raise UnsupportedEncoderError("; ".join(refused))
         return paths
 
     def _run_pair(
-        self, config: RunConfig, encoder: Encoder, spec: str, name: str, method: Attribution,
-        dataset: Dataset, ids: list[str],
-    ) -> Path:
+        self, config: RunConfig, ctx: dist_utils.DistContext, encoder: Encoder, spec: str, name: str,
+        method: Attribution, dataset: Dataset, ids: list[str],
+    ) -> Path | None:
         key = run_key({
             **config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
             "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
@@ -142,15 +159,33 @@ class SampleTask(Task):
         })
         stem = "__".join(safe_name(s) for s in (spec, name, config.dataset))
         samples_path = Path(config.out) / self.spec.name / "samples" / f"{stem}__{key}.jsonl"
-        if config.fresh and samples_path.exists():
-            samples_path.unlink()
+
+        def shard_files() -> list[Path]:
+            return sorted(samples_path.parent.glob(f"{samples_path.stem}.rank*.jsonl"))
+
+        if ctx.is_main:
+            if config.fresh:
+                for path in [samples_path, *shard_files()]:
+                    path.unlink(missing_ok=True)
+            store = SampleStore(samples_path)
+            for path in shard_files():  # left by a killed sharded run
+                store.absorb(path)
+        dist_utils.barrier(ctx)
         store = SampleStore(samples_path)
         todo = [i for i in ids if i not in store]
-        if len(todo) < len(ids):
+        if len(todo) < len(ids) and ctx.is_main:
             log.info("%s x %s: %d of %d samples already scored, resuming", spec, name, len(ids) - len(todo), len(ids))
+        mine = todo[ctx.rank :: ctx.world_size]
+        own = SampleStore(samples_path.with_name(f"{samples_path.stem}.rank{ctx.rank}.jsonl")) if ctx.distributed \
+            else store
         start = time.perf_counter()
-        for records in self._batches(config, encoder, method, dataset, todo, f"{spec} | {name}"):
-            store.append(records)
+        for records in self._batches(config, encoder, method, dataset, mine, f"{spec} | {name}", ctx.is_main):
+            own.append(records)
+        dist_utils.barrier(ctx)
+        if not ctx.is_main:
+            return None
+        for path in shard_files():
+            store.absorb(path)
         result = self._summarise(config, spec, name, key, store, ids, dataset)
         result.duration_s = round(time.perf_counter() - start, 3)
         result.samples_file = str(samples_path.relative_to(Path(config.out) / self.spec.name))
@@ -158,13 +193,13 @@ class SampleTask(Task):
 
     def _batches(
         self, config: RunConfig, encoder: Encoder, method: Attribution, dataset: Dataset,
-        ids: list[str], desc: str,
+        ids: list[str], desc: str, progress: bool = True,
     ) -> Iterator[list[Record]]:
         loader = DataLoader(
             SafeLoader(dataset, ids), batch_size=config.batch_size, num_workers=config.num_workers,
             collate_fn=no_collate, shuffle=False,
         )
-        with tqdm(total=len(ids), desc=desc, unit="img", leave=False) as bar:
+        with tqdm(total=len(ids), desc=desc, unit="img", leave=False, disable=not progress) as bar:
             for items in loader:
                 records: list[Record] = []
                 samples: list[Sample] = []

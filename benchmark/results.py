@@ -197,6 +197,20 @@ class SampleStore:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def absorb(self, other: str | Path) -> int:
+        """Appends the records of another store file that this one lacks, then deletes that file.
+
+        How a sharded run's per-rank files (and those a killed sharded run left) join the main store.
+
+        Returns:
+            The number of records taken over.
+        """
+        other = Path(other)
+        taken = [record for sample_id, record in SampleStore(other)._records.items() if sample_id not in self]
+        self.append(taken)
+        other.unlink()
+        return len(taken)
+
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as fh:
             fh.seek(-1, os.SEEK_END)

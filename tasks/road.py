@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aft_bench import distributed as dist_utils
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch, DataError, Dataset
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
@@ -139,10 +140,12 @@ class Road(SampleTask):
         better = HIGHER_IS_BETTER[self.opts.order]
         self.metrics = {**{f"acc@{fraction_label(f)}": better for f in self.opts.fractions}, "auc": better}
         folder = Path(config.out) / self.spec.name
+        ctx = dist_utils.setup(config.device)
         paths: list[Path] = []
         refused: list[str] = []
+        pairs = 0
         for spec in config.encoders:
-            encoder = load_encoder(spec, config.device)
+            encoder = load_encoder(spec, ctx.device)
             methods = list(attribution_methods(config, encoder, refused, self.opts.random_baseline))
             if not methods:
                 continue
@@ -152,11 +155,13 @@ class Road(SampleTask):
                 raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
             self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
             self.figure = figure_path(folder, spec, config.dataset)
-            own = [self._run_pair(config, encoder, spec, name, method, dataset, ids) for name, method in methods]
-            results = [RunResult.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in own]
-            plot_curves(results, self.figure, title=f"ROAD · {spec} · {config.dataset} · {self.opts.classifier}")
-            paths.extend(own)
-        if not paths and refused:
+            pairs += len(methods)
+            own = [self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids) for name, method in methods]
+            if ctx.is_main:  # the other ranks of a torchrun job get no paths: rank 0 writes results and figure
+                results = [RunResult.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in own if p]
+                plot_curves(results, self.figure, title=f"ROAD · {spec} · {config.dataset} · {self.opts.classifier}")
+                paths.extend(p for p in own if p)
+        if not pairs and refused:
             raise UnsupportedEncoderError("; ".join(refused))
         return paths
 

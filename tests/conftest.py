@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from aft_bench.encoder import Encoder
-from aft_bench.loading import build_model, tokenizer_for
+from aft_bench.loading import build_model, save_encoder, tokenizer_for
 
 TINY_VIT_CFG = {
     "embed_dim": 32,
@@ -35,3 +37,13 @@ def tiny_vit() -> Encoder:
 @pytest.fixture(scope="session")
 def tiny_cnn() -> Encoder:
     return make_encoder(TINY_CNN_CFG, "tiny-cnn")
+
+
+@pytest.fixture(scope="session")
+def tiny48_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Encoder spec of a tiny random ViT at 48 px, saved as an aft-bench checkpoint (the task tests' encoder)."""
+    cfg = copy.deepcopy(TINY_VIT_CFG)
+    cfg["vision_cfg"]["image_size"] = 48
+    encoder = make_encoder(cfg, "tiny48")
+    path = save_encoder(encoder, tmp_path_factory.mktemp("enc") / "tiny48", {"model_cfg": cfg, "name": "tiny48"})
+    return f"ckpt:{path}"

@@ -3,12 +3,10 @@ resume after an interruption, exclusions, skips and refusals."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.simple_gradient import SimpleGradient
@@ -16,29 +14,19 @@ from aft_bench.config import resolve_config
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
 from aft_bench.encoder import UnsupportedEncoderError
-from aft_bench.loading import save_encoder
 from aft_bench.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.results import read_results
 from aft_bench.runner import run
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cfg = copy.deepcopy(TINY_VIT_CFG)
-    cfg["vision_cfg"]["image_size"] = 48
-    encoder = make_encoder(cfg, "tiny48")
-    path = save_encoder(encoder, tmp_path_factory.mktemp("enc") / "tiny48", {"model_cfg": cfg, "name": "tiny48"})
-    return f"ckpt:{path}"
-
-
-def _config(tiny_ckpt: str, out: Path, **changes):
-    overrides = dict(encoders=[tiny_ckpt], attributions=["simple_gradient"], limit=10, batch_size=4, out=str(out))
+def _config(tiny48_ckpt: str, out: Path, **changes):
+    overrides = dict(encoders=[tiny48_ckpt], attributions=["simple_gradient"], limit=10, batch_size=4, out=str(out))
     overrides.update(changes)
     return resolve_config("pointing_game", overrides)
 
 
-def test_scores_and_result_fields(tiny_ckpt: str, tmp_path: Path) -> None:
-    outcome = run(_config(tiny_ckpt, tmp_path, attributions=["simple_gradient", "gradcam"]))
+def test_scores_and_result_fields(tiny48_ckpt: str, tmp_path: Path) -> None:
+    outcome = run(_config(tiny48_ckpt, tmp_path, attributions=["simple_gradient", "gradcam"]))
     assert len(outcome.paths) == 2
     for result in outcome.results:
         assert result.n == 10 and result.excluded == {} and result.skipped == {}
@@ -61,23 +49,23 @@ class _Interrupt(SimpleGradient):
         return super().attribute(encoder, images, target)
 
 
-def test_resume_recomputes_only_missing(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_recomputes_only_missing(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Interrupt)
     _Interrupt.calls, _Interrupt.fail_at = 0, 8  # dies inside the third batch of 4
     with pytest.raises(KeyboardInterrupt):
-        run(_config(tiny_ckpt, tmp_path / "a"))
+        run(_config(tiny48_ckpt, tmp_path / "a"))
     assert not read_results(tmp_path / "a")  # no result for an unfinished run
     _Interrupt.calls, _Interrupt.fail_at = 0, None
-    resumed = run(_config(tiny_ckpt, tmp_path / "a")).results[0]
+    resumed = run(_config(tiny48_ckpt, tmp_path / "a")).results[0]
     assert _Interrupt.calls == 2  # 8 of 10 samples were stored before the interruption
     _Interrupt.calls = 0
-    fresh = run(_config(tiny_ckpt, tmp_path / "b")).results[0]
+    fresh = run(_config(tiny48_ckpt, tmp_path / "b")).results[0]
     assert _Interrupt.calls == 10
     for metric, summary in fresh.metrics.items():
         assert resumed.metrics[metric]["mean"] == pytest.approx(summary["mean"], rel=1e-6), metric
     # a finished run started again computes nothing, and writes a new result file beside the old one
     _Interrupt.calls = 0
-    run(_config(tiny_ckpt, tmp_path / "a"))
+    run(_config(tiny48_ckpt, tmp_path / "a"))
     assert _Interrupt.calls == 0 and len(read_results(tmp_path / "a")) == 2
 
 
@@ -94,11 +82,11 @@ class _Flawed(ShapesDataset):
         return sample
 
 
-def test_empty_mask_excluded_and_bad_sample(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_mask_excluded_and_bad_sample(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(DATASETS._entries, "flawed", _Flawed)
     with pytest.raises(DataError, match=r"sample shapes-test-0-2: image .* truncated.*--on-error skip"):
-        run(_config(tiny_ckpt, tmp_path / "raise", dataset="flawed", limit=None, dataset_args={"size": 6}))
-    result = run(_config(tiny_ckpt, tmp_path / "skip", dataset="flawed", limit=None, on_error="skip",
+        run(_config(tiny48_ckpt, tmp_path / "raise", dataset="flawed", limit=None, dataset_args={"size": 6}))
+    result = run(_config(tiny48_ckpt, tmp_path / "skip", dataset="flawed", limit=None, on_error="skip",
                          dataset_args={"size": 6})).results[0]
     assert result.excluded == {"empty mask": 1}
     assert sum(result.skipped.values()) == 1
@@ -112,11 +100,11 @@ class _NaNOnFirst(SimpleGradient):
         return maps
 
 
-def test_nan_map_fails_or_is_skipped(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_map_fails_or_is_skipped(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _NaNOnFirst)
     with pytest.raises(DataError, match="non-finite map: 1 NaN/Inf"):
-        run(_config(tiny_ckpt, tmp_path))
-    result = run(_config(tiny_ckpt, tmp_path, on_error="skip")).results[0]
+        run(_config(tiny48_ckpt, tmp_path))
+    result = run(_config(tiny48_ckpt, tmp_path, on_error="skip")).results[0]
     assert result.skipped == {"non-finite map": 3} and result.n == 7  # first sample of each of 3 batches
 
 
@@ -124,17 +112,17 @@ class _ViTOnly(SimpleGradient):
     supports = frozenset({"cnn"})
 
 
-def test_unsupported_pair_is_refused(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_pair_is_refused(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "cnn_only", _ViTOnly)
     with pytest.raises(UnsupportedEncoderError, match="'simple_gradient' supports cnn encoders"):
-        run(_config(tiny_ckpt, tmp_path, attributions=["cnn_only"]))
-    outcome = run(_config(tiny_ckpt, tmp_path, attributions=["cnn_only", "gradcam"]))
+        run(_config(tiny48_ckpt, tmp_path, attributions=["cnn_only"]))
+    outcome = run(_config(tiny48_ckpt, tmp_path, attributions=["cnn_only", "gradcam"]))
     assert [r.attribution for r in outcome.results] == ["gradcam"]
 
 
-def test_same_numbers_for_any_batch_size(tiny_ckpt: str, tmp_path: Path) -> None:
-    a = run(_config(tiny_ckpt, tmp_path / "a", batch_size=1, limit=5)).results[0]
-    b = run(_config(tiny_ckpt, tmp_path / "b", batch_size=5, limit=5)).results[0]
+def test_same_numbers_for_any_batch_size(tiny48_ckpt: str, tmp_path: Path) -> None:
+    a = run(_config(tiny48_ckpt, tmp_path / "a", batch_size=1, limit=5)).results[0]
+    b = run(_config(tiny48_ckpt, tmp_path / "b", batch_size=5, limit=5)).results[0]
     for metric in a.metrics:
         assert a.metrics[metric]["mean"] == pytest.approx(b.metrics[metric]["mean"], abs=1e-6)
 

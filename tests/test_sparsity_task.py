@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.config import resolve_config
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.loading import save_encoder
 from aft_bench.registries import ATTRIBUTIONS, DATASETS, TASKS
 from aft_bench.runner import run
 from aft_bench.tasks.sparsity import Sparsity
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cfg = copy.deepcopy(TINY_VIT_CFG)
-    cfg["vision_cfg"]["image_size"] = 48
-    encoder = make_encoder(cfg, "tiny48")
-    path = save_encoder(encoder, tmp_path_factory.mktemp("enc") / "tiny48", {"model_cfg": cfg, "name": "tiny48"})
-    return f"ckpt:{path}"
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +21,14 @@ def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(TASKS._entries, "sparsity", Sparsity)
 
 
-def _config(tiny_ckpt: str, out: Path, **changes):
-    overrides = dict(encoders=[tiny_ckpt], attributions=["simple_gradient"], limit=6, batch_size=4, out=str(out))
+def _config(tiny48_ckpt: str, out: Path, **changes):
+    overrides = dict(encoders=[tiny48_ckpt], attributions=["simple_gradient"], limit=6, batch_size=4, out=str(out))
     overrides.update(changes)
     return resolve_config("sparsity", overrides)
 
 
-def test_gini_of_real_maps(tiny_ckpt: str, tmp_path: Path) -> None:
-    outcome = run(_config(tiny_ckpt, tmp_path, attributions=["simple_gradient", "gradcam"]))
+def test_gini_of_real_maps(tiny48_ckpt: str, tmp_path: Path) -> None:
+    outcome = run(_config(tiny48_ckpt, tmp_path, attributions=["simple_gradient", "gradcam"]))
     assert [r.attribution for r in outcome.results] == ["simple_gradient", "gradcam"]
     for result in outcome.results:
         assert set(result.metrics) == {"gini"} and result.metrics["gini"]["higher_is_better"] is True
@@ -66,10 +54,10 @@ class _Known(SimpleGradient):
         return maps
 
 
-def test_known_answers_and_zero_maps(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_known_answers_and_zero_maps(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Known)
     _Known.made = 0
-    result = run(_config(tiny_ckpt, tmp_path, limit=9, batch_size=2)).results[0]
+    result = run(_config(tiny48_ckpt, tmp_path, limit=9, batch_size=2)).results[0]
     assert result.excluded == {"zero map": 3} and result.n == 6
     # three one-hot maps (Gini 1 - 1/N, N = 48 * 48) and three uniform maps (Gini 0), in percent
     assert result.metrics["gini"]["mean"] == pytest.approx(100.0 * (1 - 1 / 48**2) / 2, abs=1e-9)
@@ -85,15 +73,15 @@ class _NoMasks(ShapesDataset):
         return Sample(sample.id, sample.image, sample.prompt, sample.label, None)
 
 
-def test_runs_without_masks_and_skips_bad_samples(tiny_ckpt: str, tmp_path: Path,
+def test_runs_without_masks_and_skips_bad_samples(tiny48_ckpt: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(DATASETS._entries, "no_masks", _NoMasks)
-    config = _config(tiny_ckpt, tmp_path, dataset="no_masks", limit=None, on_error="skip", dataset_args={"size": 4})
+    config = _config(tiny48_ckpt, tmp_path, dataset="no_masks", limit=None, on_error="skip", dataset_args={"size": 4})
     result = run(config).results[0]
     assert result.n == 3 and sum(result.skipped.values()) == 1
 
 
-def test_nan_maps_are_bad_samples(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_maps_are_bad_samples(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class NaNFirst(SimpleGradient):
         def attribute(self, encoder, images, target):
             maps = super().attribute(encoder, images, target)
@@ -102,12 +90,12 @@ def test_nan_maps_are_bad_samples(tiny_ckpt: str, tmp_path: Path, monkeypatch: p
 
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", NaNFirst)
     with pytest.raises(DataError, match="non-finite map: 1 NaN/Inf"):
-        run(_config(tiny_ckpt, tmp_path / "a"))
-    result = run(_config(tiny_ckpt, tmp_path / "b", on_error="skip")).results[0]
+        run(_config(tiny48_ckpt, tmp_path / "a"))
+    result = run(_config(tiny48_ckpt, tmp_path / "b", on_error="skip")).results[0]
     assert result.skipped == {"non-finite map": 2} and result.n == 4
 
 
-def test_same_numbers_for_any_batch_size(tiny_ckpt: str, tmp_path: Path) -> None:
-    a = run(_config(tiny_ckpt, tmp_path / "a", batch_size=1, limit=4)).results[0]
-    b = run(_config(tiny_ckpt, tmp_path / "b", batch_size=4, limit=4)).results[0]
+def test_same_numbers_for_any_batch_size(tiny48_ckpt: str, tmp_path: Path) -> None:
+    a = run(_config(tiny48_ckpt, tmp_path / "a", batch_size=1, limit=4)).results[0]
+    b = run(_config(tiny48_ckpt, tmp_path / "b", batch_size=4, limit=4)).results[0]
     assert a.metrics["gini"]["mean"] == pytest.approx(b.metrics["gini"]["mean"], abs=1e-6)

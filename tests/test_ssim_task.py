@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT_CFG, make_encoder
 from skimage.metrics import structural_similarity
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.config import resolve_config
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.loading import save_encoder
 from aft_bench.metrics.ssim import normalize_minmax
 from aft_bench.registries import ATTRIBUTIONS, TASKS
 from aft_bench.runner import run
 from aft_bench.tasks.ssim_robustness import SsimRobustness, metric_name, noisy_copies, parse_sigmas, sample_noise
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cfg = copy.deepcopy(TINY_VIT_CFG)
-    cfg["vision_cfg"]["image_size"] = 48
-    encoder = make_encoder(cfg, "tiny48")
-    path = save_encoder(encoder, tmp_path_factory.mktemp("enc") / "tiny48", {"model_cfg": cfg, "name": "tiny48"})
-    return f"ckpt:{path}"
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +23,8 @@ def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(TASKS._entries, "ssim_robustness", SsimRobustness)
 
 
-def _config(tiny_ckpt: str, out: Path, **changes):
-    overrides = dict(encoders=[tiny_ckpt], attributions=["simple_gradient"], limit=4, batch_size=2, out=str(out),
+def _config(tiny48_ckpt: str, out: Path, **changes):
+    overrides = dict(encoders=[tiny48_ckpt], attributions=["simple_gradient"], limit=4, batch_size=2, out=str(out),
                      options={"sigmas": [1, 9]})
     overrides.update(changes)
     return resolve_config("ssim_robustness", overrides)
@@ -86,10 +74,10 @@ class _RedChannel(SimpleGradient):
         return images[:, 0].float().clone()
 
 
-def test_maps_compare_noisy_with_clean_as_skimage(tiny_ckpt: str, tmp_path: Path,
+def test_maps_compare_noisy_with_clean_as_skimage(tiny48_ckpt: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _RedChannel)
-    result = run(_config(tiny_ckpt, tmp_path, options={"sigmas": [3, 9]})).results[0]
+    result = run(_config(tiny48_ckpt, tmp_path, options={"sigmas": [3, 9]})).results[0]
     assert list(result.metrics) == ["ssim@3", "ssim@9"] and result.n == 4
     dataset = ShapesDataset(image_size=(48, 48))
     chosen = [json.loads(line)["id"] for line in _samples_file(tmp_path).read_text().splitlines()]
@@ -119,17 +107,17 @@ class _Steady(SimpleGradient):
 
 
 def test_identical_maps_score_100_and_constant_clean_maps_are_excluded(
-        tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Steady)
-    result = run(_config(tiny_ckpt, tmp_path)).results[0]
+    result = run(_config(tiny48_ckpt, tmp_path)).results[0]
     assert result.excluded == {"constant map": 2} and result.n == 2  # 2 batches of 2
     for summary in result.metrics.values():
         assert summary["mean"] == pytest.approx(100.0, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------- end to end
-def test_real_maps_end_to_end(tiny_ckpt: str, tmp_path: Path) -> None:
-    outcome = run(_config(tiny_ckpt, tmp_path, attributions=["gradcam", "simple_gradient"]))
+def test_real_maps_end_to_end(tiny48_ckpt: str, tmp_path: Path) -> None:
+    outcome = run(_config(tiny48_ckpt, tmp_path, attributions=["gradcam", "simple_gradient"]))
     assert [r.attribution for r in outcome.results] == ["gradcam", "simple_gradient"]
     for result in outcome.results:
         assert list(result.metrics) == ["ssim@1", "ssim@9"]
@@ -140,8 +128,8 @@ def test_real_maps_end_to_end(tiny_ckpt: str, tmp_path: Path) -> None:
     assert "| ssim@1 ↑ |" in outcome.markdown
 
 
-def test_same_numbers_for_any_batch_size(tiny_ckpt: str, tmp_path: Path) -> None:
-    a = run(_config(tiny_ckpt, tmp_path / "a", batch_size=1, limit=3)).results[0]
-    b = run(_config(tiny_ckpt, tmp_path / "b", batch_size=3, limit=3)).results[0]
+def test_same_numbers_for_any_batch_size(tiny48_ckpt: str, tmp_path: Path) -> None:
+    a = run(_config(tiny48_ckpt, tmp_path / "a", batch_size=1, limit=3)).results[0]
+    b = run(_config(tiny48_ckpt, tmp_path / "b", batch_size=3, limit=3)).results[0]
     for metric in a.metrics:
         assert a.metrics[metric]["mean"] == pytest.approx(b.metrics[metric]["mean"], rel=1e-6)  # float32 batching

@@ -26,12 +26,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from aft_bench import distributed as dist_utils
 from aft_bench.atomic import atomic_write_text
 from aft_bench.data.base import DataError
 from aft_bench.loading import load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
 from aft_bench.results import package_versions
-from aft_bench.training import distributed as dist_utils
 from aft_bench.training.checkpoint import (
     CHECKPOINT_NAME,
     ResumeError,

@@ -1,4 +1,8 @@
-"""Process-group setup for ``torchrun`` (DDP: nccl on GPU, gloo on CPU) and small collectives."""
+"""Process-group setup for ``torchrun`` (nccl on GPU, gloo on CPU) and small collectives.
+
+Used by DDP training (:mod:`aft_bench.training.trainer`) and by sharded evaluation
+(:class:`aft_bench.evaluation.SampleTask`: each rank scores its share of the sample ids).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ class DistContext:
         rank: Global rank.
         world_size: Number of processes.
         local_rank: Rank on this machine (picks the GPU).
-        device: The training device.
+        device: This process's device (``cuda:LOCAL_RANK`` for ``cuda``).
         owns_group: True when this process created the process group (and must destroy it).
     """
 
