@@ -1,10 +1,12 @@
 """The task contract and the shared evaluation loop over (encoder, attribution) pairs.
 
 A :class:`Task` turns a :class:`~aft_bench.config.RunConfig` into result files. Most tasks score
-attribution maps sample by sample; they subclass :class:`SampleTask` and implement
-:meth:`SampleTask.score` (maps + batch -> one record per sample). The loop here loads encoders and
-datasets from the registries, selects a seeded subset, skips samples whose scores are already stored,
-streams batches with a progress bar, and aggregates sums and counts into a :class:`RunResult`.
+attribution maps sample by sample; they subclass :class:`MapTask` and implement :meth:`MapTask.score`
+(maps + batch -> one record per sample). Tasks that score the encoder itself sample by sample (zero-shot
+accuracy and robustness) subclass :class:`SampleTask` and implement ``evaluate`` and ``run``. The loop
+here loads encoders and datasets from the registries, selects a seeded subset, skips samples whose scores
+are already stored, streams batches with a progress bar, and aggregates sums and counts into a
+:class:`RunResult`.
 
 Under ``torchrun`` (``torchrun --nproc_per_node N -m aft_bench run ...``) a :class:`SampleTask` shards
 the samples still to score over the ranks, without padding: rank ``r`` scores ``todo[r::N]`` on its
@@ -64,6 +66,19 @@ def build_dataset(config: RunConfig, image_size: tuple[int, int]) -> Dataset:
     return factory(image_size=image_size, root=config.data_root, on_error=config.on_error, **config.dataset_args)
 
 
+def load_samples(config: RunConfig, image_size: tuple[int, int]) -> tuple[Dataset, list[str]]:
+    """The configured dataset at ``image_size`` and the run's sample ids (all, or the seeded ``--limit`` subset).
+
+    Raises:
+        DataError: If the dataset has no samples.
+    """
+    dataset = build_dataset(config, image_size)
+    ids = select_ids(dataset.ids(), config.limit, config.seed)
+    if not ids:
+        raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+    return dataset, ids
+
+
 def select_ids(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
     """All ids, or a seeded random subset of ``limit`` of them (kept in dataset order)."""
     if limit is None or limit >= len(ids):
@@ -94,9 +109,10 @@ def no_collate(items: list[Any]) -> list[Any]:
 
 
 class SampleTask(Task):
-    """A task scored sample by sample from attribution maps (pointing game, sparsity, SSIM, ...).
+    """A task scored sample by sample: the resumable, shardable loop over a dataset for one encoder.
 
-    Subclasses set ``metrics`` (names with ``higher_is_better``) and implement :meth:`score`.
+    Subclasses set ``metrics`` (names with ``higher_is_better``) and implement :meth:`evaluate` (a batch ->
+    one record per sample) and :meth:`run`; :class:`MapTask` does both for tasks that score attribution maps.
     """
 
     #: metric name -> higher_is_better, in table column order
@@ -106,54 +122,20 @@ class SampleTask(Task):
     shardable: ClassVar[bool] = True
 
     @abstractmethod
-    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
-        """One record per sample: ``{"scores": {metric: value}}`` or ``{"excluded": reason}``."""
+    def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:
+        """One record per sample: ``{"scores": {metric: value}}``, ``{"excluded": reason}`` or ``{"error": why}``."""
 
-    def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Target:
-        """What the maps explain: option ``target`` names a TARGETS entry (default ``text``: zero-shot)."""
-        factory = TARGETS.get(config.options.get("target", "text"))
-        return factory(encoder, batch.prompts, batch.labels, config=config, images=batch.images.to(encoder.device))
-
-    def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
-        """Attribution maps of a batch (overridden by tasks that perturb images)."""
-        images = batch.images.to(encoder.device)
-        return method(encoder, images, self.target(encoder, batch, config))
+    def extra_key(self, config: RunConfig) -> dict[str, Any]:
+        """Settings besides the config's numbers key that change this task's per-sample records."""
+        return {}
 
     # ------------------------------------------------------------------ the loop
-    def run(self, config: RunConfig) -> list[Path]:
-        """Scores every (encoder, attribution) pair; returns the result files (none on ranks other than 0)."""
-        ctx = dist_utils.setup(config.device)
-        paths: list[Path] = []
-        refused: list[str] = []
-        pairs = 0
-        for spec in config.encoders:
-            encoder = load_encoder(spec, ctx.device)
-            dataset = build_dataset(config, encoder.image_size)
-            ids = select_ids(dataset.ids(), config.limit, config.seed)
-            if not ids:
-                raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
-            for name in config.attributions:
-                method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
-                try:
-                    method.check(encoder)
-                except UnsupportedEncoderError as exc:
-                    log.warning("skipping %s x %s: %s", spec, name, exc)
-                    refused.append(str(exc))
-                    continue
-                pairs += 1
-                path = self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)
-                if path is not None:
-                    paths.append(path)
-        if not pairs and refused:
-            raise UnsupportedEncoderError("; ".join(refused))
-        return paths
-
     def _run_pair(
         self, config: RunConfig, ctx: dist_utils.DistContext, encoder: Encoder, spec: str, name: str,
-        method: Attribution, dataset: Dataset, ids: list[str],
+        method: Attribution | None, dataset: Dataset, ids: list[str],
     ) -> Path | None:
         key = run_key({
-            **config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
+            **config.numbers_key(), **self.extra_key(config), "task_version": self.spec.version, "encoder": spec,
             "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
             "attribution": name, "attribution_args": dict(config.attribution_args.get(name, {})),
         })
@@ -192,7 +174,7 @@ class SampleTask(Task):
         return write_result(result, config.out)
 
     def _batches(
-        self, config: RunConfig, encoder: Encoder, method: Attribution, dataset: Dataset,
+        self, config: RunConfig, encoder: Encoder, method: Attribution | None, dataset: Dataset,
         ids: list[str], desc: str, progress: bool = True,
     ) -> Iterator[list[Record]]:
         loader = DataLoader(
@@ -214,11 +196,10 @@ class SampleTask(Task):
                 yield records
 
     def _score_samples(
-        self, config: RunConfig, encoder: Encoder, method: Attribution, samples: list[Sample]
+        self, config: RunConfig, encoder: Encoder, method: Attribution | None, samples: list[Sample]
     ) -> list[Record]:
         batch = Batch.collate(samples)
-        maps = self.maps(encoder, method, batch, config)
-        records = self.score(maps, batch, config)
+        records = self.evaluate(encoder, method, batch, config)
         out = []
         for sample_id, record in zip(batch.ids, records, strict=True):
             if "error" in record:
@@ -261,3 +242,56 @@ class SampleTask(Task):
             attribution=name, metrics=summaries, n=n, excluded=dict(excluded), skipped=dict(skipped),
             config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
         )
+
+
+class MapTask(SampleTask):
+    """A task scored sample by sample from attribution maps (pointing game, sparsity, SSIM, ROAD).
+
+    Subclasses set ``metrics`` and implement :meth:`score`; :meth:`run` scores every (encoder, attribution)
+    pair of the config.
+    """
+
+    @abstractmethod
+    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
+        """One record per sample: ``{"scores": {metric: value}}`` or ``{"excluded": reason}``."""
+
+    def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Target:
+        """What the maps explain: option ``target`` names a TARGETS entry (default ``text``: zero-shot)."""
+        factory = TARGETS.get(config.options.get("target", "text"))
+        return factory(encoder, batch.prompts, batch.labels, config=config, images=batch.images.to(encoder.device))
+
+    def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
+        """Attribution maps of a batch (overridden by tasks that perturb images)."""
+        images = batch.images.to(encoder.device)
+        return method(encoder, images, self.target(encoder, batch, config))
+
+    def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:
+        """One record per sample of a batch: :meth:`score` of the :meth:`maps`."""
+        if method is None:
+            raise TypeError(f"task {self.spec.name!r} scores attribution maps: it needs an attribution method")
+        return self.score(self.maps(encoder, method, batch, config), batch, config)
+
+    def run(self, config: RunConfig) -> list[Path]:
+        """Scores every (encoder, attribution) pair; returns the result files (none on ranks other than 0)."""
+        ctx = dist_utils.setup(config.device)
+        paths: list[Path] = []
+        refused: list[str] = []
+        pairs = 0
+        for spec in config.encoders:
+            encoder = load_encoder(spec, ctx.device)
+            dataset, ids = load_samples(config, encoder.image_size)
+            for name in config.attributions:
+                method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
+                try:
+                    method.check(encoder)
+                except UnsupportedEncoderError as exc:
+                    log.warning("skipping %s x %s: %s", spec, name, exc)
+                    refused.append(str(exc))
+                    continue
+                pairs += 1
+                path = self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)
+                if path is not None:
+                    paths.append(path)
+        if not pairs and refused:
+            raise UnsupportedEncoderError("; ".join(refused))
+        return paths

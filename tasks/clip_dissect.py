@@ -39,7 +39,7 @@ from aft_bench.config import RunConfig
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import VOCABULARY, ShapesDataset
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Task, build_dataset, select_ids
+from aft_bench.evaluation import Task, build_dataset, load_samples
 from aft_bench.loading import load_encoder
 from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
 from aft_bench.metrics.summary import RunningStat
@@ -149,10 +149,7 @@ class ClipDissect(Task):
         start = time.perf_counter()
         encoder = load_encoder(spec, config.device)
         layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
-        dataset = build_dataset(config, encoder.image_size)
-        ids = select_ids(dataset.ids(), config.limit, config.seed)
-        if not ids:
-            raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+        dataset, ids = load_samples(config, encoder.image_size)
         concepts = read_concepts(options.concepts) if options.concepts else default_concepts(dataset, config.dataset)
         probe_name = probe_spec(encoder, spec, options.probe_encoder)
         skipped: Counter[str] = Counter()

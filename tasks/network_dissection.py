@@ -43,7 +43,7 @@ from aft_bench.config import RunConfig
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Task, build_dataset, select_ids
+from aft_bench.evaluation import Task, load_samples
 from aft_bench.loading import load_encoder
 from aft_bench.metrics.dissection import (
     IoUAccumulator,
@@ -204,10 +204,7 @@ class NetworkDissection(Task):
         start = time.perf_counter()
         encoder = load_encoder(spec, config.device)
         layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
-        dataset = build_dataset(config, encoder.image_size)
-        ids = select_ids(dataset.ids(), config.limit, config.seed)
-        if not ids:
-            raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+        dataset, ids = load_samples(config, encoder.image_size)
         concepts = concept_labels(dataset, config.dataset)
         skipped: Counter[str] = Counter(getattr(dataset, "skipped", {}) or {})
         quantile = default_quantile(dataset) if options.quantile is None else options.quantile

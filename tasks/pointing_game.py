@@ -15,12 +15,12 @@ from torch import Tensor
 
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch, DataError
-from aft_bench.evaluation import Record, SampleTask
+from aft_bench.evaluation import MapTask, Record
 from aft_bench.metrics.base import exclusion_reason
 from aft_bench.registries import METRICS
 
 
-class PointingGame(SampleTask):
+class PointingGame(MapTask):
     """Scores each map against its sample's object mask; options: ``tolerance`` (pixels) for PG."""
 
     metrics: ClassVar[dict[str, bool]] = {

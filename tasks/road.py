@@ -40,14 +40,14 @@ import torch
 from torch import Tensor
 
 from aft_bench import distributed as dist_utils
+from aft_bench.classifiers import CLASSIFIERS
 from aft_bench.config import RunConfig
-from aft_bench.data.base import Batch, DataError, Dataset
+from aft_bench.data.base import Batch, Dataset
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import Record, SampleTask, build_dataset, select_ids
+from aft_bench.evaluation import MapTask, Record, load_samples
 from aft_bench.loading import load_encoder
 from aft_bench.metrics.removal import curve_auc, fraction_label, noisy_linear_imputation, pixel_ranks, removal_masks
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.probe import ProbeSpec, get_probe
 from aft_bench.registries import TARGETS
 from aft_bench.results import RunResult, SampleStore
 from aft_bench.tasks.roar import (
@@ -61,43 +61,10 @@ from aft_bench.tasks.roar import (
 from aft_bench.tasks.roar_data import id_key
 from aft_bench.tasks.roar_plot import figure_path, plot_curves
 
-DEFAULT_TEMPLATE = "a photo of a {}."
 DEFAULT_CLASSIFIER: dict[str, str] = {"text": "zero_shot", "probe": "probe"}
 """The classifier a target explains, used when option ``classifier`` is not given."""
 
 
-class ZeroShotClassifier:
-    """CLIP's zero-shot head (Radford et al. 2021): the class whose prompt embedding is most similar."""
-
-    def __init__(self, encoder: Encoder, dataset: Dataset, config: RunConfig) -> None:
-        template = config.options.get("prompt_template") or getattr(dataset, "prompt_template", DEFAULT_TEMPLATE)
-        self.encoder = encoder
-        with torch.no_grad():
-            self.text = encoder.encode_text([template.format(name) for name in dataset.classnames]).detach()
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        """(B,) predicted class indices (on the CPU)."""
-        return (self.encoder(images.to(self.encoder.device)) @ self.text.T).argmax(dim=1).cpu()
-
-
-class ProbeClassifier:
-    """The run's linear probe on frozen embeddings (:func:`aft_bench.probe.get_probe`, cached)."""
-
-    def __init__(self, encoder: Encoder, dataset: Dataset, config: RunConfig) -> None:
-        self.encoder = encoder
-        self.probe = get_probe(encoder, ProbeSpec.from_config(config), config.batch_size, config.on_error)
-        if list(self.probe.classnames) != list(dataset.classnames):
-            raise DataError(f"the probe's {len(self.probe.classnames)} classes differ from the "
-                            f"{len(dataset.classnames)} classes of {config.dataset!r}; train the probe on the same "
-                            "classes (--option probe_dataset=...) or use --option classifier=zero_shot")
-
-    @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        return self.probe.logits(self.encoder(images.to(self.encoder.device))).argmax(dim=1).cpu()
-
-
-CLASSIFIERS: dict[str, type] = {"zero_shot": ZeroShotClassifier, "probe": ProbeClassifier}
 
 
 @dataclass(frozen=True)
@@ -129,7 +96,7 @@ class RoadOptions:
                    target=target, classifier=str(classifier), random_baseline=bool(o.get("random_baseline", True)))
 
 
-class Road(SampleTask):
+class Road(MapTask):
     """Remove and debias (Rong et al. 2022) for every encoder x attribution, plus the random baseline."""
 
     metrics: ClassVar[dict[str, bool]] = {}
@@ -149,10 +116,7 @@ class Road(SampleTask):
             methods = list(attribution_methods(config, encoder, refused, self.opts.random_baseline))
             if not methods:
                 continue
-            dataset = build_dataset(config, encoder.image_size)
-            ids = select_ids(dataset.ids(), config.limit, config.seed)
-            if not ids:
-                raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
+            dataset, ids = load_samples(config, encoder.image_size)
             self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
             self.figure = figure_path(folder, spec, config.dataset)
             pairs += len(methods)

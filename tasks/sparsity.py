@@ -15,11 +15,11 @@ from torch import Tensor
 
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch
-from aft_bench.evaluation import Record, SampleTask
+from aft_bench.evaluation import MapTask, Record
 from aft_bench.metrics.gini import ZERO_MAP, gini_index
 
 
-class Sparsity(SampleTask):
+class Sparsity(MapTask):
     """Gini index of every map (absolute values, flattened; see :mod:`aft_bench.metrics.gini`).
 
     Reported in percent like every other leaderboard column (0 = uniform map, 100 * (1 - 1/N) =

@@ -15,11 +15,8 @@ built once per clean batch and repeated).
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,34 +25,15 @@ from aft_bench.attributions.base import Attribution
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Record, SampleTask
+from aft_bench.evaluation import MapTask, Record
 from aft_bench.metrics.ssim import CONSTANT_MAP, is_constant, normalize_minmax, ssim
+from aft_bench.tasks.options import parse_levels, sample_seed
 
 DEFAULT_SIGMAS: tuple[float, ...] = (1, 3, 5, 7, 9)
 
 
-def parse_sigmas(value: Any) -> tuple[float, ...]:
-    """The noise levels of option ``sigmas`` (1/255 units): a number or a list of distinct positive numbers.
-
-    Raises:
-        ValueError: Naming the value, if it is empty, not numeric, not positive and finite, or repeats a level.
-    """
-    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    try:
-        sigmas = tuple(float(s) for s in items)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"option sigmas={value!r}: give noise levels in 1/255 units, e.g. --option sigmas=[1,3,5]"
-        ) from exc
-    if not sigmas or any(not (math.isfinite(s) and s > 0) for s in sigmas):
-        raise ValueError(f"option sigmas={value!r}: every level must be a positive finite number (1/255 units)")
-    if len(set(sigmas)) != len(sigmas):
-        raise ValueError(f"option sigmas={value!r} repeats a level; list each noise level once")
-    return sigmas
-
-
 def _sigmas(config: RunConfig) -> tuple[float, ...]:
-    return parse_sigmas(config.options.get("sigmas", DEFAULT_SIGMAS))
+    return parse_levels(config.options.get("sigmas", DEFAULT_SIGMAS), "sigmas")
 
 
 def metric_name(sigma: float) -> str:
@@ -63,15 +41,9 @@ def metric_name(sigma: float) -> str:
     return f"ssim@{sigma:g}"
 
 
-def noise_seed(seed: int, sample_id: str, sigma: float) -> int:
-    """A 63-bit generator seed from (run seed, sample id, sigma in 1/255 units), via SHA-256."""
-    digest = hashlib.sha256(f"{int(seed)}|{sample_id}|{float(sigma)!r}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def sample_noise(seed: int, sample_id: str, sigma: float, shape: Sequence[int]) -> Tensor:
     """Gaussian noise of std ``sigma / 255`` for one image (CPU float32), a pure function of its arguments."""
-    generator = torch.Generator().manual_seed(noise_seed(seed, sample_id, sigma))
+    generator = torch.Generator().manual_seed(sample_seed(seed, sample_id, float(sigma)))
     return torch.randn(tuple(shape), generator=generator) * (float(sigma) / 255.0)
 
 
@@ -95,7 +67,7 @@ def noisy_copies(images: Tensor, ids: Sequence[str], sigmas: Sequence[float], se
     return torch.stack(levels, dim=1).to(device=images.device, dtype=images.dtype)
 
 
-class SsimRobustness(SampleTask):
+class SsimRobustness(MapTask):
     """SSIM between the map of each clean image and its maps under Gaussian noise, one column per sigma.
 
     Options: ``sigmas`` (list, 1/255 units; default 1, 3, 5, 7, 9), ``clip`` (default true). One

@@ -15,7 +15,8 @@ from aft_bench.data.shapes import ShapesDataset
 from aft_bench.metrics.ssim import normalize_minmax
 from aft_bench.registries import ATTRIBUTIONS, TASKS
 from aft_bench.runner import run
-from aft_bench.tasks.ssim_robustness import SsimRobustness, metric_name, noisy_copies, parse_sigmas, sample_noise
+from aft_bench.tasks.options import parse_levels
+from aft_bench.tasks.ssim_robustness import SsimRobustness, metric_name, noisy_copies, sample_noise
 
 
 @pytest.fixture(autouse=True)
@@ -59,11 +60,11 @@ def test_noisy_images_are_clipped_unless_asked() -> None:
 
 
 def test_sigma_option_parsing() -> None:
-    assert parse_sigmas([1, 3, 5]) == (1.0, 3.0, 5.0) and parse_sigmas(2) == (2.0,)
-    assert [metric_name(s) for s in parse_sigmas([1, 0.5])] == ["ssim@1", "ssim@0.5"]
+    assert parse_levels([1, 3, 5], "sigmas") == (1.0, 3.0, 5.0) and parse_levels(2, "sigmas") == (2.0,)
+    assert [metric_name(s) for s in parse_levels([1, 0.5], "sigmas")] == ["ssim@1", "ssim@0.5"]
     for bad in ([], [0], [1, 1], ["x"], [float("nan")]):
         with pytest.raises(ValueError, match="sigmas"):
-            parse_sigmas(bad)
+            parse_levels(bad, "sigmas")
 
 
 # ---------------------------------------------------------------------------------------- known answers
