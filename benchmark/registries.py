@@ -76,6 +76,8 @@ TASKS.register("network_dissection", "aft_bench.tasks.network_dissection:Network
                help="Network Dissection: units whose top-quantile regions match concepts, IoU > 0.04 (paper Fig. 6)")
 TASKS.register("roar", "aft_bench.tasks.roar:Roar",
                help="remove and retrain: accuracy after replacing the top-k% salient pixels by the mean (Fig. 3)")
+TASKS.register("zero_shot", "aft_bench.tasks.zero_shot:ZeroShot",
+               help="zero-shot accuracy, clean and under APGD-CE + APGD-T (paper Table 2 / Table 9)")
 TASKS.register("road", "aft_bench.tasks.road:Road",
                help="remove and debias: unchanged classifier on noisy-linear-imputed images (Rong et al. 2022)")
 

@@ -1,0 +1,1 @@
+"""Adversarial attacks for robustness evaluation (paper Table 2 / Table 9)."""

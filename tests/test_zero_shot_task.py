@@ -1,0 +1,72 @@
+"""The zero-shot accuracy and robustness task end to end on a tiny encoder and the shapes world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aft_bench.config import resolve_config
+from aft_bench.registries import TASKS
+from aft_bench.results import SampleStore, read_results
+from aft_bench.runner import run
+
+
+def _config(tiny48_ckpt: str, out: Path, **changes):
+    options = {"eps": [1e-4, 8], "steps": 3, "n_targets": 2, "robust_n": 4}
+    options.update(changes.pop("options", {}))
+    overrides = dict(encoders=[tiny48_ckpt], limit=8, batch_size=8, out=str(out), options=options)
+    overrides.update(changes)
+    return resolve_config("zero_shot", overrides)
+
+
+def _records(out: Path) -> dict[str, dict]:
+    (path,) = (out / "zero_shot" / "samples").glob("*.jsonl")
+    return SampleStore(path)._records
+
+
+def test_clean_on_all_robust_on_the_first_robust_n(tiny48_ckpt: str, tmp_path: Path) -> None:
+    outcome = run(_config(tiny48_ckpt, tmp_path))
+    (result,) = outcome.results
+    assert result.attribution == "apgd-ce+apgd-t" and result.n == 8
+    assert list(result.metrics) == ["clean", "robust@0.0001/255", "robust@8/255"]
+    assert result.metrics["clean"]["n"] == 8 and result.metrics["robust@8/255"]["n"] == 4
+    records = _records(tmp_path)
+    attacked = [r for r in records.values() if "robust@8/255" in r["scores"]]
+    assert len(attacked) == 4
+    for record in attacked:
+        scores = record["scores"]
+        assert scores["robust@8/255"] <= scores["robust@0.0001/255"] <= scores["clean"]
+        # a radius of 1e-4/255 cannot flip a prediction with a clear margin: robust equals clean
+        assert scores["robust@0.0001/255"] == scores["clean"]
+    assert "| robust@8/255 ↑ |" in outcome.markdown
+
+
+def test_a_sample_scores_the_same_in_any_batch(tiny48_ckpt: str, tmp_path: Path) -> None:
+    run(_config(tiny48_ckpt, tmp_path / "a", batch_size=8))
+    run(_config(tiny48_ckpt, tmp_path / "b", batch_size=3))
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+
+
+def test_the_store_depends_on_the_limit(tiny48_ckpt: str, tmp_path: Path) -> None:
+    run(_config(tiny48_ckpt, tmp_path))
+    run(_config(tiny48_ckpt, tmp_path, limit=6))  # another selection: other samples are attacked
+    assert len(list((tmp_path / "zero_shot" / "samples").glob("*.jsonl"))) == 2
+    assert {r.n for r in read_results(tmp_path)} == {8, 6}
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"attributions": ["gradcam"]}, "not attribution maps"),
+    ({"options": {"eps": [0]}}, "option eps"),
+    ({"options": {"attacks": ["fgsm"]}}, "option attacks"),
+    ({"options": {"classifier": "knn"}}, "option classifier"),
+    ({"options": {"steps": 0}}, "option steps"),
+])
+def test_bad_settings_are_refused_by_name(tiny48_ckpt: str, tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run(_config(tiny48_ckpt, tmp_path, **changes))
+    assert not (tmp_path / "zero_shot").exists()
+
+
+def test_registered_and_shardable() -> None:
+    assert TASKS.get("zero_shot").shardable
