@@ -102,3 +102,23 @@ def test_robust_is_a_subset_of_clean_correct_and_zero_eps_changes_nothing() -> N
     labels[:5] = (labels[:5] + 1) % 5  # misclassified from the start
     robust = robust_correct(logits_fn, images, labels, 0.0, _starts(0), steps=5, n_targets=2)
     assert not robust[:5].any() and robust[5:].all()
+
+
+def test_step_halving_homes_in_on_an_interior_maximum() -> None:
+    """The loss peaks inside the ball, at c: sign steps of a fixed size would oscillate around c; APGD's
+    halvings (condition 1: the loss rises in too few steps) must bring the best point close to it."""
+    eps = 0.1
+    x0 = torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64)
+    c = x0 + torch.tensor([0.037, -0.061, 0.013, -0.089], dtype=torch.float64).view(1, 1, 2, 2)
+
+    def logits_fn(x: Tensor) -> Tensor:  # z1 - z0 = -50 ||x - c||^2, so the CE of class 0 peaks at x = c
+        distance = ((x - c) ** 2).flatten(1).sum(1)
+        return torch.stack([torch.zeros_like(distance), -50 * distance], dim=1)
+
+    labels = torch.zeros(2, dtype=torch.long)
+    start = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64).view(1, 1, 2, 2).expand(2, -1, -1, -1)
+    result = apgd(logits_fn, x0, labels, eps, start, steps=100)
+    assert not result.fooled.any()
+    assert (result.adversarial - c).abs().max() < 0.05 * eps
+    fixed = apgd(logits_fn, x0, labels, eps, start, steps=100, rho=0.0)  # condition 1 never fires
+    assert (fixed.adversarial - c).abs().max() > (result.adversarial - c).abs().max()
