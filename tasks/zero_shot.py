@@ -31,7 +31,7 @@ from aft_bench.attacks.ensemble import ATTACKS, robust_correct
 from aft_bench.attributions.base import Attribution
 from aft_bench.classifiers import CLASSIFIERS
 from aft_bench.config import RunConfig
-from aft_bench.data.base import Batch
+from aft_bench.data.base import Batch, DataError
 from aft_bench.encoder import Encoder
 from aft_bench.evaluation import Record, SampleTask, load_samples
 from aft_bench.loading import load_encoder
@@ -93,12 +93,21 @@ class ZeroShot(SampleTask):
         for spec in config.encoders:
             encoder = load_encoder(spec, ctx.device)
             dataset, ids = load_samples(config, encoder.image_size)
+            self._check_classes(dataset.classnames, config)
             self.robust_ids = set(ids[: self.opts.robust_n])
             self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
             path = self._run_pair(config, ctx, encoder, spec, self.opts.label, None, dataset, ids)
             if path is not None:
                 paths.append(path)
         return paths
+
+    def _check_classes(self, classnames: Sequence[str], config: RunConfig) -> None:
+        if len(classnames) < 2:
+            raise DataError(f"dataset {config.dataset!r} has {len(classnames)} classes: zero-shot accuracy needs a "
+                            "labelled dataset with at least 2 classes")
+        if "apgd-t" in self.opts.attacks and len(classnames) < 4:
+            raise ValueError(f"dataset {config.dataset!r} has {len(classnames)} classes; APGD-T's DLR loss needs at "
+                             "least 4: run --option attacks=[apgd-ce]")
 
     def extra_key(self, config: RunConfig) -> dict[str, Any]:
         # Which samples are attacked (the first robust_n of the selection) depends on --limit.

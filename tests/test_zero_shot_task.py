@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from aft_bench.config import resolve_config
+from aft_bench.data.base import DataError
+from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
 from aft_bench.registries import TASKS
 from aft_bench.results import SampleStore, read_results
 from aft_bench.runner import run
@@ -66,6 +68,16 @@ def test_bad_settings_are_refused_by_name(tiny48_ckpt: str, tmp_path: Path, chan
     with pytest.raises(ValueError, match=message):
         run(_config(tiny48_ckpt, tmp_path, **changes))
     assert not (tmp_path / "zero_shot").exists()
+
+
+def test_datasets_without_enough_classes_are_refused(tiny48_ckpt: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ShapesDataset, "classnames", CLASSNAMES[:3])
+    with pytest.raises(ValueError, match="3 classes; APGD-T"):
+        run(_config(tiny48_ckpt, tmp_path))
+    monkeypatch.setattr(ShapesDataset, "classnames", [])
+    with pytest.raises(DataError, match="0 classes: zero-shot accuracy needs a labelled dataset"):
+        run(_config(tiny48_ckpt, tmp_path))
 
 
 def test_registered_and_shardable() -> None:
