@@ -79,6 +79,19 @@ def load_samples(config: RunConfig, image_size: tuple[int, int]) -> tuple[Datase
     return dataset, ids
 
 
+def usable_attributions(config: RunConfig, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
+    """The run's attribution methods that serve ``encoder``; refusals are logged and appended to ``refused``."""
+    for name in config.attributions:
+        method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
+        try:
+            method.check(encoder)
+        except UnsupportedEncoderError as exc:
+            log.warning("skipping %s x %s: %s", encoder.name, name, exc)
+            refused.append(str(exc))
+            continue
+        yield name, method
+
+
 def select_ids(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
     """All ids, or a seeded random subset of ``limit`` of them (kept in dataset order)."""
     if limit is None or limit >= len(ids):
@@ -280,14 +293,7 @@ class MapTask(SampleTask):
         for spec in config.encoders:
             encoder = load_encoder(spec, ctx.device)
             dataset, ids = load_samples(config, encoder.image_size)
-            for name in config.attributions:
-                method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
-                try:
-                    method.check(encoder)
-                except UnsupportedEncoderError as exc:
-                    log.warning("skipping %s x %s: %s", spec, name, exc)
-                    refused.append(str(exc))
-                    continue
+            for name, method in usable_attributions(config, encoder, refused):
                 pairs += 1
                 path = self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)
                 if path is not None:

@@ -50,11 +50,11 @@ from aft_bench.attributions.base import Attribution
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import Task, select_ids
+from aft_bench.evaluation import Task, select_ids, usable_attributions
 from aft_bench.loading import load_encoder
 from aft_bench.metrics.removal import ORDERS, check_fraction, curve_auc, fraction_label, replace_with_mean
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS
+from aft_bench.registries import DATASETS, TARGETS
 from aft_bench.results import SAMPLES_DIR, RunResult, SampleStore, run_key, safe_name, write_result
 from aft_bench.tasks.roar_data import (
     RANDOM,
@@ -109,15 +109,7 @@ def check_order(value: Any) -> str:
 def attribution_methods(config: RunConfig, encoder: Encoder, refused: list[str],
                         random_baseline: bool) -> Iterator[tuple[str, Attribution]]:
     """The run's attributions that serve ``encoder`` (refusals logged and collected), then ``random``."""
-    for name in config.attributions:
-        method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
-        try:
-            method.check(encoder)
-        except UnsupportedEncoderError as exc:
-            log.warning("skipping %s x %s: %s", encoder.name, name, exc)
-            refused.append(str(exc))
-            continue
-        yield name, method
+    yield from usable_attributions(config, encoder, refused)
     if random_baseline and RANDOM not in config.attributions:
         yield RANDOM, RandomBaseline(seed=config.seed)
 
