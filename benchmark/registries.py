@@ -94,6 +94,8 @@ DATASETS.register("cub", "aft_bench.data.cub:CUB200",
                   help="CUB-200-2011 birds, official split; --data-root = CUB_200_2011, split=test|train|all")
 DATASETS.register("caltech256", "aft_bench.data.caltech256:Caltech256",
                   help="Caltech-256 (256_ObjectCategories), seeded stratified split; split, train_fraction, split_seed")
+DATASETS.register("image_folder", "aft_bench.data.image_folder:ImageFolder",
+                  help="any class-folder set (ImageNet val/-R/-Sketch, EuroSAT, ...); split, classnames=FILE")
 DATASETS.register("broden", "aft_bench.data.broden:Broden",
                   help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
 
