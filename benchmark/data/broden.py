@@ -42,8 +42,9 @@ import torch
 from torch import Tensor
 
 from aft_bench.data.base import DataError, Sample
+from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.io import read_image, read_label_png
-from aft_bench.data.labelled_folders import check_choice, check_image_size, check_on_error, resolve_root
+from aft_bench.data.labelled_folders import check_choice, resolve_root
 from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
 
 logger = logging.getLogger(__name__)

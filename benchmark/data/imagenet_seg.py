@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from aft_bench.data.base import BACKGROUND, FOREGROUND, DataError, Sample
+from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.classnames import imagenet_classnames, imagenet_index, is_imagenet_wnid
 from aft_bench.data.io import REMEDY
-from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, check_image_size, check_on_error
+from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
 from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
 
 logger = logging.getLogger(__name__)

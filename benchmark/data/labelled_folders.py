@@ -21,28 +21,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from aft_bench.data.base import DataError, Sample
+from aft_bench.data.class_images import ClassImages
 from aft_bench.data.io import read_image
-from aft_bench.data.transforms import resize_center_crop
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-ON_ERROR_CHOICES = ("raise", "skip")
 DEFAULT_TEMPLATE = "a photo of a {}."
-
-
-def check_image_size(image_size: tuple[int, int] | int) -> tuple[int, int]:
-    """Returns ``(height, width)``; an int means a square."""
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or any(isinstance(s, bool) or int(s) != s or s <= 0 for s in size):
-        raise ValueError(f"image_size must be two positive integers (height, width), got {image_size!r}")
-    return int(size[0]), int(size[1])
-
-
-def check_on_error(on_error: str) -> str:
-    if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    return on_error
 
 
 def check_choice(name: str, value: object, choices: Iterable[object], dataset: str) -> None:
@@ -107,7 +92,7 @@ def resolve_root(
     )
 
 
-class LabelledImages:
+class LabelledImages(ClassImages):
     """Images with one class label each; subclasses list the files (see the module docstring).
 
     Args:
@@ -124,15 +109,7 @@ class LabelledImages:
     dataset_name = "labelled images"
 
     def __init__(self, image_size: tuple[int, int] | int, on_error: str, prompt_template: str) -> None:
-        if prompt_template.count("{}") != 1:
-            raise ValueError(
-                f"prompt_template must contain exactly one '{{}}' for the class name: {prompt_template!r}"
-            )
-        self.image_size = check_image_size(image_size)
-        self.on_error = check_on_error(on_error)
-        self.prompt_template = prompt_template
-        self.classnames: list[str] = []
-        self.skipped: dict[str, int] = {}
+        super().__init__(image_size, on_error, prompt_template)
         self._entries: dict[str, tuple[Path, int]] = {}
         self._ids: list[str] = []
 
@@ -195,10 +172,4 @@ class LabelledImages:
             DataError: If the id is unknown or the file is missing or unreadable (the message names it).
         """
         path, label = self._entry(sample_id)
-        return Sample(
-            id=sample_id,
-            image=resize_center_crop(read_image(path), self.image_size),
-            prompt=self.prompt_template.format(self.classnames[label]),
-            label=label,
-            mask=None,
-        )
+        return self._sample(sample_id, read_image(path), label)
