@@ -72,8 +72,10 @@ class ZeroShotOptions:
 
     @property
     def label(self) -> str:
-        """The leaderboard's attribution column for this task: the attacks, e.g. ``apgd-ce+apgd-t``."""
-        return "+".join(self.attacks)
+        """The leaderboard's attribution column for this task: the attacks, and the classifier unless it is
+        the zero-shot head (``apgd-ce+apgd-t``, ``apgd-ce+apgd-t@probe``)."""
+        attacks = "+".join(self.attacks)
+        return attacks if self.classifier == "zero_shot" else f"{attacks}@{self.classifier}"
 
 
 class ZeroShot(SampleTask):

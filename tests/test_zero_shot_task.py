@@ -80,5 +80,12 @@ def test_datasets_without_enough_classes_are_refused(tiny48_ckpt: str, tmp_path:
         run(_config(tiny48_ckpt, tmp_path))
 
 
+def test_the_linear_probe_can_be_attacked_instead(tiny48_ckpt: str, tmp_path: Path) -> None:
+    (result,) = run(_config(tiny48_ckpt, tmp_path, options={"classifier": "probe", "eps": [8]})).results
+    assert result.attribution == "apgd-ce+apgd-t@probe" and result.metrics["robust@8/255"]["n"] == 4
+    for record in _records(tmp_path).values():  # robust implies clean, per sample
+        assert record["scores"].get("robust@8/255", 0.0) <= record["scores"]["clean"]
+
+
 def test_registered_and_shardable() -> None:
     assert TASKS.get("zero_shot").shardable
