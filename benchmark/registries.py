@@ -95,7 +95,7 @@ DATASETS.register("cub", "aft_bench.data.cub:CUB200",
 DATASETS.register("caltech256", "aft_bench.data.caltech256:Caltech256",
                   help="Caltech-256 (256_ObjectCategories), seeded stratified split; split, train_fraction, split_seed")
 DATASETS.register("image_folder", "aft_bench.data.image_folder:ImageFolder",
-                  help="any class-folder set (ImageNet val/-R/-Sketch, EuroSAT, ...); split, classnames=FILE")
+                  help="class folders (ImageNet val/-R/-Sketch, EuroSAT, DTD, ...); split, classnames=FILE, files=FILE")
 DATASETS.register("cifar10", "aft_bench.data.cifar:CIFAR10",
                   help="CIFAR-10 python batches (cifar-10-batches-py), split=test|train; read without plain pickle")
 DATASETS.register("cifar100", "aft_bench.data.cifar:CIFAR100",
@@ -103,6 +103,12 @@ DATASETS.register("cifar100", "aft_bench.data.cifar:CIFAR100",
 DATASETS.register("stl10", "aft_bench.data.stl10:STL10", help="STL-10 binary (stl10_binary), split=test|train")
 DATASETS.register("pcam", "aft_bench.data.pcam:PCAM",
                   help="PatchCamelyon HDF5 (camelyonpatch_level_2_split_*), split=test|train|valid")
+DATASETS.register("oxford_pets", "aft_bench.data.oxford_pets:OxfordPets",
+                  help="Oxford-IIIT Pet (images/, annotations/test.txt), split=test|trainval")
+DATASETS.register("fgvc_aircraft", "aft_bench.data.fgvc_aircraft:FGVCAircraft",
+                  help="FGVC-Aircraft 2013b variants (data/images/, images_variant_*.txt), split=test|trainval|...")
+DATASETS.register("flowers102", "aft_bench.data.flowers102:Flowers102",
+                  help="Flowers-102 (jpg/, imagelabels.mat, setid.mat); classnames=FILE required, split=test|train|val")
 DATASETS.register("broden", "aft_bench.data.broden:Broden",
                   help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
 

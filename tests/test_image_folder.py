@@ -92,3 +92,17 @@ def test_zero_shot_runs_on_an_image_folder(tiny48_ckpt: str, tmp_path: Path) -> 
     (result,) = run(config).results
     assert result.dataset == "image_folder" and result.n == 8
     assert result.metrics["clean"]["n"] == 8 and result.metrics["robust@4/255"]["n"] == 3
+
+
+def test_a_files_list_selects_a_split_like_dtd(tmp_path: Path) -> None:
+    make_folders(tmp_path / "dtd" / "images", ("banded", "bubbly"), per_class=3)
+    listing = tmp_path / "dtd" / "labels" / "test1.txt"
+    listing.parent.mkdir(parents=True)
+    listing.write_text("banded/img_2.jpg\nbubbly/img_0.jpg\n\nbubbly/img_1.jpg\n")
+    data = ImageFolder(8, root=tmp_path / "dtd" / "images", files=listing)
+    assert data.ids() == ["banded/img_2.jpg", "bubbly/img_0.jpg", "bubbly/img_1.jpg"] and data.labels() == [0, 1, 1]
+    listing.write_text("banded/img_2.jpg\nbanded/missing.jpg\nstray.jpg\n")
+    with pytest.raises(DataError, match="missing.jpg.*does not exist"):
+        ImageFolder(8, root=tmp_path / "dtd" / "images", files=listing)
+    skipping = ImageFolder(8, root=tmp_path / "dtd" / "images", files=listing, on_error="skip")
+    assert len(skipping) == 1 and skipping.skipped == {"image missing": 1, "listed outside the class folders": 1}

@@ -11,12 +11,17 @@ Classes are the sub-folders, sorted. Their names for the prompts come from, in t
 2. CLIP's ImageNet class names, when every folder is an ImageNet-1k WordNet id (``n01440764``);
 3. the folder name with ``_`` as spaces.
 
+``files=FILE`` keeps only the images a split list names, one path per line relative to the folder of class
+folders (its first word; DTD's ``labels/test1.txt`` lists ``banded/banded_0004.jpg``); a listed image that
+does not exist is a listing problem (``--on-error``).
+
 Sample ids are paths relative to ``root`` (``n01440764/ILSVRC2012_val_00000293.JPEG``). Labels index the
 sorted folders; for ImageNet subsets (ImageNet-R has 200 classes) they index the subset, not the 1000.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from aft_bench.data.base import DataError
@@ -60,9 +65,10 @@ class ImageFolder(LabelledImages):
     Args:
         image_size: (height, width) of the returned images.
         root: The folder of class folders (or of split folders).
-        on_error: ``"raise"`` or ``"skip"`` for unreadable images at load time (listing has no problems).
+        on_error: ``"raise"`` or ``"skip"`` for problems of a ``files`` list (a listed image that is missing).
         split: A sub-folder of ``root`` that holds the class folders (``val``, ``test``, ...), or None.
         classnames: Optional file of class names (see the module docstring).
+        files: Optional list of the images to use (see the module docstring).
         prompt_template: Text with one ``{}`` for the class name.
 
     Attributes:
@@ -82,6 +88,7 @@ class ImageFolder(LabelledImages):
         on_error: str = "raise",
         split: str | None = None,
         classnames: str | Path | None = None,
+        files: str | Path | None = None,
         prompt_template: str = DEFAULT_TEMPLATE,
     ) -> None:
         super().__init__(image_size, on_error, prompt_template)
@@ -102,6 +109,30 @@ class ImageFolder(LabelledImages):
             names = [imagenet_classname(f) for f in self.folders]
         else:
             names = [f.replace("_", " ") for f in self.folders]
-        entries = [(path.relative_to(self.root).as_posix(), path, label)
-                   for label, name in enumerate(self.folders) for path in image_files(folder / name)]
+        if files is None:
+            entries = [(path.relative_to(self.root).as_posix(), path, label)
+                       for label, name in enumerate(self.folders) for path in image_files(folder / name)]
+        else:
+            entries = list(self._listed(Path(files).expanduser(), folder))
         self._set_entries(names, entries, folder)
+
+    def _listed(self, listing: Path, folder: Path) -> Iterator[tuple[str, Path, int]]:
+        """The entries of the images ``listing`` names (their class is their folder)."""
+        label_of = {name: label for label, name in enumerate(self.folders)}
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise DataError(f"cannot read the image list {listing}: {exc}") from exc
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            relative = line.split()[0]
+            class_folder = relative.split("/", 1)[0]
+            path = folder / relative
+            if class_folder not in label_of or "/" not in relative:
+                self._problem("listed outside the class folders",
+                              f"{listing} line {number}: {relative!r} is not <class folder>/<image>")
+            elif not path.is_file():
+                self._problem("image missing", f"{path} (listed in {listing.name}) does not exist")
+            else:
+                yield path.relative_to(self.root).as_posix(), path, label_of[class_folder]
