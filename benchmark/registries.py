@@ -109,6 +109,8 @@ DATASETS.register("fgvc_aircraft", "aft_bench.data.fgvc_aircraft:FGVCAircraft",
                   help="FGVC-Aircraft 2013b variants (data/images/, images_variant_*.txt), split=test|trainval|...")
 DATASETS.register("flowers102", "aft_bench.data.flowers102:Flowers102",
                   help="Flowers-102 (jpg/, imagelabels.mat, setid.mat); classnames=FILE required, split=test|train|val")
+DATASETS.register("stanford_cars", "aft_bench.data.stanford_cars:StanfordCars",
+                  help="Stanford Cars (cars_test/, devkit/cars_meta.mat, cars_test_annos_withlabels.mat)")
 DATASETS.register("broden", "aft_bench.data.broden:Broden",
                   help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
 

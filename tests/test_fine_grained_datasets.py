@@ -1,4 +1,4 @@
-"""Oxford-IIIT Pet, FGVC-Aircraft and Flowers-102 loaders on fixtures in their real on-disk formats."""
+"""Oxford-IIIT Pet, FGVC-Aircraft, Flowers-102 and Stanford Cars loaders on fixtures in their real formats."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.fgvc_aircraft import FGVCAircraft
 from aft_bench.data.flowers102 import Flowers102
 from aft_bench.data.oxford_pets import OxfordPets
+from aft_bench.data.stanford_cars import StanfordCars
 from aft_bench.registries import DATASETS
 
 
@@ -69,3 +70,22 @@ def test_flowers102_reads_the_matlab_labels_and_split(tmp_path: Path) -> None:
     names.write_text("only one\n")
     with pytest.raises(DataError, match="1 names for 3 classes"):
         Flowers102(16, root=tmp_path, classnames=names)
+
+
+def test_stanford_cars_reads_the_devkit_structs(tmp_path: Path) -> None:
+    (tmp_path / "devkit").mkdir()
+    savemat(tmp_path / "devkit" / "cars_meta.mat",
+            {"class_names": np.array([["AM General Hummer SUV 2000", "Acura RL Sedan 2012"]], dtype=object)})
+    annotations = np.zeros((1, 3), dtype=[("bbox_x1", "O"), ("class", "O"), ("fname", "O")])
+    for k, (label, name) in enumerate([(2, "00001.jpg"), (1, "00002.jpg"), (2, "00003.jpg")]):
+        annotations[0, k] = (np.array([[5]]), np.array([[label]]), np.array([name]))
+        write_image(tmp_path / "cars_test" / name, COLOURS[label - 1])
+    savemat(tmp_path / "cars_test_annos_withlabels.mat", {"annotations": annotations})
+    data = StanfordCars(16, root=tmp_path)
+    assert DATASETS.get("stanford_cars") is StanfordCars
+    assert data.classnames == ["AM General Hummer SUV 2000", "Acura RL Sedan 2012"] and data.labels() == [1, 0, 1]
+    sample = data.load("cars_test/00002.jpg")
+    assert sample.prompt == "a photo of a AM General Hummer SUV 2000." and dominant_channel(sample.image) == 0
+    (tmp_path / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(DataError, match="no cars_test_annos_withlabels.mat"):
+        StanfordCars(16, root=tmp_path)
