@@ -13,7 +13,9 @@ result does not depend on its batch; results are stored per sample, so an interr
 
 Options (``--option key=value``): ``eps`` (radii in 1/255 units, default [2, 4]), ``attacks`` (default
 [apgd-ce, apgd-t]), ``steps`` (iterations per attack, default 100), ``n_targets`` (APGD-T target classes,
-default 9), ``robust_n`` (default 1000), ``classifier`` (``zero_shot`` or ``probe``), ``prompt_template``.
+default 9), ``robust_n`` (default 1000), ``classifier`` (``zero_shot`` or ``probe``), ``prompt_template``,
+``templates`` (a prompt ensemble: ``openai_imagenet`` for CLIP's 80 ImageNet prompts, or a list; see
+:func:`aft_bench.classifiers.prompt_templates`).
 """
 
 from __future__ import annotations
