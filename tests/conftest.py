@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random-weight open_clip encoders of the real architectures."""
+"""Shared fixtures: tiny random-weight open_clip encoders of the real architectures (ViT, ModifiedResNet,
+timm ConvNeXt)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ TINY_CNN_CFG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 
+TINY_TIMM_CFG = {  # a timm image tower (ConvNeXt), as open_clip's convnext_* models have
+    "embed_dim": 32,
+    "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "",
+                   "timm_proj": "linear", "image_size": 64},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
 
 def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:
     """A random-weight open_clip encoder built from ``cfg`` with a fixed seed."""
@@ -37,6 +45,11 @@ def tiny_vit() -> Encoder:
 @pytest.fixture(scope="session")
 def tiny_cnn() -> Encoder:
     return make_encoder(TINY_CNN_CFG, "tiny-cnn")
+
+
+@pytest.fixture(scope="session")
+def tiny_timm() -> Encoder:
+    return make_encoder(TINY_TIMM_CFG, "tiny-timm")
 
 
 @pytest.fixture(scope="session")

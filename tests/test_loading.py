@@ -8,7 +8,7 @@ import json
 import open_clip
 import pytest
 import torch
-from conftest import TINY_CNN_CFG, TINY_VIT_CFG, make_encoder
+from conftest import TINY_CNN_CFG, TINY_TIMM_CFG, TINY_VIT_CFG, make_encoder
 from safetensors.torch import save_file
 
 from aft_bench.loading import CheckpointError, load_encoder, load_state_dict_safely, model_config, save_encoder
@@ -63,7 +63,7 @@ def test_round_trip(small_archs: dict[str, str], tmp_path, kind: str, fmt: str, 
 
 
 def test_save_encoder_card_round_trip(tmp_path) -> None:
-    for cfg in (TINY_VIT_CFG, TINY_CNN_CFG):
+    for cfg in (TINY_VIT_CFG, TINY_CNN_CFG, TINY_TIMM_CFG):
         encoder = make_encoder(cfg, "tiny", seed=3)
         path = save_encoder(encoder, tmp_path / "enc", {"model_cfg": cfg, "name": "tiny"})
         assert path.suffix == ".safetensors" and path.with_suffix(".json").is_file()

@@ -10,7 +10,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from conftest import TINY_VIT_CFG, make_encoder
+from conftest import TINY_CNN_CFG, TINY_TIMM_CFG, TINY_VIT_CFG, make_encoder
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -225,3 +225,14 @@ def test_presets_and_flags_compose():
     assert config_from_args(["--preset", "vit-l-14-aft-eps4"]).batch_size == 64
     fare = config_from_args(["--preset", "vit-b-16-fare-eps4", "--no-outer-noise"])
     assert fare.objective == "fare" and fare.outer_noise is False
+
+
+@pytest.mark.parametrize("cfg", [TINY_CNN_CFG, TINY_TIMM_CFG], ids=["modified_resnet", "timm_convnext"])
+def test_cnn_towers_train_too(cfg, tmp_path):
+    encoder = make_encoder(cfg, "tower")
+    ckpt = save_encoder(encoder, tmp_path / "start.safetensors", encoder.card)
+    assert main(["--encoder", f"ckpt:{ckpt}", "--data", "shapes:16", "--batch-size", "4", "--max-steps", "2",
+                 "--pgd-steps", "2", "--lr", "1e-3", "--out", str(tmp_path / "out")]) == 0
+    start, trained = load_file(ckpt), load_file(tmp_path / "out" / "encoder.safetensors")
+    assert any(not torch.equal(start[k], trained[k]) for k in start if k.startswith("visual."))
+    assert all(torch.equal(start[k], trained[k]) for k in start if not k.startswith("visual."))
