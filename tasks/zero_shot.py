@@ -2,14 +2,15 @@
 
 The paper weighs interpretability against accuracy: clean zero-shot top-1 accuracy on every test image,
 and robust accuracy under AutoAttack's first two attacks (APGD-CE, then APGD-T with the targeted DLR loss,
-100 iterations each; Croce & Hein 2020) within L-infinity radii of 2/255 and 4/255 on the first 1000
-images (:mod:`aft_bench.attacks`). The classifier is CLIP's zero-shot head (class prompts,
-``"a photo of a {}."`` unless the dataset or ``prompt_template`` says otherwise) or the run's linear probe.
+100 iterations each; Croce & Hein 2020) within L-infinity radii of 2/255 and 4/255 on 1000 images
+(:mod:`aft_bench.attacks`). The classifier is CLIP's zero-shot head (class prompts, ``"a photo of a {}."``
+unless the dataset or ``prompt_template`` / ``templates`` says otherwise) or the run's linear probe.
 
-Columns: ``clean`` (every sample) and ``robust@<eps>/255`` (the first ``robust_n`` samples of the run, in
-the dataset's order), in percent. A sample is robust when it is classified correctly and no attack fools
-it. The attacks' random starts are a pure function of (run seed, sample id, attack, radius), so a sample's
-result does not depend on its batch; results are stored per sample, so an interrupted run resumes.
+Columns: ``clean`` (every sample) and ``robust@<eps>/255`` (a seeded random subset of ``robust_n`` of the
+run's samples, so that a dataset stored class by class is not attacked on its first classes only), in
+percent. A sample is robust when it is classified correctly and no attack fools it. The attacks' random
+starts are a pure function of (run seed, sample id, attack, radius), so a sample's result does not
+depend on its batch; results are stored per sample, so an interrupted run resumes.
 
 Options (``--option key=value``): ``eps`` (radii in 1/255 units, default [2, 4]), ``attacks`` (default
 [apgd-ce, apgd-t]), ``steps`` (iterations per attack, default 100), ``n_targets`` (APGD-T target classes,
@@ -35,7 +36,7 @@ from aft_bench.classifiers import CLASSIFIERS
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch, DataError
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Record, SampleTask, load_samples
+from aft_bench.evaluation import Record, SampleTask, load_samples, select_ids
 from aft_bench.loading import load_encoder
 from aft_bench.tasks.options import parse_levels, sample_seed
 from aft_bench.tasks.roar import positive_int
@@ -98,7 +99,7 @@ class ZeroShot(SampleTask):
             encoder = load_encoder(spec, ctx.device)
             dataset, ids = load_samples(config, encoder.image_size)
             self._check_classes(dataset.classnames, config)
-            self.robust_ids = set(ids[: self.opts.robust_n])
+            self.robust_ids = set(select_ids(ids, self.opts.robust_n, config.seed))
             self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
             path = self._run_pair(config, ctx, encoder, spec, self.opts.label, None, dataset, ids)
             if path is not None:
@@ -114,7 +115,7 @@ class ZeroShot(SampleTask):
                              "least 4: run --option attacks=[apgd-ce]")
 
     def extra_key(self, config: RunConfig) -> dict[str, Any]:
-        # Which samples are attacked (the first robust_n of the selection) depends on --limit.
+        # Which samples are attacked (a seeded subset of the selection) depends on --limit.
         return {"limit": config.limit}
 
     def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:

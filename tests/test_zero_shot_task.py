@@ -9,6 +9,7 @@ import pytest
 from aft_bench.config import resolve_config
 from aft_bench.data.base import DataError
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
+from aft_bench.evaluation import select_ids
 from aft_bench.registries import TASKS
 from aft_bench.results import SampleStore, read_results
 from aft_bench.runner import run
@@ -27,7 +28,7 @@ def _records(out: Path) -> dict[str, dict]:
     return SampleStore(path)._records
 
 
-def test_clean_on_all_robust_on_the_first_robust_n(tiny48_ckpt: str, tmp_path: Path) -> None:
+def test_clean_on_all_robust_on_a_seeded_subset(tiny48_ckpt: str, tmp_path: Path) -> None:
     outcome = run(_config(tiny48_ckpt, tmp_path))
     (result,) = outcome.results
     assert result.attribution == "apgd-ce+apgd-t" and result.n == 8
@@ -35,7 +36,8 @@ def test_clean_on_all_robust_on_the_first_robust_n(tiny48_ckpt: str, tmp_path: P
     assert result.metrics["clean"]["n"] == 8 and result.metrics["robust@8/255"]["n"] == 4
     records = _records(tmp_path)
     attacked = [r for r in records.values() if "robust@8/255" in r["scores"]]
-    assert len(attacked) == 4
+    selected = select_ids(ShapesDataset(48).ids(), 8, 0)  # the run's samples (limit 8, seed 0)
+    assert [r["id"] for r in attacked] == select_ids(selected, 4, 0) != selected[:4]
     for record in attacked:
         scores = record["scores"]
         assert scores["robust@8/255"] <= scores["robust@0.0001/255"] <= scores["clean"]
