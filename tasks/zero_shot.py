@@ -101,7 +101,10 @@ class ZeroShot(SampleTask):
             self._check_classes(dataset.classnames, config)
             self.robust_ids = set(select_ids(ids, self.opts.robust_n, config.seed))
             self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
-            path = self._run_pair(config, ctx, encoder, spec, self.opts.label, None, dataset, ids)
+            # The attacked samples first, so that the attacks run on full batches (a sample's scores do not
+            # depend on its batch).
+            ordered = [i for i in ids if i in self.robust_ids] + [i for i in ids if i not in self.robust_ids]
+            path = self._run_pair(config, ctx, encoder, spec, self.opts.label, None, dataset, ordered)
             if path is not None:
                 paths.append(path)
         return paths

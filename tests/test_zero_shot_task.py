@@ -13,6 +13,7 @@ from aft_bench.evaluation import select_ids
 from aft_bench.registries import TASKS
 from aft_bench.results import SampleStore, read_results
 from aft_bench.runner import run
+from aft_bench.tasks import zero_shot
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):
@@ -50,6 +51,20 @@ def test_a_sample_scores_the_same_in_any_batch(tiny48_ckpt: str, tmp_path: Path)
     run(_config(tiny48_ckpt, tmp_path / "a", batch_size=8))
     run(_config(tiny48_ckpt, tmp_path / "b", batch_size=3))
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
+
+
+def test_attacked_samples_share_full_batches(tiny48_ckpt: str, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[int] = []
+    original = zero_shot.robust_correct
+
+    def counting(logits_fn, images, *args, **kwargs):
+        sizes.append(len(images))
+        return original(logits_fn, images, *args, **kwargs)
+
+    monkeypatch.setattr(zero_shot, "robust_correct", counting)
+    run(_config(tiny48_ckpt, tmp_path, batch_size=4))
+    assert sizes == [4, 4]  # one call per radius, with all 4 attacked samples, not spread over the batches
 
 
 def test_the_store_depends_on_the_limit(tiny48_ckpt: str, tmp_path: Path) -> None:
