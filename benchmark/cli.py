@@ -1,4 +1,4 @@
-"""The ``aft-bench`` command line: ``run``, ``table``, ``ls`` and ``train``.
+"""The ``aft-bench`` command line: ``run``, ``figure``, ``table``, ``ls`` and ``train``.
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
 names exit with status 2 and the list of known ones; bad inputs exit with status 1 and a message
@@ -81,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. smoothgrad.n=50")
     run.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. size=1000 for shapes")
 
+    fig = sub.add_parser("figure", help="draw the saliency maps of encoders x attributions on the same images "
+                                        "(paper Figs. 1-4)")
+    fig.add_argument("--encoders", nargs="+", default=["toy", "toy-aft"], help="encoder names or specs")
+    fig.add_argument("--attributions", nargs="+", default=["simple_gradient", "gradcam"], help="attribution methods")
+    fig.add_argument("--dataset", default="shapes", help="dataset name (aft-bench ls datasets)")
+    fig.add_argument("--data-root", help="dataset folder on disk (real datasets)")
+    fig.add_argument("--images", type=int, default=6, help="number of images (a seeded subset)")
+    fig.add_argument("--seed", type=int, default=0)
+    fig.add_argument("--device", default="cpu")
+    fig.add_argument("--overlay", action="store_true", help="draw the maps over the image in grey")
+    fig.add_argument("--option", action="append", metavar="KEY=VALUE", help="target=probe, probe options")
+    fig.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. gradcam.block=-1")
+    fig.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. split=val")
+    fig.add_argument("--out", default="figures/saliency.png", help="PNG path (a .json panel list goes beside it)")
+
     table = sub.add_parser("table", help="rebuild the leaderboard from result files")
     table.add_argument("folder", nargs="?", default="results")
     table.add_argument("--format", choices=("md", "csv"), default="md")
@@ -141,6 +156,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figure(args: argparse.Namespace) -> int:
+    from aft_bench.config import RunConfig
+    from aft_bench.figures import saliency_figure
+    from aft_bench.runner import check_components
+
+    config = RunConfig(
+        task="figure", encoders=tuple(args.encoders), attributions=tuple(args.attributions), dataset=args.dataset,
+        data_root=args.data_root, limit=args.images, device=args.device, seed=args.seed,
+        options=_key_values(args.option, "--option"), attribution_args=_attribution_args(args.attr_arg),
+        dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
+    )
+    check_components(config)
+    path = saliency_figure(config, args.out, overlay=args.overlay)
+    print(f"figure: {path} (panels: {path.with_suffix('.json')})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aft-bench`` and ``python -m aft_bench``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -153,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"run": cmd_run, "table": cmd_table, "ls": cmd_ls}
+    commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
     try:
         return commands[args.command](args)
     except UnknownNameError as exc:

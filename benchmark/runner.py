@@ -39,6 +39,11 @@ class RunOutcome:
 def check_names(config: RunConfig) -> None:
     """Raises UnknownNameError for any unknown task, dataset, attribution or encoder before work starts."""
     TASKS.get(config.task)
+    check_components(config)
+
+
+def check_components(config: RunConfig) -> None:
+    """Raises UnknownNameError for any unknown dataset, attribution or encoder of ``config``."""
     DATASETS.get(config.dataset)
     for name in config.attributions:
         ATTRIBUTIONS.get(name)
