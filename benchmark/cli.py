@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="rebuild the leaderboard from result files")
     table.add_argument("folder", nargs="?", default="results")
     table.add_argument("--format", choices=("md", "csv"), default="md")
+    table.add_argument("--metric", help="one metric across datasets with their average (paper Table 2 layout), "
+                                        "e.g. --metric clean")
 
     ls = sub.add_parser("ls", help="list registered names")
     ls.add_argument("what", choices=sorted(LISTS))
@@ -122,14 +124,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from aft_bench.results import read_results
-    from aft_bench.table import RENDERERS, write_leaderboards
+    from aft_bench.table import PIVOT_RENDERERS, RENDERERS, write_leaderboards
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist")
     results = read_results(folder)
     write_leaderboards(folder, results)
-    print(RENDERERS[args.format](results), end="")
+    if args.metric:
+        print(PIVOT_RENDERERS[args.format](results, args.metric), end="")
+    else:
+        print(RENDERERS[args.format](results), end="")
     return 0
 
 

@@ -3,6 +3,8 @@
 One table per (task, dataset); one row per (encoder, attribution, task options), the latest result
 of each; one column per metric with an arrow from the metric's ``higher_is_better`` and the 95%
 interval beside the mean. Nothing is read but the result files, so the table can be rebuilt at any time.
+``aft-bench table --metric M`` lays one metric out across datasets instead, with their average, as the
+paper's Table 2 does (:func:`pivot`).
 """
 
 from __future__ import annotations
@@ -103,11 +105,63 @@ def make_csv(results: Iterable[RunResult]) -> str:
     return buffer.getvalue()
 
 
+def pivot(results: Iterable[RunResult], metric: str) -> tuple[list[str], list[list[str]]]:
+    """One metric across datasets, as the paper's Table 2 lays it out: a row per (task, encoder, attribution,
+    options), a column per dataset (first-seen order) and, with two or more datasets, their average.
+
+    The average is taken only over rows that have every dataset (else ``-``), so rows stay comparable.
+
+    Returns:
+        The header and the rows (cells as text; means only).
+
+    Raises:
+        ValueError: If no result has ``metric`` (the message lists the metrics there are).
+    """
+    rows = [r for r in latest(results) if metric in r.metrics]
+    if not rows:
+        known = sorted({m for r in latest(results) for m in r.metrics})
+        raise ValueError(f"no result has the metric {metric!r}; the results have {known or 'no metrics'}")
+    datasets = list(dict.fromkeys(r.dataset for r in rows))
+    table: dict[tuple[str, ...], dict[str, float]] = {}
+    for r in rows:
+        key = (r.task, r.encoder, r.attribution, _options_label(r))
+        table.setdefault(key, {})[r.dataset] = r.metrics[metric]["mean"]
+    arrow = "↑" if _higher(rows, metric) else "↓"
+    header = ["task", "encoder", "attribution", "options"] + [f"{d} {arrow}" for d in datasets]
+    header += ["average"] if len(datasets) > 1 else []
+    lines = []
+    for key, values in table.items():
+        cells = list(key) + [_fmt(values.get(d)) for d in datasets]
+        if len(datasets) > 1:
+            complete = all(d in values and values[d] == values[d] for d in datasets)
+            cells.append(_fmt(sum(values[d] for d in datasets) / len(datasets)) if complete else "-")
+        lines.append(cells)
+    return header, lines
+
+
+def pivot_markdown(results: Iterable[RunResult], metric: str) -> str:
+    """:func:`pivot` as a Markdown table with a heading."""
+    header, rows = pivot(results, metric)
+    lines = [f"### {metric} by dataset", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def pivot_csv(results: Iterable[RunResult], metric: str) -> str:
+    """:func:`pivot` as CSV."""
+    header, rows = pivot(results, metric)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([header, *rows])
+    return buffer.getvalue()
+
+
 def _higher(rows: list[RunResult], metric: str) -> bool:
     return next(r.metrics[metric]["higher_is_better"] for r in rows if metric in r.metrics)
 
 
 RENDERERS = {"md": make_markdown, "csv": make_csv}
+PIVOT_RENDERERS = {"md": pivot_markdown, "csv": pivot_csv}
 
 
 def write_leaderboards(folder: str | Path, results: list[RunResult] | None = None) -> dict[str, Path]:

@@ -1,0 +1,63 @@
+"""Leaderboards: the newest result per row, the per-dataset layout of one metric (paper Table 2), the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aft_bench.cli import main
+from aft_bench.results import RunResult, write_result
+from aft_bench.table import latest, make_markdown, pivot, pivot_csv
+
+
+def _result(encoder: str, dataset: str, clean: float, date: str = "2026-01-01T00:00:00+00:00",
+            higher: bool = True) -> RunResult:
+    return RunResult(
+        task="zero_shot", task_version=1, dataset=dataset, encoder=encoder, attribution="apgd-ce+apgd-t",
+        metrics={"clean": {"mean": clean, "ci95": 1.0, "n": 10, "higher_is_better": higher}}, n=10,
+        excluded={}, skipped={}, config={"options": {}}, run_key="k", seed=0, samples_file="s.jsonl", date=date,
+    )
+
+
+RESULTS = [
+    _result("clip", "cifar10", 90.0), _result("clip", "stl10", 99.0), _result("clip", "pcam", 51.0),
+    _result("aft", "cifar10", 80.0), _result("aft", "stl10", 96.0), _result("aft", "pcam", 50.0),
+    _result("fare", "cifar10", 79.0),  # one dataset only
+    _result("clip", "cifar10", 10.0, date="2025-01-01T00:00:00+00:00"),  # older: replaced by the 90.0
+]
+
+
+def test_latest_keeps_the_newest_result_per_row() -> None:
+    chosen = latest(RESULTS)
+    assert len(chosen) == 7
+    assert next(r for r in chosen if (r.encoder, r.dataset) == ("clip", "cifar10")).metrics["clean"]["mean"] == 90
+
+
+def test_pivot_lays_one_metric_across_datasets_with_the_average() -> None:
+    header, rows = pivot(RESULTS, "clean")
+    assert header == ["task", "encoder", "attribution", "options", "cifar10 ↑", "stl10 ↑", "pcam ↑", "average"]
+    cells = {row[1]: row[4:] for row in rows}
+    assert cells["clip"] == ["90.00", "99.00", "51.00", "80.00"]  # (90 + 99 + 51) / 3
+    assert cells["aft"] == ["80.00", "96.00", "50.00", "75.33"]
+    assert cells["fare"] == ["79.00", "-", "-", "-"]  # no average over a partial row
+    assert pivot_csv(RESULTS, "clean").splitlines()[1].startswith("zero_shot,clip,apgd-ce+apgd-t,-,90.00,99.00")
+
+
+def test_pivot_edge_cases() -> None:
+    header, rows = pivot([_result("clip", "pcam", 51.0, higher=False)], "clean")
+    assert header[-1] == "pcam ↓" and rows == [["zero_shot", "clip", "apgd-ce+apgd-t", "-", "51.00"]]
+    with pytest.raises(ValueError, match=r"no result has the metric 'robust@4/255'; the results have \['clean'\]"):
+        pivot(RESULTS, "robust@4/255")
+    assert make_markdown([]) == "No results found.\n"
+
+
+def test_cli_table_by_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for result in RESULTS:
+        write_result(result, tmp_path)
+    assert main(["table", str(tmp_path), "--metric", "clean"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### clean by dataset")
+    assert "| cifar10 ↑ | pcam ↑ | stl10 ↑ | average |" in out  # first seen in the files, read in path order
+    assert "| zero_shot | aft | apgd-ce+apgd-t | - | 80.00 | 50.00 | 96.00 | 75.33 |" in out
+    assert main(["table", str(tmp_path), "--metric", "nope"]) == 1
