@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from aft_bench import distributed as dist_utils
-from aft_bench.attacks.ensemble import ATTACKS, robust_correct
+from aft_bench.attacks.ensemble import ATTACKS, StartFn, robust_correct
 from aft_bench.attributions.base import Attribution
 from aft_bench.classifiers import CLASSIFIERS
 from aft_bench.config import RunConfig
@@ -150,7 +150,7 @@ class ZeroShot(SampleTask):
 
     @staticmethod
     def _starts(ids: Sequence[str], shape: torch.Size, dtype: torch.dtype, device: torch.device, seed: int,
-                eps: float):
+                eps: float) -> StartFn:
         """The attacks' random starts: uniform [-1, 1] noise per (sample, attack, radius)."""
 
         def starts(index: Tensor, tag: str) -> Tensor:
