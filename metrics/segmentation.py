@@ -11,7 +11,8 @@ Choices (each documented on the function that makes it):
     * A constant map cannot be normalised (max == min); it is defined as all zeros, so its mean is
       0 and ``>`` predicts all background.
     * Scores are per image (the task averages them); Chefer et al. pool pixel counts over the whole
-      dataset for pixel accuracy and IoU, which weights large images more.
+      dataset for pixel accuracy and IoU, which weights large images more. The pointing-game task reports
+      those pooled scores too (:mod:`aft_bench.metrics.pooled`).
 """
 
 from __future__ import annotations

@@ -30,10 +30,15 @@ def test_scores_and_result_fields(tiny48_ckpt: str, tmp_path: Path) -> None:
     assert len(outcome.paths) == 2
     for result in outcome.results:
         assert result.n == 10 and result.excluded == {} and result.skipped == {}
-        assert set(result.metrics) == {"pg", "pg_energy", "pixel_acc", "ap", "mask_iou"}
+        assert list(result.metrics) == ["pg", "pg_energy", "pixel_acc", "ap", "mask_iou", "pixel_acc_pooled",
+                                        "miou_pooled"]
         for summary in result.metrics.values():
             assert 0.0 <= summary["mean"] <= 100.0 and summary["higher_is_better"] is True
-        assert result.task_version == 1 and result.config["limit"] == 10
+        # Shapes masks have no ignore pixels and one size: pooling weighs every image alike, so the pooled
+        # pixel accuracy equals the mean of the per-image ones.
+        assert result.metrics["pixel_acc_pooled"]["mean"] == pytest.approx(result.metrics["pixel_acc"]["mean"])
+        assert result.metrics["miou_pooled"]["n"] == 10 and result.metrics["miou_pooled"]["ci95"] is None
+        assert result.task_version == 2 and result.config["limit"] == 10
     assert (tmp_path / "pointing_game" / "leaderboard.md").read_text().count("tiny48") == 2
     assert "| pg ↑ |" in outcome.markdown and "| pg_energy ↑ |" in outcome.markdown
 

@@ -160,7 +160,8 @@ def test_bad_options_are_refused(encoder, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- end to end
 def test_pointing_game_with_probe_target(tiny_ckpt: str, tmp_path: Path) -> None:
     result = run(_config(tiny_ckpt, tmp_path, probe_steps=30)).results[0]
-    assert result.n == 4 and set(result.metrics) == {"pg", "pg_energy", "pixel_acc", "ap", "mask_iou"}
+    assert result.n == 4 and set(result.metrics) == {"pg", "pg_energy", "pixel_acc", "ap", "mask_iou",
+                                                         "pixel_acc_pooled", "miou_pooled"}
     assert result.config["options"]["target"] == "probe"
     text = run(resolve_config("pointing_game", dict(
         encoders=[tiny_ckpt], attributions=["simple_gradient"], limit=4, batch_size=4, out=str(tmp_path / "t"),
