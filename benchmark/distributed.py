@@ -46,12 +46,22 @@ class DistContext:
 
 
 def resolve_device(name: str, local_rank: int) -> torch.device:
-    """``auto`` -> cuda:LOCAL_RANK when CUDA is available, else cpu."""
+    """``auto`` -> cuda:LOCAL_RANK when CUDA is available, else cpu; ``cuda`` -> cuda:LOCAL_RANK.
+
+    Raises:
+        ValueError: Naming the value, for a string that is no device, or a CUDA device on a machine where
+            torch sees none (instead of a driver error deep inside the first model call).
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if name == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(name)
+    try:
+        device = torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: torch sees no CUDA device on this machine "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    return device
 
 
 def setup(device: str = "auto") -> DistContext:

@@ -24,6 +24,7 @@ from torch import Tensor
 from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch
+from aft_bench.distributed import resolve_device
 from aft_bench.evaluation import build_dataset, select_ids, usable_attributions
 from aft_bench.loading import load_encoder
 from aft_bench.registries import TARGETS
@@ -46,8 +47,9 @@ def compute_panels(config: RunConfig) -> tuple[Batch, list[tuple[str, str, np.nd
     """
     rows: list[tuple[str, str, np.ndarray]] = []
     shown: Batch | None = None
+    device = resolve_device(config.device, 0)
     for spec in config.encoders:
-        encoder = load_encoder(spec, config.device)
+        encoder = load_encoder(spec, device)
         dataset = build_dataset(config, encoder.image_size)
         ids = select_ids(dataset.ids(), config.limit or DEFAULT_IMAGES, config.seed)
         batch = Batch.collate([dataset.load(i) for i in ids])

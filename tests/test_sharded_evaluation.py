@@ -128,3 +128,13 @@ def test_a_task_that_cannot_shard_refuses_torchrun(tiny48_ckpt: str, tmp_path: P
     with pytest.raises(ValueError, match="start it without torchrun.*pointing_game"):
         run(config)
     assert not (tmp_path / "roar").exists()
+
+
+def test_devices_are_checked_before_any_work() -> None:
+    assert dist_utils.resolve_device("cpu", 0) == torch.device("cpu")
+    with pytest.raises(ValueError, match="'cude' is not a device"):
+        dist_utils.resolve_device("cude", 0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            dist_utils.resolve_device("cuda", 0)
+        assert dist_utils.resolve_device("auto", 0) == torch.device("cpu")
