@@ -284,6 +284,16 @@ class MapTask(SampleTask):
             raise TypeError(f"task {self.spec.name!r} scores attribution maps: it needs an attribution method")
         return self.score(self.maps(encoder, method, batch, config), batch, config)
 
+    def methods(self, config: RunConfig, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
+        """The (name, method) pairs to score ``encoder`` with (refusals appended to ``refused``)."""
+        return usable_attributions(config, encoder, refused)
+
+    def begin_encoder(self, spec: str, encoder: Encoder, dataset: Dataset, config: RunConfig) -> None:
+        """Called before an encoder's pairs are scored (tasks that need per-encoder state set it here)."""
+
+    def end_encoder(self, spec: str, paths: list[Path], config: RunConfig) -> None:
+        """Called with an encoder's result files after its pairs, on rank 0 (tasks that draw figures do here)."""
+
     def run(self, config: RunConfig) -> list[Path]:
         """Scores every (encoder, attribution) pair; returns the result files (none on ranks other than 0)."""
         ctx = dist_utils.setup(config.device)
@@ -292,12 +302,17 @@ class MapTask(SampleTask):
         pairs = 0
         for spec in config.encoders:
             encoder = load_encoder(spec, ctx.device)
+            methods = list(self.methods(config, encoder, refused))
+            if not methods:
+                continue
             dataset, ids = load_samples(config, encoder.image_size)
-            for name, method in usable_attributions(config, encoder, refused):
-                pairs += 1
-                path = self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)
-                if path is not None:
-                    paths.append(path)
+            self.begin_encoder(spec, encoder, dataset, config)
+            pairs += len(methods)
+            own = [path for name, method in methods
+                   if (path := self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)) is not None]
+            if own:
+                self.end_encoder(spec, own, config)
+            paths.extend(own)
         if not pairs and refused:
             raise UnsupportedEncoderError("; ".join(refused))
         return paths

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,13 +40,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aft_bench import distributed as dist_utils
+from aft_bench.attributions.base import Attribution
 from aft_bench.classifiers import CLASSIFIERS
 from aft_bench.config import RunConfig
 from aft_bench.data.base import Batch, Dataset
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import MapTask, Record, load_samples
-from aft_bench.loading import load_encoder
+from aft_bench.encoder import Encoder
+from aft_bench.evaluation import MapTask, Record
 from aft_bench.metrics.removal import curve_auc, fraction_label, noisy_linear_imputation, pixel_ranks, removal_masks
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.registries import TARGETS
@@ -106,28 +106,19 @@ class Road(MapTask):
         self.opts = RoadOptions.from_config(config)
         better = HIGHER_IS_BETTER[self.opts.order]
         self.metrics = {**{f"acc@{fraction_label(f)}": better for f in self.opts.fractions}, "auc": better}
-        folder = Path(config.out) / self.spec.name
-        ctx = dist_utils.setup(config.device)
-        paths: list[Path] = []
-        refused: list[str] = []
-        pairs = 0
-        for spec in config.encoders:
-            encoder = load_encoder(spec, ctx.device)
-            methods = list(attribution_methods(config, encoder, refused, self.opts.random_baseline))
-            if not methods:
-                continue
-            dataset, ids = load_samples(config, encoder.image_size)
-            self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
-            self.figure = figure_path(folder, spec, config.dataset)
-            pairs += len(methods)
-            own = [self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids) for name, method in methods]
-            if ctx.is_main:  # the other ranks of a torchrun job get no paths: rank 0 writes results and figure
-                results = [RunResult.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in own if p]
-                plot_curves(results, self.figure, title=f"ROAD · {spec} · {config.dataset} · {self.opts.classifier}")
-                paths.extend(p for p in own if p)
-        if not pairs and refused:
-            raise UnsupportedEncoderError("; ".join(refused))
-        return paths
+        return super().run(config)
+
+    def methods(self, config: RunConfig, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
+        """The run's attributions, then the random-removal baseline."""
+        return attribution_methods(config, encoder, refused, self.opts.random_baseline)
+
+    def begin_encoder(self, spec: str, encoder: Encoder, dataset: Dataset, config: RunConfig) -> None:
+        self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
+        self.figure = figure_path(Path(config.out) / self.spec.name, spec, config.dataset)
+
+    def end_encoder(self, spec: str, paths: list[Path], config: RunConfig) -> None:
+        results = [RunResult.from_dict(json.loads(p.read_text(encoding="utf-8"))) for p in paths]
+        plot_curves(results, self.figure, title=f"ROAD · {spec} · {config.dataset} · {self.opts.classifier}")
 
     def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Any:
         """The option ``target`` of each image (the clean images go along for a probe's top-1 class)."""
