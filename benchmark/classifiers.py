@@ -15,6 +15,7 @@ from torch import Tensor
 
 from aft_bench.config import RunConfig
 from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.clip_benchmark import clip_benchmark_templates, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
 from aft_bench.encoder import Encoder
 from aft_bench.probe import ProbeSpec, get_probe
@@ -27,8 +28,9 @@ TEMPLATE_SETS: dict[str, tuple[Callable[[str], str], ...]] = {
 
 
 def prompt_templates(config: RunConfig, dataset: Dataset) -> list[Callable[[str], str]]:
-    """The prompts of each class name: option ``templates`` (a name in :data:`TEMPLATE_SETS`, or a list of
-    texts with one ``{}``), else the single option ``prompt_template``, the dataset's, or "a photo of a {}.".
+    """The prompts of each class name: option ``templates`` (a name in :data:`TEMPLATE_SETS`,
+    ``clip_benchmark:<dataset>`` for CLIP Benchmark's, or a list of texts with one ``{}``), else the single
+    option ``prompt_template``, the dataset's, or "a photo of a {}.".
 
     Raises:
         ValueError: Naming the option, for an unknown set or a text without exactly one ``{}``.
@@ -36,6 +38,8 @@ def prompt_templates(config: RunConfig, dataset: Dataset) -> list[Callable[[str]
     chosen = config.options.get("templates")
     if chosen is None:
         texts = [config.options.get("prompt_template") or getattr(dataset, "prompt_template", DEFAULT_TEMPLATE)]
+    elif is_clip_benchmark(chosen):
+        texts = clip_benchmark_templates(chosen)
     elif isinstance(chosen, str):
         if chosen not in TEMPLATE_SETS:
             raise ValueError(f"option templates={chosen!r}: name one of {sorted(TEMPLATE_SETS)} or give a list of "

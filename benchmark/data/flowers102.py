@@ -4,8 +4,9 @@
     imagelabels.mat    "labels": 1 x 8189, classes 1..102
     setid.mat          "trnid", "valid", "tstid": image numbers of each split
 
-The archive names no classes, so the names come from ``classnames=FILE`` (102 lines in class order, such
-as CLIP's published list). The MATLAB files are read with scipy (data only, no code).
+The archive names no classes, so the names come from ``classnames=FILE`` (102 lines in class order) or
+``classnames=clip_benchmark:flowers`` (CLIP Benchmark's list). The MATLAB files are read with scipy (data
+only, no code).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from scipy.io import loadmat
 
 from aft_bench.data.base import DataError
+from aft_bench.data.clip_benchmark import clip_benchmark_classnames, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
 
 SPLITS = {"test": "tstid", "train": "trnid", "val": "valid"}
@@ -62,7 +64,8 @@ class Flowers102(LabelledImages):
         if classnames is None:
             raise DataError("Flowers-102 names no classes: pass --dataset-arg classnames=FILE with the 102 names, "
                             "one per line in class order")
-        names = [line.strip() for line in Path(classnames).expanduser().read_text().splitlines() if line.strip()]
+        names = (clip_benchmark_classnames(str(classnames)) if is_clip_benchmark(classnames) else
+                 [line.strip() for line in Path(classnames).expanduser().read_text().splitlines() if line.strip()])
         if len(names) != labels.max():
             raise DataError(f"classnames file {classnames} has {len(names)} names for {labels.max()} classes")
         entries = []

@@ -7,7 +7,8 @@ ImageNet-A, EuroSAT, ... (the zero-shot datasets of the paper's Table 2 that shi
 Classes are the sub-folders, sorted. Their names for the prompts come from, in this order:
 
 1. ``classnames=FILE``: a text file with one ``folder<TAB>name`` (or ``folder,name``) line per class, or
-   one name per line in sorted-folder order (CLIP's published class names for EuroSAT, DTD, ...);
+   one name per line in sorted-folder order; or ``classnames=clip_benchmark:<dataset>`` for CLIP
+   Benchmark's names in sorted-folder order (``eurosat``, ``caltech101``; :mod:`aft_bench.data.clip_benchmark`);
 2. CLIP's ImageNet class names, when every folder is an ImageNet-1k WordNet id (``n01440764``);
 3. the folder name with ``_`` as spaces.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from aft_bench.data.base import DataError
 from aft_bench.data.classnames import imagenet_classname, is_imagenet_wnid
+from aft_bench.data.clip_benchmark import clip_benchmark_classnames, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, image_files, subdirs
 
 LAYOUT = "a folder of class folders (root/<class>/*.jpg), or one holding split folders (--dataset-arg split=...)"
@@ -103,7 +105,12 @@ class ImageFolder(LabelledImages):
         self.folders = subdirs(folder)
         if not self.folders:
             raise DataError(f"image folder {str(folder)!r} has no class folders; pass --data-root pointing at {LAYOUT}")
-        if classnames is not None:
+        if is_clip_benchmark(classnames):
+            names = clip_benchmark_classnames(str(classnames))
+            if len(names) != len(self.folders):
+                raise DataError(f"{classnames} has {len(names)} class names for the {len(self.folders)} class "
+                                f"folders of {folder}; use the folder set CLIP Benchmark uses, or a names file")
+        elif classnames is not None:
             names = read_classnames(Path(classnames).expanduser(), self.folders)
         elif all(is_imagenet_wnid(f) for f in self.folders):
             names = [imagenet_classname(f) for f in self.folders]
