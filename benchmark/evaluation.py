@@ -166,7 +166,8 @@ class SampleTask(Task):
             for path in shard_files():  # left by a killed sharded run
                 store.absorb(path)
         dist_utils.barrier(ctx)
-        store = SampleStore(samples_path)
+        if not ctx.is_main:  # rank 0's merged store is complete; the others read it after the barrier
+            store = SampleStore(samples_path)
         todo = [i for i in ids if i not in store]
         if len(todo) < len(ids) and ctx.is_main:
             log.info("%s x %s: %d of %d samples already scored, resuming", spec, name, len(ids) - len(todo), len(ids))

@@ -53,7 +53,8 @@ def compute_panels(config: RunConfig) -> tuple[Batch, list[tuple[str, str, np.nd
         dataset = build_dataset(config, encoder.image_size)
         ids = select_ids(dataset.ids(), config.limit or DEFAULT_IMAGES, config.seed)
         batch = Batch.collate([dataset.load(i) for i in ids])
-        shown = shown or batch
+        if shown is None:  # the images are drawn at the first encoder's size
+            shown = batch
         images = batch.images.to(encoder.device)
         target = TARGETS.get(config.options.get("target", "text"))(encoder, batch.prompts, batch.labels,
                                                                   config=config, images=images)

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from aft_bench.loading import load_encoder
 from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.results import RunResult, run_key, write_result
+from aft_bench.tasks.options import options_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,7 @@ class ClipDissectOptions:
 
     @classmethod
     def from_config(cls, options: dict[str, Any]) -> ClipDissectOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"clip_dissect: unknown options {sorted(unknown)}; known: {sorted(known)}")
-        out = cls(**options)
+        out = options_dataclass(cls, options, "clip_dissect")
         if out.top_k < 1:
             raise ValueError(f"clip_dissect: top_k must be >= 1, got {out.top_k}")
         if "{}" not in out.template:

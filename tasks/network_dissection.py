@@ -28,7 +28,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ from aft_bench.metrics.dissection import (
 )
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.results import RunResult, run_key, write_result
+from aft_bench.tasks.options import options_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,7 @@ class NetworkDissectionOptions:
 
     @classmethod
     def from_config(cls, options: dict[str, Any]) -> NetworkDissectionOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(f"network_dissection: unknown options {sorted(unknown)}; known: {sorted(known)}")
-        out = cls(**options)
+        out = options_dataclass(cls, options, "network_dissection")
         if out.quantile is not None and not 0.0 <= out.quantile < 1.0:
             raise ValueError(f"network_dissection: quantile must be in [0, 1), got {out.quantile}")
         if out.top_images < 1:

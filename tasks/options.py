@@ -1,11 +1,38 @@
-"""Helpers shared by task runners: parsing levels given in 1/255 units, and per-sample random seeds."""
+"""Helpers shared by task runners: parsing options (typed option sets, positive integers, levels in 1/255
+units) and per-sample random seeds."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def options_dataclass(cls: type[T], options: Mapping[str, Any], task: str) -> T:
+    """``cls(**options)`` for a dataclass of a task's options, refusing names it does not have.
+
+    Raises:
+        ValueError: Naming the task, the unknown options and the known ones.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"{task}: unknown options {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**options)
+
+
+def positive_int(options: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    """An optional positive integer option; raises ValueError naming it."""
+    value = options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"option {name}={value!r}: give a positive integer")
+    return value
 
 
 def parse_levels(value: Any, option: str) -> tuple[float, ...]:

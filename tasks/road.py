@@ -50,13 +50,13 @@ from aft_bench.metrics.removal import curve_auc, fraction_label, noisy_linear_im
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.registries import TARGETS
 from aft_bench.results import RunResult, SampleStore
+from aft_bench.tasks.options import positive_int
 from aft_bench.tasks.roar import (
     DEFAULT_FRACTIONS,
     HIGHER_IS_BETTER,
     attribution_methods,
     check_order,
     parse_fractions,
-    positive_int,
 )
 from aft_bench.tasks.roar_data import id_key
 from aft_bench.tasks.roar_plot import figure_path, plot_curves

@@ -56,6 +56,7 @@ from aft_bench.metrics.removal import ORDERS, check_fraction, curve_auc, fractio
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.registries import DATASETS, TARGETS
 from aft_bench.results import SAMPLES_DIR, RunResult, SampleStore, run_key, safe_name, write_result
+from aft_bench.tasks.options import positive_int
 from aft_bench.tasks.roar_data import (
     RANDOM,
     RandomBaseline,
@@ -88,16 +89,6 @@ def parse_fractions(value: Any, allow_one: bool = True) -> tuple[float, ...]:
     if not allow_one and fractions[-1] >= 1.0:
         raise ValueError(f"option fractions={value!r}: this task needs fractions below 1 (one pixel must stay)")
     return fractions
-
-
-def positive_int(options: Mapping[str, Any], name: str, default: int | None) -> int | None:
-    """An optional positive integer option; raises ValueError naming it."""
-    value = options.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"option {name}={value!r}: give a positive integer")
-    return value
 
 
 def check_order(value: Any) -> str:

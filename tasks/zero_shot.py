@@ -38,8 +38,7 @@ from aft_bench.data.base import Batch, DataError
 from aft_bench.encoder import Encoder
 from aft_bench.evaluation import Record, SampleTask, load_samples, select_ids
 from aft_bench.loading import load_encoder
-from aft_bench.tasks.options import parse_levels, sample_seed
-from aft_bench.tasks.roar import positive_int
+from aft_bench.tasks.options import parse_levels, positive_int, sample_seed
 
 
 def metric_name(eps: float) -> str:
@@ -136,15 +135,15 @@ class ZeroShot(SampleTask):
                     self.classifier.logits, images[index], labels[index], eps / 255,
                     self._starts(ids, images.shape[1:], images.dtype, encoder.device, config.seed, eps),
                     attacks=self.opts.attacks, steps=self.opts.steps, n_targets=self.opts.n_targets).cpu()
+        row_of = {i: row for row, i in enumerate(attacked)}
         records: list[Record] = []
         for i in range(len(batch)):
             if int(batch.labels[i]) < 0:
                 records.append({"error": "no class label: zero-shot accuracy needs labelled images"})
                 continue
             scores = {"clean": float(correct[i])}
-            if i in attacked:
-                row = attacked.index(i)
-                scores.update({name: float(values[row]) for name, values in robust.items()})
+            if i in row_of:
+                scores.update({name: float(values[row_of[i]]) for name, values in robust.items()})
             records.append({"scores": scores})
         return records
 

@@ -37,6 +37,15 @@ def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:
     return Encoder(model, tokenizer_for(cfg), name=name, card={"model_cfg": cfg, "name": name}).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, especially on a shared machine (use per module)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_vit() -> Encoder:
     return make_encoder(TINY_VIT_CFG, "tiny-vit")

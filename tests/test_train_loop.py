@@ -22,14 +22,7 @@ from aft_bench.training.checkpoint import load_checkpoint
 from aft_bench.training.objectives.aft import AFTObjective
 from aft_bench.training.trainer import NonFiniteError, config_from_args, main, train
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, especially on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
