@@ -198,11 +198,14 @@ class TopQuantile:
 def unit_masks(activations: Tensor, thresholds: Tensor, size: tuple[int, int]) -> Tensor:
     """Activation maps (U x h x w) upsampled bilinearly to ``size`` and thresholded: U x H x W bool.
 
-    A pixel belongs to unit k's mask when its upsampled activation is >= the unit's threshold T_k
-    (Bau et al. 2017, section 2.2).
+    A pixel belongs to unit k's region when its upsampled activation is strictly above the unit's
+    threshold T_k (Bau et al. 2017, section 2.2), as in NetDissect-Lite (``mask > threshold[unit_id]`` in
+    ``FeatureOperator.tally_job``, feature_operation.py of CSAILVision/NetDissect-Lite). With ``>=`` a
+    nearly dead ReLU unit (positive on fewer than 0.5% of the pixels, so T_k = 0) would cover every
+    pixel and match every image-level label (scene, texture) with a high IoU.
     """
     up = F.interpolate(activations[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    return up >= thresholds.to(up).view(-1, 1, 1)
+    return up > thresholds.to(up).view(-1, 1, 1)
 
 
 class IoUAccumulator:

@@ -16,14 +16,20 @@ from aft_bench.metrics.base import FOREGROUND, IGNORE, Metric, check_batch, empt
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
     """Pointing game hits (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
 
-    The point of a map is its argmax over the non-ignore pixels. With ``tolerance == 0`` (the paper's
-    protocol) a sample is a hit when that pixel is foreground. With ``tolerance = t > 0`` (the TorchRay
-    convention) it is a hit when any foreground pixel lies within Euclidean distance ``t`` (``<=``,
-    in pixels) of the point.
+    The point of a map is its argmax over the non-ignore pixels. A sample is a hit when the point is a
+    foreground pixel (``tolerance == 0``, the paper's protocol) or when a foreground pixel lies at a
+    squared Euclidean distance (in pixels) strictly below ``tolerance**2`` from it. The strict rule is
+    TorchRay's (``PointingGame.evaluate`` in torchray/benchmark/pointing_game.py of
+    facebookresearch/TorchRay: a mask pixel is accepted when ``du**2 + dv**2 < tolerance**2``; their
+    default tolerance is 15): a mask pixel exactly ``tolerance`` away is a miss, and any tolerance in
+    (0, 1] accepts only the point itself, like tolerance 0. TorchRay's literal rule accepts nothing at
+    tolerance 0 (every sample a miss); here 0 means the point itself, so that 0 is the paper's protocol.
 
     Deterministic choices:
         * Ties for the maximum: the first maximal pixel in row-major order is the point (the
-          behaviour of ``torch.argmax``); other maximal pixels do not count.
+          behaviour of ``torch.argmax``, which TorchRay's ``_saliency_to_point`` in
+          examples/attribution_benchmark.py also uses on the flattened map); other maximal pixels
+          do not count.
         * A constant (e.g. all-zero) map is one big tie, so its point is the first non-ignore pixel
           in row-major order.
         * Ignore pixels (-1) can never be the point, and never count as foreground within the
@@ -34,7 +40,7 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
-        tolerance: Hit radius in pixels, >= 0.
+        tolerance: Hit radius in pixels, >= 0 (strict: distance < tolerance).
 
     Returns:
         (B,) float64 tensor of 1.0 (hit), 0.0 (miss) or NaN (empty mask).
@@ -50,16 +56,12 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
     scores = maps if maps.is_floating_point() else maps.double()
     scores = scores.masked_fill(masks == IGNORE, float("-inf")).reshape(b, h * w)
     point = scores.argmax(dim=1)  # first maximal index in row-major order
-    fg = masks == FOREGROUND
-    if tolerance == 0:
-        hits = fg.reshape(b, h * w).gather(1, point[:, None]).squeeze(1)
-    else:
-        row, col = point // w, point % w
-        rows = torch.arange(h, device=maps.device)
-        cols = torch.arange(w, device=maps.device)
-        dist2 = (rows[None, :, None] - row[:, None, None]) ** 2
-        dist2 = dist2 + (cols[None, None, :] - col[:, None, None]) ** 2
-        hits = (fg & (dist2.double() <= float(tolerance) ** 2)).reshape(b, -1).any(dim=1)
+    row, col = point // w, point % w
+    rows = torch.arange(h, device=maps.device)
+    cols = torch.arange(w, device=maps.device)
+    dist2 = (rows[None, :, None] - row[:, None, None]) ** 2 + (cols[None, None, :] - col[:, None, None]) ** 2
+    accept = (dist2 == 0) | (dist2.double() < float(tolerance) ** 2)
+    hits = (accept & (masks == FOREGROUND)).reshape(b, -1).any(dim=1)
     return empty_mask_to_nan(hits.double(), masks)
 
 

@@ -136,12 +136,48 @@ def test_top_quantile_small_and_constant() -> None:
 # ---------------------------------------------------------------------------------------- IoU
 def test_unit_masks_bilinear_threshold_by_hand() -> None:
     acts = torch.tensor([[[0.0, 1.0], [0.0, 0.0]], [[2.0, 2.0], [2.0, 2.0]]])
-    masks = unit_masks(acts, torch.tensor([0.75, 3.0]), (4, 4))
+    # unit 0 upsampled: row 0 = [0, .25, .75, 1], row 1 = [0, .1875, .5625, .75], rows 2-3 smaller
+    masks = unit_masks(acts, torch.tensor([0.75, 2.0]), (4, 4))
     expected = torch.zeros(4, 4, dtype=torch.bool)
-    expected[0, 2:] = True
-    expected[1, 3] = True  # up[0,3] = 1, up[0,2] = up[1,3] = 0.75 (>= threshold), up[1,2] = 0.5625
+    expected[0, 3] = True  # up[0, 2] = up[1, 3] = 0.75 equal the threshold: outside (strict >)
     assert torch.equal(masks[0], expected)
-    assert not masks[1].any()
+    assert not masks[1].any()  # a unit constant at its threshold has no region
+    lower = unit_masks(acts, torch.tensor([0.5, 1.999]), (4, 4))
+    expected[0, 2] = expected[1, 2] = expected[1, 3] = True  # 0.75, 0.5625, 0.75 > 0.5
+    assert torch.equal(lower[0], expected)
+    assert lower[1].all()
+
+
+def test_nearly_dead_unit_is_no_detector_of_an_image_level_label() -> None:
+    # A ReLU unit positive at 3 of 20 x 8 x 8 = 1280 positions (0.23% < 0.5%): its 0.995 quantile is 0.
+    # With ">=" every pixel would be in its region and it would match a scene label covering every pixel
+    # (IoU 1); NetDissect-Lite's "mask > threshold" keeps only the 3 positive pixels.
+    images, h, w = 20, 8, 8
+    acts = torch.zeros(images, 2, h, w)
+    acts[2, 0, 1, 1], acts[7, 0, 5, 2], acts[13, 0, 0, 7] = 0.5, 2.0, 1.0
+    gen = torch.Generator().manual_seed(4)
+    acts[:, 1] = torch.rand(images, h, w, generator=gen)  # a live unit, for comparison
+    sketch = TopQuantile(2, 0.995, max_count=images * h * w)
+    for image in acts:
+        sketch.update(image)
+    thresholds = sketch.result()
+    assert thresholds[0].item() == 0.0
+    label_category = [0, 0, 1]  # label 1: a scene (category 0, image level); label 2: a part (category 1)
+    acc = IoUAccumulator(label_category, num_units=2)
+    region = torch.zeros(images, h, w, dtype=torch.bool)
+    for i, image in enumerate(acts):
+        masks = unit_masks(image, thresholds, (h, w))  # same size: the upsampling is the identity
+        region[i] = masks[0]
+        part = torch.zeros(1, h, w, dtype=torch.long)
+        part[0, :2, :2] = 2
+        acc.update(masks, {0: torch.ones(1, h, w, dtype=torch.long), 1: part})
+    assert region.sum().item() == 3
+    assert region[2, 1, 1] and region[7, 5, 2] and region[13, 0, 7]
+    iou = acc.iou()
+    assert iou[0, 1].item() == pytest.approx(3 / (images * h * w))  # the scene: 3 pixels of 1280
+    assert iou[0, 2].item() == pytest.approx(1 / (3 + 4 * images - 1))  # (1, 1) on image 2 is in the part
+    concept, best, detector = best_concepts(iou)
+    assert not detector[0] and best[0].item() < 0.04
 
 
 def test_iou_by_hand() -> None:

@@ -104,28 +104,72 @@ def test_argmax_in_ignore_region_is_skipped() -> None:
     assert _pg(map_, _mask(4, 4, fg=[(2, 3)])) == 0.0  # same map, nothing ignored: miss
 
 
-def test_tolerance_exact_distances() -> None:
+def test_tolerance_is_strict_as_in_torchray() -> None:
+    # TorchRay (torchray/benchmark/pointing_game.py) accepts a mask pixel when its squared distance to
+    # the point is < tolerance**2: a mask pixel exactly at the tolerance is a miss.
     map_ = _peak(12, 12, (5, 5))
     straight = _mask(12, 12, fg=[(5, 8)])  # distance 3
     assert _pg(map_, straight) == 0.0
-    assert _pg(map_, straight, tolerance=3) == 1.0
+    assert _pg(map_, straight, tolerance=3) == 0.0  # exactly at the tolerance: miss
+    assert _pg(map_, straight, tolerance=3.001) == 1.0  # just inside: hit
+    assert _pg(map_, straight, tolerance=4) == 1.0
     assert _pg(map_, straight, tolerance=2.999) == 0.0
-    assert _pg(map_, straight, tolerance=2) == 0.0
     diagonal = _mask(12, 12, fg=[(8, 9)])  # 3-4-5 triangle: distance exactly 5
-    assert _pg(map_, diagonal, tolerance=5) == 1.0
-    assert _pg(map_, diagonal, tolerance=4.99) == 0.0
+    assert _pg(map_, diagonal, tolerance=5) == 0.0
+    assert _pg(map_, diagonal, tolerance=5.01) == 1.0
+    assert _pg(map_, diagonal, tolerance=6) == 1.0
     corner = _mask(12, 12, fg=[(6, 6)])  # distance sqrt(2)
     assert _pg(map_, corner, tolerance=1) == 0.0
     assert _pg(map_, corner, tolerance=1.5) == 1.0
+    # the nearest mask pixel decides: one at distance 2 (inside 2.5) beside one at distance 5 (outside)
+    both = _mask(12, 12, fg=[(5, 7), (10, 5)])
+    assert _pg(map_, both, tolerance=2.5) == 1.0
+    assert _pg(map_, both, tolerance=2) == 0.0
+
+
+@pytest.mark.parametrize("tolerance", [0, 0.5, 1])
+def test_tolerance_up_to_one_pixel_hits_only_inside_the_mask(tolerance: float) -> None:
+    # tolerance 0 is the paper's protocol (the point itself must be foreground); TorchRay's strict rule
+    # gives the same for 0 < tolerance <= 1 (only distance 0 is < tolerance**2).
+    map_ = _peak(5, 5, (2, 2))
+    assert _pg(map_, _mask(5, 5, fg=[(2, 2)]), tolerance=tolerance) == 1.0
+    assert _pg(map_, _mask(5, 5, fg=[(2, 3), (1, 2), (3, 3)]), tolerance=tolerance) == 0.0  # neighbours only
+    assert _pg(map_, _mask(5, 5, fg=[(2, 3)]), tolerance=1.01) == 1.0  # the neighbour once inside the radius
+
+
+def _reference_pg(map_: torch.Tensor, mask: torch.Tensor, tolerance: float) -> float:
+    """Brute force over pixels: the first non-ignore maximum; a hit when it is foreground or a foreground
+    pixel lies at squared distance < tolerance**2."""
+    h, w = map_.shape
+    cells = [(r, c) for r in range(h) for c in range(w) if int(mask[r, c]) != -1]
+    best = max(float(map_[r, c]) for r, c in cells)
+    pr, pc = next((r, c) for r, c in cells if float(map_[r, c]) == best)
+    fg = [(r, c) for r, c in cells if int(mask[r, c]) == 1]
+    if not fg:
+        return math.nan
+    return float(any((r, c) == (pr, pc) or (r - pr) ** 2 + (c - pc) ** 2 < tolerance**2 for r, c in fg))
+
+
+@pytest.mark.parametrize("tolerance", [0, 1, 1.5, 2, 2.5, 4])
+def test_pointing_game_matches_brute_force(tolerance: float) -> None:
+    g = torch.Generator().manual_seed(7)
+    maps = torch.floor(torch.rand(40, 6, 7, generator=g) * 4)  # many ties for the maximum
+    masks = (torch.rand(40, 6, 7, generator=g) < 0.1).to(torch.int8)
+    masks[torch.rand(40, 6, 7, generator=g) < 0.15] = -1
+    got = pointing_game(maps, masks, tolerance=tolerance).tolist()
+    expected = [_reference_pg(maps[i], masks[i], tolerance) for i in range(40)]
+    assert got == pytest.approx(expected, nan_ok=True)
+    assert 0 < sum(v for v in expected if v == v) < 40  # both hits and misses occur
 
 
 def test_tolerance_ignores_ignore_pixels_and_uses_non_ignore_argmax() -> None:
     map_ = _peak(8, 8, (4, 4))
     map_[0, 0] = 9.0
     mask = _mask(8, 8, fg=[(4, 6)], ignore=[(0, 0), (4, 5)])
-    assert _pg(map_, mask, tolerance=2) == 1.0  # point (4, 4) since (0, 0) is ignored; fg at distance 2
+    assert _pg(map_, mask, tolerance=2.5) == 1.0  # point (4, 4) since (0, 0) is ignored; fg at distance 2
+    assert _pg(map_, mask, tolerance=2) == 0.0  # distance 2 is not < 2
     only_ignored_near = _mask(8, 8, fg=[(7, 7)], ignore=[(0, 0), (4, 5)])
-    assert _pg(map_, only_ignored_near, tolerance=2) == 0.0  # an ignore pixel nearby is not a hit
+    assert _pg(map_, only_ignored_near, tolerance=2.5) == 0.0  # an ignore pixel nearby is not a hit
 
 
 def test_negative_tolerance_raises() -> None:
@@ -227,7 +271,8 @@ def test_metric_records() -> None:
     maps = _peak(5, 5, (0, 0))[None]
     masks = _mask(5, 5, fg=[(0, 2)])[None]
     assert POINTING_GAME(maps, masks).tolist() == [0.0]
-    assert POINTING_GAME(maps, masks, tolerance=2).tolist() == [1.0]
+    assert POINTING_GAME(maps, masks, tolerance=2).tolist() == [0.0]  # distance 2 is not < 2
+    assert POINTING_GAME(maps, masks, tolerance=3).tolist() == [1.0]
     custom = Metric(
         name="x", fn=lambda m, k: m.sum(dim=(1, 2)).double(), higher_is_better=False, description="sum"
     )
