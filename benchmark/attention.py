@@ -13,7 +13,10 @@ Example::
 
     with AttentionRecorder(encoder, blocks=[-1], keep=("probs",)) as rec:
         embeddings = encoder(images)
-    probs = rec.records[len(vit_blocks(encoder)) - 1].probs  # B x heads x N x N
+    probs = rec.probs(-1)  # the last block's, B x heads x N x N
+
+Which modules are the blocks, and how block indices resolve, is the encoder's knowledge
+(:attr:`~aft_bench.encoder.Encoder.blocks`, :meth:`~aft_bench.encoder.Encoder.resolve_block`).
 """
 
 from __future__ import annotations
@@ -54,20 +57,7 @@ class AttentionRecord:
     context: Tensor | None = None
 
 
-# ---------------------------------------------------------------------------------------- accessors
-def vit_blocks(encoder: Encoder) -> nn.ModuleList:
-    """The residual attention blocks of a ViT encoder's image tower.
-
-    Raises:
-        UnsupportedEncoderError: If the encoder is not an open_clip VisionTransformer.
-    """
-    if encoder.kind != "vit":
-        raise UnsupportedEncoderError(
-            f"encoder {encoder.name!r} is a {encoder.kind}: attention maps need an open_clip ViT image tower"
-        )
-    return encoder.visual.transformer.resblocks
-
-
+# ---------------------------------------------------------------------------------------- helpers
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[None]:
     """Runs the body with every submodule in eval mode, then restores each one's own flag.
@@ -83,30 +73,6 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes.items():
             m.training = training
-
-
-def resolve_block(encoder: Encoder, block: int) -> int:
-    """Non-negative index of ``block`` (negative counts from the end); raises if out of range."""
-    depth = len(vit_blocks(encoder))
-    if not -depth <= block < depth:
-        raise ValueError(f"block {block} out of range for {encoder.name!r} with {depth} blocks")
-    return block % depth
-
-
-def patch_tokens(encoder: Encoder, tokens: int) -> slice:
-    """The slice of a length-``tokens`` sequence holding the patch grid (prefix tokens such as CLS dropped)."""
-    gh, gw = encoder.grid_size
-    if tokens < gh * gw + 1:
-        raise UnsupportedEncoderError(
-            f"encoder {encoder.name!r}: {tokens} tokens cannot hold a class token and a {gh}x{gw} patch grid"
-        )
-    return slice(tokens - gh * gw, tokens)
-
-
-def token_grid(encoder: Encoder, values: Tensor) -> Tensor:
-    """Per-patch values (B x gh*gw) laid on the patch grid row by row (B x gh x gw)."""
-    gh, gw = encoder.grid_size
-    return values.reshape(values.shape[0], gh, gw)
 
 
 def reduce_heads(probs: Tensor, how: str) -> Tensor:
@@ -184,8 +150,9 @@ def _mha_forward(recorder: AttentionRecorder, index: int) -> Callable[..., tuple
         if mask is not None and mask.ndim == 3:
             mask = mask.reshape(x.shape[0], self.num_heads, *mask.shape[-2:])
         dropout = self.dropout if self.training else 0.0
-        probs, q, k, v, context = _explicit(x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask,
-                                            dropout=dropout)
+        probs, q, k, v, context = _explicit(
+            x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask, dropout=dropout
+        )
         recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
         out = self.out_proj(context)
         out = out if self.batch_first else out.transpose(0, 1)
@@ -204,8 +171,13 @@ def _custom_forward(recorder: AttentionRecorder, index: int) -> Callable[..., Te
         if mask is not None and mask.ndim == 3:
             mask = mask.reshape(batch, self.num_heads, tokens, tokens)
         probs, q, k, v, context = _explicit(
-            x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask,
-            qk_norm=(self.ln_q, self.ln_k), dropout=self.attn_drop.p if self.training else 0.0,
+            x,
+            self.in_proj_weight,
+            self.in_proj_bias,
+            self.num_heads,
+            mask,
+            qk_norm=(self.ln_q, self.ln_k),
+            dropout=self.attn_drop.p if self.training else 0.0,
         )
         recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
         out = context
@@ -259,11 +231,9 @@ class AttentionRecorder:
         ValueError: For an unknown ``keep`` entry or a block out of range.
     """
 
-    def __init__(
-        self, encoder: Encoder, blocks: Iterable[int] | None = None, keep: Iterable[str] = ("probs",)
-    ) -> None:
-        modules = vit_blocks(encoder)
-        self.blocks = sorted({resolve_block(encoder, b) for b in (range(len(modules)) if blocks is None else blocks)})
+    def __init__(self, encoder: Encoder, blocks: Iterable[int] | None = None, keep: Iterable[str] = ("probs",)) -> None:
+        modules = encoder.blocks
+        self.blocks = sorted({encoder.resolve_block(b) for b in (range(len(modules)) if blocks is None else blocks)})
         self.keep = frozenset(keep)
         unknown = self.keep - RECORDABLE
         if unknown:
@@ -316,7 +286,7 @@ class AttentionRecorder:
         Raises:
             KeyError: If the field was not recorded for that block (not kept, or no forward pass yet).
         """
-        index = resolve_block(self.encoder, block)
+        index = self.encoder.resolve_block(block)
         record = self.records.get(index)
         value = None if record is None else getattr(record, field)
         if value is None:

@@ -4,6 +4,13 @@ An :class:`Encoder` takes pixels in [0, 1] (B x 3 x H x W), normalises them insi
 unit-norm image embeddings, so that attributions and attacks live in pixel space. It also encodes
 text prompts with the model's own tokenizer and exposes the activations that Grad-CAM (Selvaraju et
 al. 2017) needs: a ViT block's token sequence reshaped to the patch grid, or a CNN's last stage.
+
+It is the one place that knows a ViT tower's token layout: its residual blocks and their indexing
+(:attr:`Encoder.blocks`, :meth:`Encoder.resolve_block`), the layout of the token sequence between
+blocks (batch-first or sequence-first, :meth:`Encoder.batch_first`), where the class token and the
+patch tokens sit in it (:meth:`Encoder.cls_token`, :meth:`Encoder.patch_slice`) and how the patch
+tokens lie on the grid (:meth:`Encoder.token_grid`). Attention methods, M2IB, Grad-CAM and the
+neuron readouts all read the layout from here.
 """
 
 from __future__ import annotations
@@ -80,8 +87,39 @@ class Encoder(nn.Module):
     def num_blocks(self) -> int:
         """Number of transformer blocks (ViT) or residual stages (ModifiedResNet: 4)."""
         if self.kind == "vit":
-            return len(self.visual.transformer.resblocks)
+            return len(self.blocks)
         return 4
+
+    @property
+    def _transformer(self) -> nn.Module:
+        """The ViT tower's transformer (its blocks and their token layout); raises for other towers."""
+        if self.kind != "vit":
+            raise UnsupportedEncoderError(
+                f"encoder {self.name!r} is a {self.kind}: it has no transformer blocks (this needs an open_clip "
+                "ViT image tower)"
+            )
+        return self.visual.transformer
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The residual attention blocks of a ViT image tower, first block first.
+
+        Raises:
+            UnsupportedEncoderError: If the image tower is not an open_clip VisionTransformer.
+        """
+        return self._transformer.resblocks
+
+    def resolve_block(self, index: int) -> int:
+        """The non-negative position of ViT block ``index`` (negative counts from the end: -1 is the last).
+
+        Raises:
+            ValueError: If ``index`` is outside ``-num_blocks .. num_blocks - 1``.
+            UnsupportedEncoderError: For a CNN encoder.
+        """
+        depth = len(self.blocks)
+        if not -depth <= index < depth:
+            raise ValueError(f"block {index} out of range for {self.name!r} with {depth} blocks")
+        return index % depth
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -124,6 +162,48 @@ class Encoder(nn.Module):
         self._text_cache.clear()
         return super().train(mode)
 
+    # ------------------------------------------------------------------ token layout
+    def batch_first(self, tokens: Tensor) -> Tensor:
+        """A ViT block's token sequence as B x N x C.
+
+        open_clip runs the blocks batch-first (B x N x C) by default and sequence-first (N x B x C) when
+        the tower's transformer has ``batch_first=False``; a block's output (and a forward hook's view of
+        it) has that layout. The conversion is a transpose or nothing, so it is its own inverse:
+        :meth:`block_layout` (the same function) turns batch-first tokens back into the blocks' layout.
+
+        Raises:
+            UnsupportedEncoderError: For a CNN encoder (no token sequence).
+        """
+        return tokens if getattr(self._transformer, "batch_first", True) else tokens.transpose(0, 1)
+
+    #: Batch-first tokens (B x N x C) in the layout the ViT blocks take (the inverse of :meth:`batch_first`).
+    block_layout = batch_first
+
+    def patch_slice(self, num_tokens: int) -> slice:
+        """The positions of the patch tokens in a sequence of ``num_tokens`` tokens.
+
+        open_clip puts the class token (and any other prefix token) first and the ``gh * gw`` patch
+        tokens, row by row, last.
+
+        Raises:
+            UnsupportedEncoderError: For a CNN, or when ``num_tokens`` cannot hold a class token and the grid.
+        """
+        gh, gw = self.grid_size
+        if num_tokens < gh * gw + 1:
+            raise UnsupportedEncoderError(
+                f"encoder {self.name!r}: {num_tokens} tokens cannot hold a class token and a {gh}x{gw} patch grid"
+            )
+        return slice(num_tokens - gh * gw, num_tokens)
+
+    def cls_token(self, tokens: Tensor) -> Tensor:
+        """The class token (B x C) of a ViT block's output in the blocks' layout (see :meth:`batch_first`)."""
+        return self.batch_first(tokens)[:, 0]
+
+    def token_grid(self, values: Tensor) -> Tensor:
+        """Per-patch values (B x gh*gw x ...) laid on the patch grid row by row (B x gh x gw x ...)."""
+        gh, gw = self.grid_size
+        return values.reshape(values.shape[0], gh, gw, *values.shape[2:])
+
     # ------------------------------------------------------------------ activations
     def feature_layer(self, block: int | None = None) -> nn.Module:
         """The module whose output Grad-CAM weights.
@@ -134,11 +214,7 @@ class Encoder(nn.Module):
                 stage 1..4 of a ModifiedResNet.
         """
         if self.kind == "vit":
-            blocks = self.visual.transformer.resblocks
-            index = -2 if block is None else block
-            if not -len(blocks) <= index < len(blocks):
-                raise ValueError(f"block {index} out of range for {self.name!r} with {len(blocks)} blocks")
-            return blocks[index]
+            return self.blocks[self.resolve_block(-2 if block is None else block)]
         if isinstance(self.visual, ModifiedResNet):
             stage = 4 if block is None else block
             if stage not in (1, 2, 3, 4):
@@ -155,15 +231,11 @@ class Encoder(nn.Module):
     def to_spatial(self, activation: Tensor) -> Tensor:
         """Reshapes a :meth:`feature_layer` output to B x C x h x w.
 
-        For ViTs the output is the token sequence: batch-first (B x N x C) in current open_clip,
-        sequence-first in old releases; the CLS token (and any other prefix token) is dropped and
-        the patch tokens are laid on the grid row by row.
+        For ViTs the output is the token sequence in the blocks' layout; the class token (and any other
+        prefix token) is dropped and the patch tokens are laid on the grid row by row.
         """
         if self.kind != "vit":
             return activation
-        if not getattr(self.visual.transformer, "batch_first", True):
-            activation = activation.transpose(0, 1)
-        gh, gw = self.grid_size
-        batch, tokens, channels = activation.shape
-        patches = activation[:, tokens - gh * gw :]
-        return patches.reshape(batch, gh, gw, channels).permute(0, 3, 1, 2)
+        tokens = self.batch_first(activation)
+        patches = tokens[:, self.patch_slice(tokens.shape[1])]
+        return self.token_grid(patches).permute(0, 3, 1, 2)

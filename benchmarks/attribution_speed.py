@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aft_bench.attributions.base import TextTarget
-from aft_bench.attributions.m2ib import M2IB, gaussian_kl, noise_statistics
+from aft_bench.attributions.m2ib import M2IB, apply_bottleneck, noise_statistics
 from aft_bench.encoder import Encoder
 from aft_bench.loading import build_model, model_config, tokenizer_for
 
@@ -92,19 +92,19 @@ def reference_style_m2ib(encoder: Encoder, image: Tensor, target: TextTarget, me
     """
     args = method.fit_args
     visual = encoder.visual
-    block = visual.transformer.resblocks[int(0.75 * encoder.num_blocks)]
+    block = encoder.blocks[int(0.75 * encoder.num_blocks)]
     shape = (1, visual.positional_embedding.shape[0], visual.transformer.width)
     alpha = torch.full(shape, float(args["alpha_init"]), device=image.device, requires_grad=True)
     optimizer = torch.optim.Adam([alpha], lr=args["lr"])
     state: dict[str, Tensor] = {}
     generator = torch.Generator(device=image.device).manual_seed(args["seed"])
 
-    def bottleneck(_module: torch.nn.Module, _inputs: object, features: Tensor) -> Tensor:
-        lam = torch.sigmoid(alpha)
-        mean, std = noise_statistics(features.detach().float(), args["noise"])
-        noise = mean + std * torch.randn(features.shape, generator=generator, device=features.device)
-        state["kl"] = gaussian_kl(lam * features, (1 - lam) ** 2)
-        return lam * features + (1 - lam) * noise
+    def bottleneck(_module: torch.nn.Module, _inputs: object, output: Tensor) -> Tensor:
+        features = encoder.batch_first(output)
+        stats = noise_statistics(features.detach().float(), args["noise"])
+        eps = torch.randn(features.shape, generator=generator, device=features.device)
+        z, state["kl"] = apply_bottleneck(features, torch.sigmoid(alpha), eps, stats)
+        return encoder.block_layout(z)
 
     copies = image.expand(args["samples"], -1, -1, -1)
     text = target.repeat_interleave(args["samples"])
@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per method (best is kept)")
-    parser.add_argument("--reference-images", type=int, default=2,
-                        help="images timed for the release-style M2IB loop (per map; 0 skips it)")
+    parser.add_argument(
+        "--reference-images",
+        type=int,
+        default=2,
+        help="images timed for the release-style M2IB loop (per map; 0 skips it)",
+    )
     parser.add_argument("--methods", nargs="*", default=list(METHODS), help="subset of methods to time")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -145,15 +149,18 @@ def main(argv: list[str] | None = None) -> dict:
     g = torch.Generator().manual_seed(0)
     size = encoder.image_size
     images = torch.rand(args.batch, 3, *size, generator=g).to(device)
-    target = TextTarget(F.normalize(torch.randn(args.batch, encoder.model.visual.output_dim, generator=g), dim=-1)
-                        .to(device))
+    target = TextTarget(
+        F.normalize(torch.randn(args.batch, encoder.model.visual.output_dim, generator=g), dim=-1).to(device)
+    )
     one = (images[:1], TextTarget(target.embeddings[:1]))
     per_map: dict[str, float] = {}
 
     floor_pass(encoder, *one)  # warm-up
     floor = timed(lambda: floor_pass(encoder, images, target), device, args.repeats) / args.batch
-    print(f"{args.arch} random weights, batch {args.batch}, device {device}, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()}")
+    print(
+        f"{args.arch} random weights, batch {args.batch}, device {device}, torch threads "
+        f"{torch.get_num_threads()}, load average {os.getloadavg()}"
+    )
     print(f"floor (forward + input-gradient backward): {floor * 1e3:.1f} ms per map")
     print(f"{'method':<18}{'ms per map':>12}{'x floor':>10}")
     for name in args.methods:
@@ -166,24 +173,55 @@ def main(argv: list[str] | None = None) -> dict:
         per_map[name] = timed(lambda m=method: m(encoder, images, target), device, args.repeats) / args.batch
         print(f"{name:<18}{per_map[name] * 1e3:>12.1f}{per_map[name] / floor:>10.1f}")
 
-    result = {"arch": args.arch, "batch": args.batch, "device": str(device), "threads": torch.get_num_threads(),
-              "loadavg": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version(),
-              "floor_s_per_map": floor, "s_per_map": per_map}
+    result = {
+        "arch": args.arch,
+        "batch": args.batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "loadavg": os.getloadavg(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "floor_s_per_map": floor,
+        "s_per_map": per_map,
+    }
     if "m2ib" in per_map:
         method = M2IB()
-        loop = timed(lambda: [method(encoder, images[i : i + 1], TextTarget(target.embeddings[i : i + 1]))
-                              for i in range(args.batch)], device, args.repeats) / args.batch
+        loop = (
+            timed(
+                lambda: [
+                    method(encoder, images[i : i + 1], TextTarget(target.embeddings[i : i + 1]))
+                    for i in range(args.batch)
+                ],
+                device,
+                args.repeats,
+            )
+            / args.batch
+        )
         result["m2ib_loop_s_per_map"] = loop
-        print(f"m2ib one image at a time (ours): {loop * 1e3:.1f} ms per map; batched is {loop / per_map['m2ib']:.2f}x "
-              "faster")
+        print(
+            f"m2ib one image at a time (ours): {loop * 1e3:.1f} ms per map; batched is {loop / per_map['m2ib']:.2f}x "
+            "faster"
+        )
         if args.reference_images > 0:
             n = min(args.reference_images, args.batch)
-            reference = timed(lambda: [reference_style_m2ib(encoder, images[i : i + 1],
-                                                            TextTarget(target.embeddings[i : i + 1]), method)
-                                       for i in range(n)], device, args.repeats) / n
+            reference = (
+                timed(
+                    lambda: [
+                        reference_style_m2ib(
+                            encoder, images[i : i + 1], TextTarget(target.embeddings[i : i + 1]), method
+                        )
+                        for i in range(n)
+                    ],
+                    device,
+                    args.repeats,
+                )
+                / n
+            )
             result["m2ib_release_style_s_per_map"] = reference
-            print(f"m2ib release-style loop ({n} images): {reference * 1e3:.1f} ms per map; batched is "
-                  f"{reference / per_map['m2ib']:.2f}x faster")
+            print(
+                f"m2ib release-style loop ({n} images): {reference * 1e3:.1f} ms per map; batched is "
+                f"{reference / per_map['m2ib']:.2f}x faster"
+            )
     if args.json:
         with tempfile.NamedTemporaryFile("w", dir=args.json.parent or ".", delete=False, suffix=".tmp") as tmp:
             json.dump(result, tmp, indent=2)

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_VIT_CFG, make_encoder
 from torch import nn
 
-from aft_bench.attention import AttentionRecorder, _mha_forward, reduce_heads, resolve_block, vit_blocks
+from aft_bench.attention import AttentionRecorder, _mha_forward, reduce_heads
 from aft_bench.encoder import UnsupportedEncoderError
 
 
@@ -22,7 +22,7 @@ def custom_vit():
     cfg = _vit_cfg(block_type="custom", qk_norm=True, scale_heads=True, scale_attn_inner=True)
     encoder = make_encoder(cfg, "tiny-custom-vit", seed=3)
     with torch.no_grad():  # make head scales non-trivial so that their handling is checked
-        for block in vit_blocks(encoder):
+        for block in encoder.blocks:
             block.attn.head_scale.uniform_(0.5, 1.5)
     return encoder
 
@@ -65,7 +65,7 @@ def test_explicit_path_gives_the_fused_input_gradient(tiny_vit):
 
 def test_recorded_probs_match_torch_attention_weights(tiny_vit):
     """Cross-check against nn.MultiheadAttention's own (non-fused) weights on the same block input."""
-    block = vit_blocks(tiny_vit)[1]
+    block = tiny_vit.blocks[1]
     seen = {}
     handle = block.ln_1.register_forward_hook(lambda m, i, o: seen.setdefault("x", o.detach()))
     images = _images()
@@ -94,7 +94,7 @@ def test_probs_match_independent_numpy(tiny_vit):
 
 
 def test_fused_path_is_restored_on_exit_and_on_error(tiny_vit):
-    attn = vit_blocks(tiny_vit)[0].attn
+    attn = tiny_vit.blocks[0].attn
     with AttentionRecorder(tiny_vit, blocks=[0]):
         assert "forward" in attn.__dict__
     assert "forward" not in attn.__dict__
@@ -122,7 +122,6 @@ def test_bad_arguments_are_refused(tiny_vit, tiny_cnn):
         AttentionRecorder(tiny_cnn)
     with pytest.raises(ValueError, match="unknown head reduction"):
         reduce_heads(torch.zeros(1, 1, 2, 2), "median")
-    assert resolve_block(tiny_vit, -1) == 1
 
 
 def test_scaled_cosine_attention_is_refused():

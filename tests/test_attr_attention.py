@@ -101,10 +101,12 @@ def test_rollout_matches_numpy(tiny_vit):
     ref = numpy_vit(*args)
     aug = [a.mean(1) + np.eye(17) for a in ref["probs"]]
     aug = [a / a.sum(-1, keepdims=True) for a in aug]
-    torch.testing.assert_close(Rollout()(tiny_vit, images, target), _expected((aug[1] @ aug[0])[:, 0, 1:]),
-                               atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(Rollout(start_block=-1)(tiny_vit, images, target), _expected(aug[1][:, 0, 1:]),
-                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        Rollout()(tiny_vit, images, target), _expected((aug[1] @ aug[0])[:, 0, 1:]), atol=1e-6, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        Rollout(start_block=-1)(tiny_vit, images, target), _expected(aug[1][:, 0, 1:]), atol=1e-6, rtol=1e-5
+    )
 
 
 def _fd_gradient(args, text, block, h=1e-5):
@@ -128,15 +130,23 @@ def _eclip_scores(ref, grad, block):
 
 
 def test_grad_eclip_matches_numpy_and_finite_differences(tiny_vit):
+    """One block: ReLU of the block's scores. Two blocks: each block's map ReLU'd, then summed (the
+    authors' image code), which on this input differs from one ReLU of the summed scores (their text code)."""
     images, target, args = _setup(tiny_vit)
     ref = numpy_vit(*args)
     text = target.embeddings.double().numpy()
     np.testing.assert_allclose(ref["emb"], tiny_vit(images).detach().numpy(), atol=1e-5)  # reference is right
     scores = {b: _eclip_scores(ref, _fd_gradient(args, text, b), b) for b in (0, 1)}
-    torch.testing.assert_close(GradECLIP()(tiny_vit, images, target), _expected(np.maximum(scores[1], 0)),
-                               atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(GradECLIP(blocks=2)(tiny_vit, images, target),
-                               _expected(np.maximum(scores[0] + scores[1], 0)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        GradECLIP()(tiny_vit, images, target), _expected(np.maximum(scores[1], 0)), atol=1e-5, rtol=1e-4
+    )
+    relu_per_block = np.maximum(scores[0], 0) + np.maximum(scores[1], 0)
+    relu_of_sum = np.maximum(scores[0] + scores[1], 0)
+    opposite = (scores[0] * scores[1] < 0).sum()
+    assert opposite > 0 and np.abs(relu_per_block - relu_of_sum).max() > 1e-2, "the two forms must differ here"
+    torch.testing.assert_close(
+        GradECLIP(blocks=2)(tiny_vit, images, target), _expected(relu_per_block), atol=1e-5, rtol=1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +199,9 @@ def test_batch_of_n_equals_n_batches_of_one(tiny_vit, method):
     images, target, _ = _setup(tiny_vit, n=3, seed=4)
     attribution = method()
     batched = attribution(tiny_vit, images, target)
-    singles = torch.cat([attribution(tiny_vit, images[i : i + 1], TextTarget(target.embeddings[i : i + 1]))
-                         for i in range(3)])
+    singles = torch.cat(
+        [attribution(tiny_vit, images[i : i + 1], TextTarget(target.embeddings[i : i + 1])) for i in range(3)]
+    )
     torch.testing.assert_close(batched, singles, atol=1e-6, rtol=1e-5)
 
 

@@ -10,6 +10,8 @@ from conftest import TINY_VIT_CFG, make_encoder
 from aft_bench.attributions.base import TextTarget, upsample
 from aft_bench.attributions.m2ib import (
     M2IB,
+    MIN_STD,
+    apply_bottleneck,
     bottleneck_loss,
     fit_bottleneck,
     gaussian_kl,
@@ -55,8 +57,13 @@ def test_bottleneck_loss_falls_over_its_steps(encoder):
 
 @pytest.mark.parametrize(
     ("fixture", "site"),
-    [("tiny_vit", {}), ("tiny_vit", {"block": 0}), ("custom_vit", {"block": 0}), ("tiny_cnn", {}),
-     ("tiny_cnn", {"stage": 1})],
+    [
+        ("tiny_vit", {}),
+        ("tiny_vit", {"block": 0}),
+        ("custom_vit", {"block": 0}),
+        ("tiny_cnn", {}),
+        ("tiny_cnn", {"stage": 1}),
+    ],
 )
 def test_open_bottleneck_with_beta_zero_is_the_normal_forward(fixture, site, request):
     """Tail after the last block, after an earlier block (class-token-only last block), custom blocks."""
@@ -89,16 +96,84 @@ def test_map_is_the_kl_summed_over_channels_on_the_patch_grid(tiny_vit):
 def test_gaussian_kl_known_values():
     torch.testing.assert_close(gaussian_kl(torch.tensor(0.0), torch.tensor(1.0)), torch.tensor(0.0))
     # KL(N(1, 0.25) || N(0, 1)) = (1 + 0.25 - ln 0.25 - 1) / 2
-    torch.testing.assert_close(gaussian_kl(torch.tensor(1.0), torch.tensor(0.25)),
-                               torch.tensor((0.25 - np.log(0.25)) / 2, dtype=torch.float32))
+    torch.testing.assert_close(
+        gaussian_kl(torch.tensor(1.0), torch.tensor(0.25)), torch.tensor((0.25 - np.log(0.25)) / 2, dtype=torch.float32)
+    )
     assert torch.isfinite(gaussian_kl(torch.tensor(0.0), torch.tensor(0.0)))
+
+
+def _release_style_map(encoder, image, text, *, block, steps, samples, beta=0.1, lr=1.0, alpha_init=5.0, seed=0):
+    """One image as Wang et al.'s release fits it: the whole tower runs on ``samples`` copies of the image with
+    the block's output R replaced by lam R + (1 - lam) eps, eps ~ N(0, 1), and the KL to N(0, 1) taken on the raw
+    features; Adam on alpha; the map is the last forward's KL summed over channels at the patch tokens."""
+    tokens, width = encoder.visual.positional_embedding.shape
+    alpha = torch.full((1, tokens, width), alpha_init, requires_grad=True)
+    optimizer = torch.optim.Adam([alpha], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    seen = {}
+
+    def bottleneck(_module, _inputs, r):
+        lam = torch.sigmoid(alpha)
+        eps = torch.randn((samples, tokens, width), generator=generator)
+        seen["kl"] = 0.5 * ((lam * r) ** 2 + (1 - lam) ** 2 - torch.log((1 - lam) ** 2) - 1)
+        return lam * r + (1 - lam) * eps
+
+    handle = encoder.visual.transformer.resblocks[block].register_forward_hook(bottleneck)
+    try:
+        for _ in range(steps):
+            embeddings = encoder(image.expand(samples, -1, -1, -1))
+            loss = beta * seen["kl"].mean() - (embeddings @ text).mean()
+            (alpha.grad,) = torch.autograd.grad(loss, [alpha])  # no .grad left on the shared model
+            optimizer.step()
+    finally:
+        handle.remove()
+    saliency = seen["kl"][0, 1:].sum(-1).detach().reshape(1, *encoder.grid_size)
+    return upsample(saliency, encoder.image_size)[0]
+
+
+def test_default_is_the_release_form_with_standard_normal_noise(tiny_vit):
+    """Known answer: the default (noise N(0, 1), KL on the raw features) equals the release's per-image fit.
+
+    A small beta lets the fit term, and so the noise, steer Adam: on a random tiny model the KL's gradient
+    decides the sign of every update at beta 0.1, whatever the noise.
+    """
+    images, target = _inputs(tiny_vit, n=2)
+    args = dict(block=0, steps=3, samples=2, beta=1e-3, seed=3)
+    maps = M2IB(**args)(tiny_vit, images, target)
+    expected = torch.stack(
+        [_release_style_map(tiny_vit, images[i : i + 1], target.embeddings[i], **args) for i in range(2)]
+    )
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-4)
+    feature = M2IB(**args, noise="feature")(tiny_vit, images, target)
+    assert not torch.allclose(feature, expected, atol=1e-2, rtol=1e-2)
+
+
+def test_feature_noise_is_iba_with_the_kl_on_standardised_features():
+    """One image, two tokens, one channel: R = (0, 2) has mean 1 and std 1, so R standardised is (-1, 1)."""
+    features = torch.tensor([[[0.0], [2.0]]])
+    lam = torch.full_like(features, 0.5)
+    stats = noise_statistics(features, "feature")
+    z, kl = apply_bottleneck(features, lam, torch.ones_like(features), stats)
+    # KL( N(0.5 * (+-1), 0.25) || N(0, 1) ) = (0.25 + 0.25 - ln 0.25 - 1) / 2 at both tokens
+    torch.testing.assert_close(kl, torch.full_like(features, (np.log(4.0) - 0.5) / 2))
+    torch.testing.assert_close(z, torch.tensor([[[1.0], [2.0]]]))  # 0.5 R + 0.5 (mean + std * 1)
+    # The KL is measured against the noise distribution, so an affine change of the features leaves it alone.
+    moved = 3.0 * features - 7.0
+    torch.testing.assert_close(
+        apply_bottleneck(moved, lam, torch.ones_like(features), noise_statistics(moved, "feature"))[1], kl
+    )
+    # N(0, 1) noise (the default) keeps the KL on the raw features: (0 + 0.25 + ln 4 - 1) / 2, (1 + 0.25 + ln 4 - 1) / 2
+    _, raw = apply_bottleneck(features, lam, torch.ones_like(features), noise_statistics(features, "standard"))
+    torch.testing.assert_close(raw, torch.tensor([[[np.log(4.0) - 0.75], [np.log(4.0) + 0.25]]]).float() / 2)
 
 
 def test_noise_statistics_are_per_image_and_channel():
     features = torch.tensor([[[0.0, 1.0], [2.0, 1.0]], [[4.0, -1.0], [4.0, 3.0]]])
     mean, std = noise_statistics(features, "feature")
     torch.testing.assert_close(mean, torch.tensor([[[1.0, 1.0]], [[4.0, 1.0]]]))
-    torch.testing.assert_close(std, torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]]))
+    # Constant channels get IBA's floor on the std.
+    torch.testing.assert_close(std, torch.tensor([[[1.0, MIN_STD]], [[MIN_STD, 2.0]]]))
     mean, std = noise_statistics(features, "standard")
     assert mean.abs().sum() == 0 and (std == 1).all()
     with pytest.raises(ValueError, match="unknown noise"):
@@ -110,8 +185,9 @@ def test_batch_of_n_equals_n_batches_of_one(encoder, noise):
     images, target = _inputs(encoder, n=2)
     method = M2IB(steps=3, samples=2, noise=noise, seed=7)
     batched = method(encoder, images, target)
-    singles = torch.cat([method(encoder, images[i : i + 1], TextTarget(target.embeddings[i : i + 1]))
-                         for i in range(2)])
+    singles = torch.cat(
+        [method(encoder, images[i : i + 1], TextTarget(target.embeddings[i : i + 1])) for i in range(2)]
+    )
     torch.testing.assert_close(batched, singles, atol=1e-5, rtol=1e-4)
 
 

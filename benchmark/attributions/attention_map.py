@@ -12,14 +12,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.attention import (
-    AttentionRecorder,
-    eval_mode,
-    patch_tokens,
-    reduce_heads,
-    resolve_block,
-    token_grid,
-)
+from aft_bench.attention import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.encoder import Encoder, EncoderKind
 
@@ -45,9 +38,9 @@ class AttentionMap(Attribution):
         self.heads = heads
 
     def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-        index = resolve_block(encoder, self.block)
+        index = encoder.resolve_block(self.block)
         with eval_mode(encoder), torch.no_grad(), AttentionRecorder(encoder, [index], ("probs",)) as rec:
             encoder(images)
         attention = reduce_heads(rec.probs(index), self.heads)  # B x N x N
-        cls_row = attention[:, 0, patch_tokens(encoder, attention.shape[-1])]
-        return upsample(token_grid(encoder, cls_row).float(), tuple(images.shape[-2:]))
+        cls_row = attention[:, 0, encoder.patch_slice(attention.shape[-1])]
+        return upsample(encoder.token_grid(cls_row).float(), tuple(images.shape[-2:]))

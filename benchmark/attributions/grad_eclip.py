@@ -9,7 +9,12 @@ token's key:
     lambda_i = (cos(q_cls, k_i) - min_j cos(q_cls, k_j)) / (max_j ... - min_j ...)
 
 with ``o_cls`` the attention output at the class position before the output projection and the min
-and max over the patch tokens. The AFT paper reports it in Fig. 4 and Table 1.
+and max over the patch tokens. Over several blocks the image map is the sum of each block's map,
+``H_i = sum_l ReLU( sum_c g^l_c v^l_ic lambda^l_i )``: the ReLU is applied per block, then the maps are
+added, as in the authors' image code (``grad_eclip`` in ``grad_eclip_image.ipynb`` of
+github.com/Cyang-Zhao/Grad-Eclip). Their text-side code (``grad_eclip_text``) adds the blocks' scores
+before one ReLU instead; that form is not used here. The AFT paper reports Grad-ECLIP in Fig. 4 and
+Table 1.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.attention import AttentionRecorder, patch_tokens, token_grid, vit_blocks
+from aft_bench.attention import AttentionRecorder
 from aft_bench.attributions.base import Attribution, Target, upsample
-from aft_bench.attributions.simple_gradient import eval_with_grad
+from aft_bench.attributions.gradients import eval_with_grad
 from aft_bench.encoder import Encoder, EncoderKind
 
 EPS = 1e-12
@@ -39,30 +44,33 @@ def loosened_attention(q_cls: Tensor, keys: Tensor) -> Tensor:
     return (cosine - low) / (high - low).clamp_min(EPS)
 
 
-def grad_eclip_scores(grad_cls: Tensor, q: Tensor, k: Tensor, v: Tensor, patches: slice) -> Tensor:
+def grad_eclip_scores(
+    grad_cls: Tensor, q: Tensor, k: Tensor, v: Tensor, patches: slice, key_similarity: bool = True
+) -> Tensor:
     """Per-patch Grad-ECLIP scores before the ReLU for one block.
 
     Args:
         grad_cls: Gradient of the score w.r.t. the attention output at the class token, B x C.
         q, k, v: Queries, keys and values, B x N x C (heads concatenated).
         patches: The slice of the N tokens holding the patch grid.
+        key_similarity: Weight by the loosened attention lambda; False drops it (the authors' ablation).
 
     Returns:
-        B x T scores ``sum_c g_c v_ic lambda_i`` over the T patch tokens.
+        B x T scores ``sum_c g_c v_ic lambda_i`` (or ``sum_c g_c v_ic``) over the T patch tokens.
     """
-    lam = loosened_attention(q[:, 0], k[:, patches])
-    return (grad_cls[:, None] * v[:, patches]).sum(-1) * lam
+    scores = (grad_cls[:, None] * v[:, patches]).sum(-1)
+    return scores * loosened_attention(q[:, 0], k[:, patches]) if key_similarity else scores
 
 
 class GradECLIP(Attribution):
     """Grad-ECLIP maps of an open_clip ViT (Zhao et al. 2024).
 
     The query/key cosine runs over all heads' channels concatenated, and the gradient is that of the
-    model's own (multi-head) forward pass. With ``blocks > 1`` the pre-ReLU scores of the last
-    ``blocks`` blocks are summed before the ReLU, as the authors do for their multi-layer variant.
+    model's own (multi-head) forward pass. With ``blocks > 1`` each of the last ``blocks`` blocks gives
+    its own ReLU'd map and the maps are summed, as the authors' image code does.
 
     Args:
-        blocks: Number of last blocks whose scores are summed (default 1, the last block only).
+        blocks: Number of last blocks whose maps are summed (default 1, the last block only).
         use_key_similarity: Weight values by the loosened attention lambda (default True); False
             gives the authors' "without key similarity" ablation.
     """
@@ -77,7 +85,7 @@ class GradECLIP(Attribution):
         self.use_key_similarity = use_key_similarity
 
     def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-        depth = len(vit_blocks(encoder))
+        depth = len(encoder.blocks)
         if self.blocks > depth:
             raise ValueError(f"blocks={self.blocks} exceeds the {depth} blocks of {encoder.name!r}")
         chosen = list(range(depth - self.blocks, depth))
@@ -86,12 +94,10 @@ class GradECLIP(Attribution):
             score = target.score(encoder(images.detach()))
             contexts = [rec.get(b, "context") for b in chosen]
             grads = torch.autograd.grad(score.sum(), contexts)
-        patches = patch_tokens(encoder, contexts[0].shape[1])
+        patches = encoder.patch_slice(contexts[0].shape[1])
         total = 0.0
         for block, grad in zip(chosen, grads, strict=True):
             q, k, v = (rec.get(block, f).detach().float() for f in ("q", "k", "v"))
-            if self.use_key_similarity:
-                total = total + grad_eclip_scores(grad[:, 0].float(), q, k, v, patches)
-            else:
-                total = total + (grad[:, 0, None].float() * v[:, patches]).sum(-1)
-        return upsample(token_grid(encoder, F.relu(total)), tuple(images.shape[-2:]))
+            scores = grad_eclip_scores(grad[:, 0].float(), q, k, v, patches, self.use_key_similarity)
+            total = total + F.relu(scores)
+        return upsample(encoder.token_grid(total), tuple(images.shape[-2:]))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
-from aft_bench.attributions.simple_gradient import check_images, eval_with_grad, target_scores
+from aft_bench.attributions.gradients import check_images, eval_with_grad, target_scores
 from aft_bench.encoder import Encoder
 
 

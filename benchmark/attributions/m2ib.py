@@ -3,17 +3,31 @@ Multi-Modal Information Bottleneck Attribution"), image side, batched.
 
 An information bottleneck (Schulz et al. 2020, IBA) is inserted after one block of the image tower:
 the block's features R are replaced by ``Z = lambda * R + (1 - lambda) * eps`` with
-``lambda = sigmoid(alpha)`` per token and channel and ``eps`` noise matching the features' statistics.
-``alpha`` (initialised to 5) is fitted with Adam to
+``lambda = sigmoid(alpha)`` per token and channel. ``alpha`` (initialised to 5) is fitted with Adam to
 
-    loss = beta * mean KL( N(lambda R, (1 - lambda)^2) || N(0, 1) ) - mean cos(image(Z), text),
+    loss = beta * mean KL( p(Z | R) || q(Z) ) - mean cos(image(Z), text),
 
-averaged over noise samples. The map is the KL summed over channels at each patch token (class
-token dropped), on the patch grid, upsampled. Defaults follow the authors' release (block 9 of 12,
-Adam lr 1, 10 steps, 10 noise samples, beta 0.1). Unlike the release, which fits one image at a
-time through the whole model, all images of a batch are fitted at once (Adam is elementwise, so
-each image's fit is unchanged), the blocks before the bottleneck run once, and the last block is
-computed for the class token alone when the embedding reads nothing else.
+averaged over noise samples, where ``q`` is the distribution of the noise ``eps``. Two noise modes:
+
+- ``standard`` (the default): ``eps ~ N(0, 1)``, so the KL is ``KL( N(lambda R, (1 - lambda)^2) || N(0, 1) )``
+  on the raw features. This is Wang et al.'s released code (``scripts/iba.py`` of
+  github.com/YingWANGG/M2IB: ``_sample_t`` adds standard normal noise, ``_calc_capacity`` is the KL to
+  N(0, 1)), whose maps the AFT paper shows.
+- ``feature``: IBA's form (Schulz et al. 2020; ``_do_restrict_information`` in ``IBA/pytorch.py`` of
+  github.com/BioroboticsLab/IBA): ``eps ~ N(mu, sigma^2)`` with the features' mean and std, and the
+  bottleneck and its KL taken on the standardised features ``(R - mu) / sigma``, which is
+  ``KL( N(lambda (R - mu) / sigma, (1 - lambda)^2) || N(0, 1) )``. As in IBA, sigma is floored at 0.01.
+  Unlike IBA, which estimates mu and sigma per feature over a dataset, they are each channel's mean
+  and std over the image's own tokens, so a map never depends on other images.
+
+In both modes the KL is measured against the noise the bottleneck injects (the KL is invariant to the
+affine standardisation), so the compression term and the noise are one model. The map is the KL summed
+over channels at each patch token (class token dropped), on the patch grid, upsampled. Defaults follow
+the authors' release (block 9 of 12, Adam lr 1, 10 steps, 10 noise samples, beta 0.1, N(0, 1) noise).
+Unlike the release, which fits one image at a time through the whole model, all images of a batch are
+fitted at once (Adam is elementwise, so each image's fit is unchanged), the blocks before the
+bottleneck run once, and the last block is computed for the class token alone when the embedding reads
+nothing else.
 """
 
 from __future__ import annotations
@@ -28,12 +42,12 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.transformer import ResidualAttentionBlock
 from torch import Tensor, nn
 
-from aft_bench.attention import resolve_block, vit_blocks
 from aft_bench.attributions.base import Attribution, Target, upsample
-from aft_bench.attributions.simple_gradient import eval_with_grad
+from aft_bench.attributions.gradients import eval_with_grad
 from aft_bench.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 MIN_VAR = 1e-12
+MIN_STD = 0.01  # IBA's floor on the feature std (``min_std`` of its PerSampleBottleneck)
 
 
 # ---------------------------------------------------------------------------------------- tower split
@@ -105,22 +119,18 @@ def _class_token_block(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
 
 def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
     """Cuts an open_clip ViT after ``block`` (default: block 9 of 12 scaled to the depth, 0-based)."""
-    blocks = vit_blocks(encoder)
+    blocks = encoder.blocks
     visual = encoder.visual
-    index = int(0.75 * len(blocks)) if block is None else resolve_block(encoder, block)
+    index = int(0.75 * len(blocks)) if block is None else encoder.resolve_block(block)
     pool = getattr(visual, "_pool", None)
     if pool is None:
         raise UnsupportedEncoderError(
             f"encoder {encoder.name!r}: this open_clip VisionTransformer has no _pool(); upgrade open_clip_torch"
         )
-    batch_first = getattr(visual.transformer, "batch_first", True)
-
-    def layout(x: Tensor) -> Tensor:  # batch-first <-> the blocks' layout
-        return x if batch_first else x.transpose(0, 1)
 
     def front(pixels: Tensor) -> Tensor:
         with torch.no_grad():
-            return layout(_output_of(blocks[index], lambda: encoder(pixels)))
+            return encoder.batch_first(_output_of(blocks[index], lambda: encoder(pixels)))
 
     later = list(blocks[index + 1 :])
     final = later.pop() if later and _class_token_only(visual, later[-1]) else None
@@ -128,10 +138,10 @@ def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
     def tail(features: Tensor) -> Tensor:
         x = features
         if later:
-            x = layout(features)
+            x = encoder.block_layout(features)
             for module in later:
                 x = module(x)
-            x = layout(x)
+            x = encoder.batch_first(x)
         if final is not None:
             x = _class_token_block(final, x)
         pooled, _ = pool(x)
@@ -139,9 +149,7 @@ def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
             pooled = pooled @ visual.proj
         return F.normalize(pooled.float(), dim=-1)
 
-    gh, gw = encoder.grid_size
-    tokens = visual.positional_embedding.shape[0]
-    return TowerSplit(front, tail, (gh, gw), slice(tokens - gh * gw, tokens))
+    return TowerSplit(front, tail, encoder.grid_size, encoder.patch_slice(visual.positional_embedding.shape[0]))
 
 
 def split_resnet(encoder: Encoder, stage: int | None) -> TowerSplit:
@@ -193,9 +201,9 @@ def gaussian_kl(mean: Tensor, var: Tensor) -> Tensor:
 def noise_statistics(features: Tensor, noise: str) -> tuple[Tensor, Tensor]:
     """Per-image, per-channel noise mean and std (B x 1 x C) for ``features`` (B x T x C).
 
-    ``feature``: the mean and std of each channel over the image's tokens (IBA's "noise matching the
-    feature statistics", computed per image so maps do not depend on the batch); ``standard``: N(0, 1),
-    as the authors' release samples.
+    ``standard``: 0 and 1, N(0, 1) as Wang et al.'s release samples; ``feature``: each channel's mean
+    and std over the image's tokens, the std floored at :data:`MIN_STD` (IBA's noise matching the
+    feature statistics, computed per image so that maps do not depend on the batch).
     """
     if noise not in NOISE_MODES:
         raise ValueError(f"unknown noise {noise!r}; choose from {sorted(NOISE_MODES)}")
@@ -203,9 +211,27 @@ def noise_statistics(features: Tensor, noise: str) -> tuple[Tensor, Tensor]:
 
 
 NOISE_MODES: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
-    "feature": lambda f: (f.mean(dim=1, keepdim=True), f.std(dim=1, keepdim=True, unbiased=False)),
     "standard": lambda f: (torch.zeros_like(f[:, :1]), torch.ones_like(f[:, :1])),
+    "feature": lambda f: (f.mean(dim=1, keepdim=True), f.std(dim=1, keepdim=True, unbiased=False).clamp_min(MIN_STD)),
 }
+
+
+def apply_bottleneck(features: Tensor, lam: Tensor, eps: Tensor, stats: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The bottleneck's output and its elementwise KL (all arguments broadcast together).
+
+    With noise ``mu + sigma * eps`` (``stats = (mu, sigma)``, ``eps`` standard normal draws):
+    ``Z = lam * R + (1 - lam) * (mu + sigma * eps)`` and
+    ``KL( N(lam * (R - mu) / sigma, (1 - lam)^2) || N(0, 1) )``, the KL of ``p(Z | R)`` to the noise
+    distribution in standardised units (IBA, Schulz et al. 2020; with ``mu = 0``, ``sigma = 1`` the KL
+    on the raw features of Wang et al.'s M2IB release).
+
+    Returns:
+        (Z, KL): Z of the shape all arguments broadcast to, KL of the shape all but ``eps`` broadcast to.
+    """
+    mean, std = stats
+    z = lam * features + (1.0 - lam) * (mean + std * eps)
+    kl = gaussian_kl(lam * ((features - mean) / std), (1.0 - lam).pow(2))
+    return z, kl
 
 
 def bottleneck_loss(
@@ -233,11 +259,10 @@ def bottleneck_loss(
     """
     batch, samples = features.shape[0], eps.shape[0]
     lam = torch.sigmoid(alpha)
-    noise = stats[0][:, None] + stats[1][:, None] * eps[None]  # B x S x T x C
-    z = lam[:, None] * features[:, None] + (1.0 - lam[:, None]) * noise
+    z, kl = apply_bottleneck(features[:, None], lam[:, None], eps[None], (stats[0][:, None], stats[1][:, None]))
     embeddings = split.tail(z.flatten(0, 1))
     fit = target.repeat_interleave(samples).score(embeddings).view(batch, samples).mean(dim=1)
-    kl = gaussian_kl(lam * features, (1.0 - lam).pow(2))
+    kl = kl[:, 0]
     return beta * kl.mean(dim=(1, 2)) - fit, kl
 
 
@@ -302,7 +327,9 @@ class M2IB(Attribution):
         lr: Adam learning rate (default 1).
         samples: Noise samples per step (default 10).
         alpha_init: Initial bottleneck logit (default 5, lambda ~ 0.993).
-        noise: ``feature`` (per-image channel statistics, default) or ``standard`` (N(0, 1)).
+        noise: ``standard`` (default): N(0, 1) noise and the KL on the raw features, as Wang et al.'s
+            release; ``feature``: IBA's form (Schulz et al. 2020), noise with each channel's mean and
+            std over the image's tokens and the KL on the standardised features.
         seed: Seed of the noise draws.
     """
 
@@ -318,7 +345,7 @@ class M2IB(Attribution):
         lr: float = 1.0,
         samples: int = 10,
         alpha_init: float = 5.0,
-        noise: str = "feature",
+        noise: str = "standard",
         seed: int = 0,
     ) -> None:
         if noise not in NOISE_MODES:
@@ -326,8 +353,9 @@ class M2IB(Attribution):
         if steps < 1 or samples < 1:
             raise ValueError(f"steps and samples must be >= 1, got steps={steps}, samples={samples}")
         self.site = {"vit": block, "cnn": stage}
-        self.fit_args = dict(beta=beta, steps=steps, lr=lr, samples=samples, noise=noise,
-                             alpha_init=alpha_init, seed=seed)
+        self.fit_args = dict(
+            beta=beta, steps=steps, lr=lr, samples=samples, noise=noise, alpha_init=alpha_init, seed=seed
+        )
 
     def split(self, encoder: Encoder) -> TowerSplit:
         """The encoder's tower cut where this method puts the bottleneck."""

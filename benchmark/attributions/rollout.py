@@ -13,15 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.attention import (
-    AttentionRecorder,
-    eval_mode,
-    patch_tokens,
-    reduce_heads,
-    resolve_block,
-    token_grid,
-    vit_blocks,
-)
+from aft_bench.attention import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.encoder import Encoder, EncoderKind
 
@@ -60,10 +52,10 @@ class Rollout(Attribution):
         self.heads = heads
 
     def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-        start = resolve_block(encoder, self.start_block)
-        blocks = list(range(start, len(vit_blocks(encoder))))
+        start = encoder.resolve_block(self.start_block)
+        blocks = list(range(start, len(encoder.blocks)))
         with eval_mode(encoder), torch.no_grad(), AttentionRecorder(encoder, blocks, ("probs",)) as rec:
             encoder(images)
             joint = rollout([reduce_heads(rec.probs(b).float(), self.heads) for b in blocks])
-        cls_row = joint[:, 0, patch_tokens(encoder, joint.shape[-1])]
-        return upsample(token_grid(encoder, cls_row), tuple(images.shape[-2:]))
+        cls_row = joint[:, 0, encoder.patch_slice(joint.shape[-1])]
+        return upsample(encoder.token_grid(cls_row), tuple(images.shape[-2:]))

@@ -2,21 +2,19 @@
 
 The map is the magnitude of the gradient of the target score (the image-text cosine similarity of
 the AFT paper, section 4.1) with respect to the input pixels in [0, 1], aggregated over the colour
-channels. This module also holds the two helpers the other gradient methods share:
-:func:`eval_with_grad` (eval mode plus autograd for one call, restoring the caller's state) and
-:func:`input_gradient` (one forward and one backward for a whole batch).
+channels. The gradient itself comes from :func:`aft_bench.attributions.gradients.input_gradient`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
+from aft_bench.attributions.gradients import input_gradient
 from aft_bench.encoder import Encoder
 
 ChannelReducer = Callable[[Tensor], Tensor]
@@ -28,70 +26,6 @@ CHANNEL_REDUCERS: dict[str, ChannelReducer] = {
     "max": lambda grad: grad.abs().amax(dim=1),
     "l2": lambda grad: torch.linalg.vector_norm(grad, dim=1),
 }
-
-
-@contextlib.contextmanager
-def eval_with_grad(encoder: nn.Module) -> Iterator[None]:
-    """Runs the body with ``encoder`` in eval mode and autograd enabled, then restores both.
-
-    Every submodule's ``training`` flag is put back as it was, so a caller in the middle of
-    training (for example AFT monitoring its saliency maps) keeps its mode. Eval mode matters:
-    batch norm in training mode mixes the images of a batch, which would break "a batch of N gives
-    the maps of N batches of 1". The mode is switched only if some module is training, because
-    :meth:`Encoder.train` drops the text-embedding cache.
-
-    Raises:
-        RuntimeError: Under ``torch.inference_mode()``, where no gradient can be taken.
-    """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "gradient attributions cannot run under torch.inference_mode(); call them outside it "
-            "(torch.no_grad() is fine: gradients are re-enabled inside)"
-        )
-    modes = {module: module.training for module in encoder.modules()}
-    if any(modes.values()):
-        encoder.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
-def check_images(images: Tensor) -> None:
-    """Raises ValueError unless ``images`` is a floating B x C x H x W tensor."""
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(
-            f"attributions expect float pixels in [0, 1] of shape B x 3 x H x W, got dtype {images.dtype} "
-            f"and shape {tuple(images.shape)}; convert with images.float() / 255 first"
-        )
-
-
-def target_scores(encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-    """The target's score (B,) of ``images``, checked to hold one score per image."""
-    scores = target.score(encoder(images))
-    if scores.shape != (images.shape[0],):
-        raise ValueError(
-            f"target {type(target).__name__} gave scores of shape {tuple(scores.shape)} for "
-            f"{images.shape[0]} images; it needs one target per image"
-        )
-    return scores
-
-
-def input_gradient(encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-    """Gradient (B x C x H x W) of each image's target score with respect to its own pixels.
-
-    One forward and one backward for the whole batch: the scores are summed, which gives each image's
-    own gradient because (in eval mode) images do not interact. Only the input's gradient is taken
-    (``torch.autograd.grad``), so nothing accumulates in the model parameters' ``.grad``.
-    """
-    check_images(images)
-    with eval_with_grad(encoder):
-        pixels = images.detach().requires_grad_(True)
-        scores = target_scores(encoder, pixels, target)
-        (grad,) = torch.autograd.grad(scores.sum(), pixels)
-    return grad
 
 
 class SimpleGradient(Attribution):

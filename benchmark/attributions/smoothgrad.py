@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
-from aft_bench.attributions.simple_gradient import SimpleGradient, check_images
+from aft_bench.attributions.gradients import check_images
+from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.encoder import Encoder, EncoderKind
 
 
