@@ -1,4 +1,4 @@
-"""The toy CLIP's recipe, training determinism, checkpoint round trip, cached use and zero-shot accuracy."""
+"""The toy CLIP: recipe, training determinism, checkpoint round trip, cached use, fine-tunes, zero-shot accuracy."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from aft_bench import toy
 from aft_bench.data.shapes import CLASSNAMES, caption, generate_batch
 from aft_bench.loading import load_encoder
 from aft_bench.registries import ENCODERS
+from aft_bench.toy import finetunes
+from aft_bench.training.config import TrainConfig
+from aft_bench.training.presets import PRESETS
+from aft_bench.training.trainer import TRAINER_VERSION
 
 # A recipe small enough to train in well under a second: the real one trains for a minute or more.
 TINY = toy.ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
@@ -183,6 +187,31 @@ def test_deduplicated_loss_is_zero_at_a_perfect_fit() -> None:
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
     loss = toy.deduplicated_clip_loss(text[labels], text, labels, torch.tensor(math.log(100.0)))
     assert 0.0 <= loss.item() < 1e-6
+
+
+# ---------------------------------------------------------------------------------------- fine-tunes
+def test_toy_finetunes_train_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """toy-aft is the trainer run on its preset from the toy, cached under preset, trainer version, recipe and toy."""
+    monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
+    small = {**PRESETS["toy-aft"], "data": "shapes:8", "batch_size": 4, "max_steps": 2, "pgd_steps": 1, "save_every": 1}
+    monkeypatch.setitem(PRESETS, "toy-aft", small)
+    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY), replace=True):
+        trained = finetunes.load_toy_aft()
+        recipe_hash = TrainConfig(**small, preset="toy-aft").recipe_hash()
+        folder = tmp_path / f"toy-aft-v{TRAINER_VERSION}-{recipe_hash}-{toy.toy_cache_key(TINY)}"
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "encoder.json", "encoder.safetensors",
+                                                             "metrics.jsonl"]  # the checkpoint is dropped
+        card = json.loads((folder / "encoder.json").read_text())
+        assert (trained.name, card["name"], card["preset"], card["train_steps"]) == ("toy-aft", "toy-aft", "toy-aft", 2)
+
+        def no_training(config: TrainConfig) -> None:
+            raise AssertionError("the cached fine-tune was trained again")
+
+        monkeypatch.setattr(finetunes, "train", no_training)
+        again = finetunes.load_toy_aft()
+    for a, b in zip(_probe_embeddings(trained), _probe_embeddings(again), strict=True):
+        assert torch.equal(a, b)
+    assert ENCODERS.get("toy-aft") is finetunes.load_toy_aft and ENCODERS.get("toy-fare") is finetunes.load_toy_fare
 
 
 # ---------------------------------------------------------------------------------------- zero-shot

@@ -13,7 +13,8 @@ from conftest import TINY_VIT_CFG, make_encoder
 from safetensors.torch import load_file
 
 from aft_bench.loading import save_encoder
-from aft_bench.training.trainer import config_from_args, train
+from aft_bench.training.arguments import config_from_args
+from aft_bench.training.trainer import train
 
 
 def _free_port() -> int:

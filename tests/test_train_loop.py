@@ -16,14 +16,15 @@ from safetensors.torch import load_file
 
 from aft_bench.cache import cached
 from aft_bench.data.base import DataError
+from aft_bench.errors import USER_ERRORS
 from aft_bench.loading import load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
-from aft_bench.training.checkpoint import load_checkpoint
+from aft_bench.training.arguments import config_from_args, run_train
+from aft_bench.training.checkpoint import ResumeError, load_checkpoint
 from aft_bench.training.objectives.aft import AFTObjective
-from aft_bench.training.trainer import NonFiniteError, config_from_args, main, train
+from aft_bench.training.trainer import NonFiniteError, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def _argv(ckpt: Path, out: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_ckpt, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("full")
-    assert main(_argv(tiny_ckpt, out)) == 0
+    assert run_train(_argv(tiny_ckpt, out)) == 0
     return out
 
 
@@ -55,7 +56,7 @@ def _metrics(out: Path) -> list[dict]:
     return rows
 
 
-def test_resume_after_a_kill_is_exact(tiny_ckpt, uninterrupted, tmp_path, monkeypatch):
+def test_resume_after_a_kill_is_exact(tiny_ckpt, uninterrupted, tmp_path, monkeypatch, caplog):
     kill_at = int(np.random.default_rng(2024).integers(3, 6))  # a "random" step, fixed for reproducibility
     calls = {"n": 0}
     original = AFTObjective.__call__
@@ -68,13 +69,16 @@ def test_resume_after_a_kill_is_exact(tiny_ckpt, uninterrupted, tmp_path, monkey
 
     monkeypatch.setattr(AFTObjective, "__call__", dying)
     with pytest.raises(_Killed):
-        main(_argv(tiny_ckpt, tmp_path))
+        run_train(_argv(tiny_ckpt, tmp_path))
     monkeypatch.setattr(AFTObjective, "__call__", original)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2 * ((kill_at - 1) // 2)
     # Resume, stop once more on purpose (as a preemption), resume to the end.
-    assert main(_argv(tiny_ckpt, tmp_path, "--stop-at-step", "4")) == 0
-    assert not (tmp_path / "encoder.safetensors").exists()
-    assert main(_argv(tiny_ckpt, tmp_path)) == 0
+    with caplog.at_level(logging.INFO, logger="aft_bench.training.arguments"):
+        assert run_train(_argv(tiny_ckpt, tmp_path, "--stop-at-step", "4")) == 0
+        assert "stopped at step 4 of 5; run the same command again to resume" in caplog.text
+        assert not (tmp_path / "encoder.safetensors").exists()
+        assert run_train(_argv(tiny_ckpt, tmp_path)) == 0
+        assert f"trained encoder: {tmp_path / 'encoder.safetensors'}" in caplog.text
     full, resumed = load_file(uninterrupted / "encoder.safetensors"), load_file(tmp_path / "encoder.safetensors")
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)  # bit for bit
@@ -97,7 +101,7 @@ def test_cached_fine_tune_killed_mid_way_continues_to_the_same_weights(tiny_ckpt
         return original(self, *args, **kwargs)
 
     def build(directory: Path) -> None:
-        assert main(_argv(tiny_ckpt, directory)) == 0
+        assert run_train(_argv(tiny_ckpt, directory)) == 0
 
     monkeypatch.setattr(AFTObjective, "__call__", dying)
     with pytest.raises(_Killed):
@@ -112,7 +116,8 @@ def test_cached_fine_tune_killed_mid_way_continues_to_the_same_weights(tiny_ckpt
 
 
 def test_resume_refuses_a_different_recipe(tiny_ckpt, uninterrupted):
-    assert main(_argv(tiny_ckpt, uninterrupted, "--eps", "2")) == 1
+    with pytest.raises(ResumeError, match="different recipe"):
+        run_train(_argv(tiny_ckpt, uninterrupted, "--eps", "2"))
 
 
 def test_trained_checkpoint_loads_as_encoder_and_in_plain_open_clip(tiny_ckpt, uninterrupted, tmp_path):
@@ -154,20 +159,18 @@ class _NaNAtThirdStep(AFTObjective):
         return out
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_ckpt, tmp_path, caplog):
-    if "test-nan-at-3" not in OBJECTIVES:
-        OBJECTIVES.register("test-nan-at-3", _NaNAtThirdStep, help="test only")
-    config = config_from_args(_argv(tiny_ckpt, tmp_path, "--objective", "test-nan-at-3"))
-    with pytest.raises(NonFiniteError, match="at step 3") as err:
-        train(config)
-    assert "checkpoint.pt (step 2)" in str(err.value)
-    state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["step"] == 2
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
-    assert not (tmp_path / "encoder.safetensors").exists()
-    with caplog.at_level(logging.ERROR):
-        assert main(_argv(tiny_ckpt, tmp_path, "--objective", "test-nan-at-3")) == 1  # resumes at 2, NaN at 5
-    assert "at step 5" in caplog.text
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_ckpt, tmp_path):
+    argv = _argv(tiny_ckpt, tmp_path, "--objective", "test-nan-at-3")
+    with OBJECTIVES.temporary("test-nan-at-3", _NaNAtThirdStep, help="test only"):
+        with pytest.raises(NonFiniteError, match="at step 3") as err:
+            train(config_from_args(argv))
+        assert "checkpoint.pt (step 2)" in str(err.value) and isinstance(err.value, USER_ERRORS)  # one line, no trace
+        state = load_checkpoint(tmp_path / "checkpoint.pt")
+        assert state["step"] == 2
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+        assert not (tmp_path / "encoder.safetensors").exists()
+        with pytest.raises(NonFiniteError, match="at step 5"):  # resumes at 2, NaN at its third step
+            run_train(argv)
 
 
 def _image_folder(root: Path) -> Path:
@@ -182,22 +185,24 @@ def _image_folder(root: Path) -> Path:
     return bad
 
 
-def test_corrupt_image_is_skipped_counted_and_logged(tiny_ckpt, tmp_path, caplog):
+def test_corrupt_image_fails_by_default_and_the_run_resumes_skipping_it_on_request(tiny_ckpt, tmp_path, caplog):
     bad = _image_folder(tmp_path / "images")
-    base = ["--encoder", f"ckpt:{tiny_ckpt}", "--data", str(tmp_path / "images"), "--batch-size", "4",
-            "--max-steps", "2", "--pgd-steps", "1", "--save-every", "2"]
-    with caplog.at_level(logging.WARNING):
-        result = train(config_from_args([*base, "--out", str(tmp_path / "run")]))
-    assert result.skipped_images == 1 and result.encoder_path is not None
-    assert str(bad) in caplog.text
+    # Seed 2 orders epoch 0 as [6 5 7 2 | 3 4 0 1]: the corrupt file (index 4 of 8, sorted) is in step 2's batch.
+    argv = ["--encoder", f"ckpt:{tiny_ckpt}", "--data", str(tmp_path / "images"), "--batch-size", "4", "--seed", "2",
+            "--max-steps", "2", "--pgd-steps", "1", "--save-every", "1", "--out", str(tmp_path / "run")]
+    with pytest.raises(DataError, match="corrupt.JPEG"):
+        run_train(argv)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 1
+    with caplog.at_level(logging.INFO):  # on_error is not part of the recipe: the stopped run continues
+        result = train(config_from_args([*argv, "--on-error", "skip"]))
+    assert "resumed" in caplog.text and str(bad) in caplog.text
+    assert result.step == 2 and result.skipped_images == 1 and result.encoder_path is not None
     card = json.loads(result.encoder_path.with_suffix(".json").read_text())
     assert card["skipped_images"] == 1 and "8 images" in card["data"]
-    with pytest.raises(DataError, match="corrupt.JPEG"):
-        train(config_from_args([*base, "--out", str(tmp_path / "strict"), "--on-error", "raise"]))
 
 
 def test_supervised_aft_trains_on_a_caption_file(tiny_ckpt, tmp_path):
-    _image_folder(tmp_path / "images")
+    _image_folder(tmp_path / "images").unlink()  # readable images only: image-only data fails for its captions
     files = sorted((tmp_path / "images").rglob("img*"))
     lines = ["path,caption"] + [f"{f.relative_to(tmp_path)},a photo of thing {i}" for i, f in enumerate(files)]
     (tmp_path / "captions.csv").write_text("\n".join(lines) + "\n")
@@ -211,20 +216,11 @@ def test_supervised_aft_trains_on_a_caption_file(tiny_ckpt, tmp_path):
         train(config_from_args(image_only))
 
 
-def test_presets_and_flags_compose():
-    config = config_from_args(["--preset", "vit-b-16-aft-eps2", "--data", "/data/imagenet/train", "--lr", "2e-5"])
-    assert (config.encoder, config.eps, config.batch_size, config.lr) == ("ViT-B-16:openai", 2.0, 128, 2e-5)
-    assert config.preset == "vit-b-16-aft-eps2" and config.beta2 == 0.95 and config.pgd_steps == 10
-    assert config_from_args(["--preset", "vit-l-14-aft-eps4"]).batch_size == 64
-    fare = config_from_args(["--preset", "vit-b-16-fare-eps4", "--no-outer-noise"])
-    assert fare.objective == "fare" and fare.outer_noise is False
-
-
 @pytest.mark.parametrize("cfg", [TINY_CNN_CFG, TINY_TIMM_CFG], ids=["modified_resnet", "timm_convnext"])
 def test_cnn_towers_train_too(cfg, tmp_path):
     encoder = make_encoder(cfg, "tower")
     ckpt = save_encoder(encoder, tmp_path / "start.safetensors", encoder.card)
-    assert main(["--encoder", f"ckpt:{ckpt}", "--data", "shapes:16", "--batch-size", "4", "--max-steps", "2",
+    assert run_train(["--encoder", f"ckpt:{ckpt}", "--data", "shapes:16", "--batch-size", "4", "--max-steps", "2",
                  "--pgd-steps", "2", "--lr", "1e-3", "--out", str(tmp_path / "out")]) == 0
     start, trained = load_file(ckpt), load_file(tmp_path / "out" / "encoder.safetensors")
     assert any(not torch.equal(start[k], trained[k]) for k in start if k.startswith("visual."))

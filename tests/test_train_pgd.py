@@ -8,6 +8,7 @@ import torch
 from scipy.optimize import minimize
 from torch.utils.flop_counter import FlopCounterMode
 
+from aft_bench.seeding import sample_seed
 from aft_bench.training.pgd import PGDConfig, pgd_maximize
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.regularizers import BoxQuadratic, GroupQuadratic
@@ -162,6 +163,16 @@ def test_sample_streams_do_not_depend_on_the_batch_split():
         b = torch.cat([first.normal((3, 4, 4), 0.1), rest.normal((3, 4, 4), 0.1)])
         assert torch.equal(a, b)
     assert not torch.equal(SampleRandom(7, 4, [10]).normal((5,), 1.0), SampleRandom(7, 3, [10]).normal((5,), 1.0))
+
+
+def test_sample_streams_use_the_projects_one_seeding_scheme():
+    """Sample 10 at step 3 of a seed-7 run draws from aft_bench.seeding's generator for ("10", 3)."""
+    rng = SampleRandom(7, 3, [10, 11])
+    normal, uniform = rng.normal((4,), 0.5), rng.uniform((2,), -1.0, 1.0)
+    for row, index in enumerate((10, 11)):
+        gen = torch.Generator().manual_seed(sample_seed(7, str(index), 3))
+        assert torch.equal(normal[row], torch.randn(4, generator=gen) * 0.5)
+        assert torch.equal(uniform[row], torch.rand(2, generator=gen) * 2.0 - 1.0)
 
 
 def test_random_start_needs_generators():

@@ -1,4 +1,4 @@
-"""Regularizers: values, conjugates checked numerically (h* from h, and h** = h), projections."""
+"""Regularizers: values, conjugates checked numerically (h* from h, and h** = h), projections, the registry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from aft_bench.registries import REGULARIZERS
+from aft_bench.registry import UnknownNameError
+from aft_bench.training.arguments import config_from_args
+from aft_bench.training.config import TrainConfig
+from aft_bench.training.objectives.base import build_regularizer
 from aft_bench.training.regularizers import BoxPixelNorm, BoxQuadratic, ElasticNet, GroupQuadratic, huber
 
 EPS, ETA = 0.3, 0.2
@@ -132,3 +137,31 @@ def test_bad_radii_are_refused():
         BoxQuadratic(0.0, ETA)
     with pytest.raises(ValueError, match="eta"):
         BoxQuadratic(EPS, -1.0)
+
+
+# ---------------------------------------------------------------------------------------- the registry
+CONFIG = TrainConfig(eps=4.0, eta=2.0, eps2=0.5, group_patch=8)  # 1/255 units
+
+
+@pytest.mark.parametrize(("name", "cls", "settings"), [
+    ("box", BoxQuadratic, {}),
+    ("box-pixelnorm", BoxPixelNorm, {}),
+    ("group-pixel", GroupQuadratic, {"group": "pixel", "patch": 1}),
+    ("group-patch", GroupQuadratic, {"group": "patch", "patch": 8}),
+    ("elastic-net", ElasticNet, {"eps2": 0.5}),
+])
+def test_each_registered_name_builds_its_regularizer_in_pixel_units(name, cls, settings):
+    reg = build_regularizer(CONFIG.replace(regularizer=name))
+    assert type(reg) is cls
+    assert reg.describe() == {"regularizer": cls.__name__, "eps": 4 / 255, "eta": 2 / 255, **settings}
+
+
+def test_regularizer_names_come_from_the_registry():
+    assert REGULARIZERS.names() == ["box", "box-pixelnorm", "group-pixel", "group-patch", "elastic-net"]
+    with pytest.raises(UnknownNameError, match="Did you mean 'elastic-net'"):
+        build_regularizer(CONFIG.replace(regularizer="elastic_net"))
+    plain = BoxQuadratic(0.5, 0.0)
+    with REGULARIZERS.temporary("test-fixed", lambda config: plain):
+        assert build_regularizer(CONFIG.replace(regularizer="test-fixed")) is plain
+        assert config_from_args(["--regularizer", "test-fixed"]).regularizer == "test-fixed"  # the flag follows
+    assert "test-fixed" not in REGULARIZERS

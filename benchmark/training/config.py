@@ -1,104 +1,99 @@
-"""The training recipe: one frozen dataclass, hashed to name cached toy encoders."""
+"""The training recipe: one frozen dataclass, each field documented once, hashed to name cached toy encoders.
+
+Every field of :class:`TrainConfig` is declared with :func:`option`, which keeps its help text (and its
+choices, where it has some) in the field's metadata. That one place documents the field: the class
+docstring's ``Attributes`` section and the ``aft-bench train`` flags (:mod:`aft_bench.training.arguments`)
+are generated from it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+
+from aft_bench.registries import REGULARIZERS
+from aft_bench.training.presets import PRESETS
 
 PIXEL = 1 / 255  # eps, eta, sigma and the PGD step are given in 1/255 units
 
 
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+           names: Collection[str] | None = None) -> Any:
+    """A :class:`TrainConfig` field with its documentation in ``metadata``.
+
+    Args:
+        default: The default value.
+        help: What the field means, in one or two sentences (docstring and ``--help`` text).
+        choices: The fixed set of valid values (checked when the config is built).
+        names: A live collection of valid names (a registry, the presets table), offered by the command
+            line; the name is looked up, with a did-you-mean, where it is used.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "names": names})
+
+
+def _document(cls: type) -> type:
+    """Appends a Google-style ``Attributes`` section, built from the fields' help texts, to the docstring."""
+    lines = [f"        {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls)]
+    cls.__doc__ = "\n".join([(cls.__doc__ or "").rstrip(), "", "    Attributes:", *lines, ""])
+    return cls
+
+
+@_document
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on (defaults: paper appendix A.3 and section 4).
 
     Radii and step sizes are in 1/255 units (``eps=4`` is 4/255), as on the command line.
-
-    Attributes:
-        encoder: Encoder spec to start from (``ViT-B-16:openai``, ``ckpt:PATH``, ``toy``, ...).
-        objective: Name in the OBJECTIVES registry (``aft``, ``fare``, ``aft-supervised``).
-        regularizer: Penalty h for aft objectives (``box`` = paper Eq. 5, ``box-pixelnorm`` = published
-            code, ``group-pixel``, ``group-patch``, ``elastic-net``).
-        eps: Radius of the perturbation ball (1/255 units).
-        eta: Smoothness eta of h* (1/255 units).
-        eps2: Elastic-net L2 weight eps_2 (Eq. 21).
-        group_patch: Patch side of the ``group-patch`` regularizer.
-        sigma: Std of AFT's Gaussian smoothing noise (1/255 units).
-        outer_noise: Keep the noise z in the outer loss (paper Eq. 7); the published code drops it.
-        pgd_steps: PGD steps K.
-        pgd_step_size: PGD step alpha (1/255 units).
-        pgd_momentum: MI-FGSM momentum (0 = plain sign PGD; the published code uses 0.9).
-        random_start: Start PGD uniformly in the ball.
-        data: ``shapes[:N]``, a folder of images (searched recursively; ImageNet train layout), or a
-            ``.csv``/``.jsonl`` of (path, caption).
-        data_root: Folder relative image paths of a caption file are resolved against.
-        epochs: Passes over the data (ignored when ``max_steps`` is set).
-        max_steps: Total optimiser steps (overrides ``epochs``).
-        batch_size: Global batch size (split evenly across ranks).
-        lr: Peak learning rate.
-        min_lr_ratio: Final learning rate as a fraction of the peak.
-        warmup: Linear warm-up, as a fraction of the total steps.
-        weight_decay: AdamW weight decay.
-        beta1: AdamW beta_1.
-        beta2: AdamW beta_2.
-        grad_clip: Clip the global gradient norm to this value (0 = off).
-        seed: Run seed (data order, PGD start, noise).
-        precision: ``fp32`` or ``bf16`` (autocast; PGD stays fp32).
-        compile: ``torch.compile`` the image tower (the PGD loop stays eager).
-        channels_last: Channels-last inputs (helps convolutions on GPU).
-        workers: Data-loading worker processes.
-        on_error: ``skip`` (count and log corrupt images) or ``raise``.
-        save_every: Checkpoint every this many steps (and at the end).
-        log_every: Refresh the progress bar every this many steps (the metrics log gets every step).
-        stop_at_step: Exit after this step (after checkpointing), as a preemption would.
-        device: ``auto`` (cuda:LOCAL_RANK when available, else cpu), ``cpu`` or ``cuda``.
-        out: Output folder (checkpoint, metrics log, trained encoder).
-        name: Name recorded in the encoder card.
-        preset: The preset the recipe came from, if any.
     """
 
-    encoder: str = "toy"
-    objective: str = "aft"
-    regularizer: str = "box"
-    eps: float = 4.0
-    eta: float = 1.0
-    eps2: float = 1.0
-    group_patch: int = 16
-    sigma: float = 1.0
-    outer_noise: bool = True
-    pgd_steps: int = 10
-    pgd_step_size: float = 1.0
-    pgd_momentum: float = 0.0
-    random_start: bool = True
-    data: str = "shapes"
-    data_root: str | None = None
-    epochs: float = 2.0
-    max_steps: int | None = None
-    batch_size: int = 128
-    lr: float = 1e-5
-    min_lr_ratio: float = 0.0
-    warmup: float = 0.05
-    weight_decay: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 0.0
-    seed: int = 0
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    workers: int = 0
-    on_error: str = "skip"
-    save_every: int = 500
-    log_every: int = 10
-    stop_at_step: int | None = None
-    device: str = "auto"
-    out: str = "runs/train"
-    name: str | None = None
-    preset: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    encoder: str = option("toy", "Encoder spec to start from (ViT-B-16:openai, ckpt:PATH, toy, ...).")
+    objective: str = option("aft", "Name in the objective registry (aft-bench ls objectives): aft (paper Eq. 7), "
+                                   "fare (Schlarmann et al. 2024) or aft-supervised (Eq. 1).")
+    regularizer: str = option("box", "Penalty h of the aft objectives, a name in the regularizer registry (aft-bench "
+                                     "ls regularizers); box is paper Eq. 5.", names=REGULARIZERS)
+    eps: float = option(4.0, "Radius of the perturbation ball in 1/255 units (4 = 4/255).")
+    eta: float = option(1.0, "Smoothness eta of h* (paper Eq. 4/5) in 1/255 units.")
+    eps2: float = option(1.0, "Elastic-net L2 weight eps_2 (Eq. 21).")
+    group_patch: int = option(16, "Patch side in pixels of the group-patch regularizer.")
+    sigma: float = option(1.0, "Std of AFT's Gaussian smoothing noise in 1/255 units.")
+    outer_noise: bool = option(True, "Keep the noise z in the outer loss (paper Eq. 7); the published code drops it.")
+    pgd_steps: int = option(10, "PGD steps K.")
+    pgd_step_size: float = option(1.0, "PGD step alpha in 1/255 units.")
+    pgd_momentum: float = option(0.0, "MI-FGSM momentum (0 = plain sign PGD; the published code uses 0.9).")
+    random_start: bool = option(True, "Start PGD uniformly in the ball (else at delta = 0).")
+    data: str = option("shapes", "shapes[:N], a folder of images (searched recursively; ImageNet train layout), "
+                                 "or a .csv/.jsonl file of (path, caption) rows.")
+    data_root: str | None = option(None, "Folder that relative image paths of a caption file are resolved against "
+                                         "(default: the file's folder).")
+    epochs: float = option(2.0, "Passes over the data (ignored when max_steps is set).")
+    max_steps: int | None = option(None, "Total optimiser steps (overrides epochs).")
+    batch_size: int = option(128, "Global batch size (split evenly across ranks).")
+    lr: float = option(1e-5, "Peak learning rate.")
+    min_lr_ratio: float = option(0.0, "Final learning rate as a fraction of the peak.")
+    warmup: float = option(0.05, "Linear warm-up, as a fraction of the total steps.")
+    weight_decay: float = option(1e-4, "AdamW weight decay.")
+    beta1: float = option(0.9, "AdamW beta_1.")
+    beta2: float = option(0.95, "AdamW beta_2.")
+    grad_clip: float = option(0.0, "Clip the global gradient norm to this value (0 = off).")
+    seed: int = option(0, "Run seed (data order, PGD start, noise).")
+    precision: str = option("fp32", "fp32, or bf16 autocast (PGD stays fp32).", choices=("fp32", "bf16"))
+    compile: bool = option(False, "torch.compile the image tower (the PGD loop stays eager).")
+    channels_last: bool = option(False, "Channels-last inputs (helps convolutions on GPU).")
+    workers: int = option(0, "Data-loading worker processes.")
+    on_error: str = option("raise", "Unreadable training images: raise (fail, naming the file) or skip (leave "
+                                    "them out, counted in the log and the encoder card).", choices=("raise", "skip"))
+    save_every: int = option(500, "Checkpoint every this many steps (and at the end).")
+    log_every: int = option(10, "Refresh the progress bar every this many steps (the metrics log gets every step).")
+    stop_at_step: int | None = option(None, "Exit after this step (after checkpointing), as a preemption would.")
+    device: str = option("auto", "auto (cuda:LOCAL_RANK when available, else cpu), cpu or cuda.")
+    out: str = option("runs/train", "Output folder (checkpoint.pt, metrics.jsonl, encoder.safetensors + .json).")
+    name: str | None = option(None, "Name recorded in the encoder card.")
+    preset: str | None = option(None, "The named recipe the run starts from (paper runs, toy-aft, toy-fare); "
+                                      "options not given keep its values.", names=PRESETS)
 
     def __post_init__(self) -> None:
         checks = {
@@ -107,16 +102,19 @@ class TrainConfig:
             "lr": self.lr > 0,
             "epochs": self.epochs > 0 or self.max_steps is not None,
             "warmup": 0 <= self.warmup < 1,
-            "precision": self.precision in ("fp32", "bf16"),
-            "on_error": self.on_error in ("skip", "raise"),
             "max_steps": self.max_steps is None or self.max_steps >= 1,
         }
+        checks.update({f.name: getattr(self, f.name) in f.metadata["choices"]
+                       for f in dataclasses.fields(self) if f.metadata["choices"] is not None})
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid training option(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
 
-    # Fields that do not change the trained weights (where and how the run is carried out).
-    NON_RECIPE = ("out", "device", "workers", "log_every", "save_every", "stop_at_step", "name", "compile")
+    # Fields that do not change the trained weights (where and how the run is carried out). ``on_error``
+    # is one: a run that finishes under ``raise`` read every image, so ``skip`` would train the same, and a
+    # run stopped by a corrupt image can be resumed with ``--on-error skip``.
+    NON_RECIPE = ("out", "device", "workers", "log_every", "save_every", "stop_at_step", "name", "compile",
+                  "on_error")
 
     def recipe(self) -> dict[str, Any]:
         """The fields that determine the result (used for cache keys and cards)."""

@@ -10,8 +10,9 @@ CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
 
 :class:`ShardedBatches` draws one permutation per epoch from the seed, cuts it into global batches
 and gives each rank a contiguous slice; its position (epoch, batch) is saved in checkpoints so a
-resumed run sees exactly the batches it would have seen. A corrupt image is skipped, counted and
-logged with its path (``on_error="skip"``, the default), never a crash mid-run.
+resumed run sees exactly the batches it would have seen. A corrupt image fails the run with a
+:class:`~aft_bench.data.base.DataError` naming the file (``on_error="raise"``, the default), or is skipped,
+counted and logged with its path (``on_error="skip"``).
 """
 
 from __future__ import annotations
@@ -210,11 +211,11 @@ class ShardedBatches:
         rank: This process's rank.
         world_size: Number of ranks.
         workers: DataLoader worker processes.
-        on_error: ``skip`` or ``raise`` for unreadable images.
+        on_error: ``raise`` (fail naming the file) or ``skip`` (count and log) for unreadable images.
     """
 
     def __init__(self, source: TrainSource, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 workers: int = 0, on_error: str = "skip") -> None:
+                 workers: int = 0, on_error: str = "raise") -> None:
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not a multiple of the {world_size} ranks")
         if len(source) < batch_size:

@@ -1,25 +1,21 @@
-"""Per-sample random streams keyed by (seed, step, sample index).
+"""Per-sample random streams keyed by (seed, sample index, step).
 
 The Gaussian smoothing noise of AFT (one fresh draw per sample at every PGD step, paper appendix
-A.2) and PGD's random start are drawn from one generator per sample, seeded from the run seed, the
-training step and the sample's global index in the dataset. The numbers a sample sees therefore do
-not depend on how a global batch is split across DDP ranks, nor on whether the run was interrupted
-and resumed: a two-process run draws exactly what a one-process run draws.
+A.2) and PGD's random start are drawn from one generator per sample, seeded through the project's one
+per-sample scheme (:func:`aft_bench.seeding.sample_seed`) from the run seed, the sample's global index in
+the dataset (as its id) and the training step. The numbers a sample sees therefore do not depend on how a
+global batch is split across DDP ranks, nor on whether the run was interrupted and resumed: a
+two-process run draws exactly what a one-process run draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-
-def sample_seed(seed: int, step: int, index: int) -> int:
-    """A 63-bit seed mixing (seed, step, index) through numpy's SeedSequence hash."""
-    state = np.random.SeedSequence([int(seed), int(step), int(index)]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+from aft_bench.seeding import sample_generator
 
 
 class SampleRandom:
@@ -34,11 +30,7 @@ class SampleRandom:
 
     def __init__(self, seed: int, step: int, indices: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self.generators = []
-        for index in indices:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(sample_seed(seed, step, int(index)))
-            self.generators.append(gen)
+        self.generators = [sample_generator(seed, str(int(index)), int(step), device=self.device) for index in indices]
 
     def __len__(self) -> int:
         return len(self.generators)

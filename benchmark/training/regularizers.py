@@ -20,6 +20,9 @@ Forms (H_eta is the Huber function: u^2 / (2 eta) for |u| <= eta, |u| - eta / 2 
 - ``elastic-net`` (Eq. 21): h*(u) = eps * sum_i H_eta(u_i) + eps2 ||u||^2 and, per coordinate with
   c = eps + 2 eps2 eta, h(v) = eta v^2 / (2 c) if |v| <= c, else (|v| - eps)^2 / (4 eps2) + eps eta / 2.
 
+Each form has a factory ``(config: TrainConfig) -> Regularizer`` (radii converted from the recipe's 1/255
+units) registered under its name in :data:`aft_bench.registries.REGULARIZERS`.
+
 With ``eta = 0`` the box form is FARE's plain L_inf constraint (Schlarmann et al. 2024): h = 0 on the ball.
 ``box-pixelnorm`` is the penalty of the published AFT code (an un-squared L2 norm over the colour
 channels of each pixel); it is offered so that both can be compared, the paper's Eq. 5 is the default.
@@ -38,6 +41,8 @@ from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
+
+from aft_bench.training.config import PIXEL, TrainConfig
 
 
 def huber(u: Tensor, eta: float) -> Tensor:
@@ -246,3 +251,28 @@ class ElasticNet(Regularizer):
 
     def describe(self) -> dict[str, float | str]:
         return {**super().describe(), "eps2": self.eps2}
+
+
+def box_regularizer(config: TrainConfig) -> Regularizer:
+    """``box``: :class:`BoxQuadratic` (paper Eq. 5) with the recipe's eps and eta."""
+    return BoxQuadratic(config.eps * PIXEL, config.eta * PIXEL)
+
+
+def box_pixelnorm_regularizer(config: TrainConfig) -> Regularizer:
+    """``box-pixelnorm``: :class:`BoxPixelNorm` (the published code's penalty) with the recipe's eps and eta."""
+    return BoxPixelNorm(config.eps * PIXEL, config.eta * PIXEL)
+
+
+def group_pixel_regularizer(config: TrainConfig) -> Regularizer:
+    """``group-pixel``: :class:`GroupQuadratic` (paper Eq. 22) over each pixel's colour channels."""
+    return GroupQuadratic(config.eps * PIXEL, config.eta * PIXEL, group="pixel")
+
+
+def group_patch_regularizer(config: TrainConfig) -> Regularizer:
+    """``group-patch``: :class:`GroupQuadratic` (paper Eq. 22) over ``group_patch`` x ``group_patch`` tiles."""
+    return GroupQuadratic(config.eps * PIXEL, config.eta * PIXEL, group="patch", patch=config.group_patch)
+
+
+def elastic_net_regularizer(config: TrainConfig) -> Regularizer:
+    """``elastic-net``: :class:`ElasticNet` (paper Eq. 21) with the recipe's eps, eta and eps2."""
+    return ElasticNet(config.eps * PIXEL, config.eta * PIXEL, eps2=config.eps2)

@@ -1,4 +1,5 @@
-"""``aft-bench train``: adversarial fine-tuning of an image tower with AFT, FARE or supervised AFT.
+"""The training loop of ``aft-bench train``: adversarial fine-tuning of an image tower with AFT, FARE or
+supervised AFT (its command line is :mod:`aft_bench.training.arguments`).
 
 Runs on one process or under ``torchrun --nproc_per_node N -m aft_bench train ...`` (DDP: nccl on
 GPU, gloo on CPU; each rank its own slice of every global batch). Per step: the frozen original
@@ -11,7 +12,6 @@ stops the run naming the step and keeping the last good checkpoint. The result i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from aft_bench import distributed as dist_utils
 from aft_bench.atomic import atomic_write_text
-from aft_bench.data.base import DataError
+from aft_bench.errors import UserError
 from aft_bench.loading import load_encoder, save_encoder
 from aft_bench.registries import OBJECTIVES
 from aft_bench.results import package_versions
@@ -42,8 +42,6 @@ from aft_bench.training.checkpoint import (
 )
 from aft_bench.training.config import TrainConfig
 from aft_bench.training.data import ShardedBatches, make_source
-from aft_bench.training.objectives.base import REGULARIZERS
-from aft_bench.training.presets import PRESETS
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.schedule import warmup_cosine
 from aft_bench.training.tower import ImageTower, Reference
@@ -52,10 +50,17 @@ log = logging.getLogger(__name__)
 
 ENCODER_NAME = "encoder.safetensors"
 METRICS_NAME = "metrics.jsonl"
+# Bump when a code change alters what a recipe trains (the random streams, the loop, the objectives): it keys
+# the cached toy fine-tunes (aft_bench.toy.finetunes), so stale ones are trained again rather than reused.
+# 2: per-sample noise and PGD starts seeded by aft_bench.seeding (SHA-256) instead of numpy SeedSequence.
+TRAINER_VERSION = 2
 
 
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient: the run stops, the last good checkpoint stays."""
+class NonFiniteError(UserError):
+    """A non-finite loss or gradient: the run stops, the last good checkpoint stays.
+
+    A user error (shown as one line): the message names the step and the options to change.
+    """
 
 
 @dataclass
@@ -287,99 +292,3 @@ def train(config: TrainConfig) -> TrainResult:
         return Trainer(config, ctx).run()
     finally:
         dist_utils.teardown(ctx)
-
-
-# ---------------------------------------------------------------------------------------- command line
-_FLAGS: dict[str, dict[str, Any]] = {
-    "encoder": {"help": "encoder spec to start from (ViT-B-16:openai, ckpt:PATH, toy, ...)"},
-    "objective": {"help": "aft (paper Eq. 7), fare, aft-supervised (Eq. 1), or another registered objective"},
-    "regularizer": {"choices": sorted(REGULARIZERS),
-                    "help": "h for aft: box (Eq. 5, default), box-pixelnorm (published code), group-pixel, "
-                            "group-patch (Eq. 22), elastic-net (Eq. 21)"},
-    "eps": {"type": float, "help": "perturbation radius in 1/255 units (4 = 4/255)"},
-    "eta": {"type": float, "help": "eta of Eq. 4/5 in 1/255 units"},
-    "eps2": {"type": float, "help": "elastic-net L2 weight (Eq. 21)"},
-    "group_patch": {"type": int, "help": "patch side of the group-patch regularizer"},
-    "sigma": {"type": float, "help": "std of the Gaussian smoothing noise in 1/255 units"},
-    "pgd_steps": {"type": int, "help": "PGD steps K"},
-    "pgd_step_size": {"type": float, "help": "PGD step in 1/255 units"},
-    "pgd_momentum": {"type": float, "help": "MI-FGSM momentum (published code: 0.9)"},
-    "data": {"help": "shapes[:N], a folder of images (recursive; ImageNet train layout) or a .csv/.jsonl "
-                     "of path,caption"},
-    "data_root": {"help": "folder that relative paths of a caption file are relative to"},
-    "epochs": {"type": float, "help": "passes over the data"},
-    "max_steps": {"type": int, "help": "total optimiser steps (overrides --epochs)"},
-    "batch_size": {"type": int, "help": "global batch size"},
-    "lr": {"type": float, "help": "peak learning rate"},
-    "min_lr_ratio": {"type": float, "help": "final lr as a fraction of the peak"},
-    "warmup": {"type": float, "help": "linear warm-up as a fraction of the run"},
-    "weight_decay": {"type": float, "help": "AdamW weight decay"},
-    "beta1": {"type": float, "help": "AdamW beta1"},
-    "beta2": {"type": float, "help": "AdamW beta2"},
-    "grad_clip": {"type": float, "help": "clip the gradient norm (0 = off)"},
-    "seed": {"type": int, "help": "run seed"},
-    "precision": {"choices": ["fp32", "bf16"], "help": "bf16 autocast (PGD stays fp32)"},
-    "workers": {"type": int, "help": "data-loading worker processes"},
-    "on_error": {"choices": ["skip", "raise"], "help": "unreadable images: skip and count (default) or fail"},
-    "save_every": {"type": int, "help": "checkpoint every N steps"},
-    "log_every": {"type": int, "help": "progress-bar refresh interval in steps"},
-    "stop_at_step": {"type": int, "help": "exit after this step (checkpointed), as a preemption would"},
-    "device": {"help": "auto, cpu or cuda"},
-    "out": {"help": "output folder (checkpoint.pt, metrics.jsonl, encoder.safetensors + .json)"},
-    "name": {"help": "name recorded in the encoder card"},
-}
-_SWITCHES: dict[str, tuple[str, str]] = {
-    "outer_noise": ("no-outer-noise", "drop z from the outer loss (published code; the paper's Eq. 7 keeps it)"),
-    "random_start": ("no-random-start", "start PGD at delta = 0"),
-}
-_ENABLES: dict[str, str] = {
-    "compile": "torch.compile the image tower (the PGD loop stays eager)",
-    "channels_last": "channels-last inputs",
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``aft-bench train`` argument parser (unset options keep the preset's or the default value)."""
-    parser = argparse.ArgumentParser(
-        prog="aft-bench train",
-        description="Adversarially fine-tune a CLIP image tower with AFT (paper Eq. 7) or FARE. "
-                    "Radii and steps are in 1/255 units.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe (paper runs, toy-aft, toy-fare)")
-    for field, spec in _FLAGS.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", dest=field, default=argparse.SUPPRESS, **spec)
-    for field, (flag, text) in _SWITCHES.items():
-        parser.add_argument(f"--{flag}", dest=field, action="store_false", default=argparse.SUPPRESS, help=text)
-    for field, text in _ENABLES.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", dest=field, action="store_true",
-                            default=argparse.SUPPRESS, help=text)
-    return parser
-
-
-def config_from_args(argv: list[str] | None) -> TrainConfig:
-    """Defaults, overridden by the preset, overridden by explicit flags."""
-    args = vars(build_parser().parse_args(argv))
-    preset = args.pop("preset", None)
-    values: dict[str, Any] = dict(PRESETS[preset]) if preset else {}
-    values.update(args)
-    if preset:
-        values["preset"] = preset
-    return TrainConfig(**values)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``aft-bench train`` and ``python -m aft_bench train``; returns the exit status."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from_args(argv)
-    try:
-        result = train(config)
-    except (NonFiniteError, ResumeError, DataError) as exc:
-        log.error("%s", exc)
-        return 1
-    if not result.main_process:
-        return 0
-    if result.encoder_path is not None:
-        log.info("trained encoder: %s (use --encoders ckpt:%s)", result.encoder_path, result.encoder_path)
-    else:
-        log.info("stopped at step %d of %d; run the same command again to resume", result.step, result.total_steps)
-    return 0

@@ -14,17 +14,17 @@ embeddings are unit-normalised. The shared :meth:`AdversarialObjective.__call__`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aft_bench.registries import REGULARIZERS
 from aft_bench.training.config import PIXEL, TrainConfig
 from aft_bench.training.pgd import PGDConfig, pgd_maximize
 from aft_bench.training.randomness import SampleRandom
-from aft_bench.training.regularizers import BoxPixelNorm, BoxQuadratic, ElasticNet, GroupQuadratic, Regularizer
+from aft_bench.training.regularizers import Regularizer
 from aft_bench.training.tower import Reference
 
 
@@ -60,21 +60,13 @@ class StepOutput:
     history: Tensor
 
 
-REGULARIZERS: dict[str, Callable[[TrainConfig], Regularizer]] = {
-    "box": lambda c: BoxQuadratic(c.eps * PIXEL, c.eta * PIXEL),
-    "box-pixelnorm": lambda c: BoxPixelNorm(c.eps * PIXEL, c.eta * PIXEL),
-    "group-pixel": lambda c: GroupQuadratic(c.eps * PIXEL, c.eta * PIXEL, group="pixel"),
-    "group-patch": lambda c: GroupQuadratic(c.eps * PIXEL, c.eta * PIXEL, group="patch", patch=c.group_patch),
-    "elastic-net": lambda c: ElasticNet(c.eps * PIXEL, c.eta * PIXEL, eps2=c.eps2),
-}
-
-
 def build_regularizer(config: TrainConfig) -> Regularizer:
-    """The regularizer named by ``config.regularizer`` (raises with the known names)."""
-    factory = REGULARIZERS.get(config.regularizer)
-    if factory is None:
-        raise ValueError(f"unknown regularizer {config.regularizer!r}; known: {', '.join(REGULARIZERS)}")
-    return factory(config)
+    """The regularizer named by ``config.regularizer`` in the REGULARIZERS registry.
+
+    Raises:
+        UnknownNameError: For a name the registry does not hold (with the known names and a did-you-mean).
+    """
+    return REGULARIZERS.get(config.regularizer)(config)
 
 
 def pgd_config(config: TrainConfig) -> PGDConfig:
