@@ -10,27 +10,21 @@ readouts, each through a forward hook that is removed as soon as the forward pas
 - :func:`spatial_activations`: one map per unit (B x U x h x w), the ViT patch tokens laid on their grid
   or the CNN stage's feature map (Network Dissection, Bau et al. 2017).
 
-:func:`stream_samples` feeds a dataset to either in batches, counting unreadable samples under
-``--on-error skip``.
+Tasks feed the samples to either through the one streaming loop (:mod:`aft_bench.streaming`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from aft_bench.data.base import Batch, DataError, Dataset, Sample
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import SafeLoader, no_collate
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +107,7 @@ def forward_with_layer(encoder: Encoder, pixels: Tensor, layer: LayerSpec) -> tu
 
 
 def _vit_cls(encoder: Encoder, output: Tensor) -> Tensor:
-    if not getattr(encoder.visual.transformer, "batch_first", True):
-        output = output.transpose(0, 1)
-    return output[:, 0]
+    return encoder.cls_token(output)
 
 
 def _cnn_mean(encoder: Encoder, output: Tensor) -> Tensor:
@@ -138,34 +130,3 @@ def neuron_activations(encoder: Encoder, pixels: Tensor, layer: LayerSpec) -> Te
 def spatial_activations(encoder: Encoder, pixels: Tensor, layer: LayerSpec) -> Tensor:
     """B x U x h x w unit maps: patch tokens on the ViT grid (CLS dropped) or the CNN stage's maps."""
     return encoder.to_spatial(forward_with_layer(encoder, pixels, layer)[1]).float()
-
-
-# ---------------------------------------------------------------------------------------- data
-def stream_samples(
-    dataset: Dataset, ids: Sequence[str], batch_size: int, num_workers: int = 0, on_error: str = "raise",
-    skipped: Counter[str] | None = None, desc: str = "",
-) -> Iterator[Batch]:
-    """Batches of ``ids`` in order, with a progress bar.
-
-    Args:
-        on_error: ``"raise"``: an unreadable sample raises DataError; ``"skip"``: it is left out and
-            counted in ``skipped`` by the first part of its message.
-    """
-    loader = DataLoader(SafeLoader(dataset, ids), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=no_collate, shuffle=False)
-    with tqdm(total=len(ids), desc=desc, unit="img", leave=False) as bar:
-        for items in loader:
-            samples = []
-            for item in items:
-                if isinstance(item, Sample):
-                    samples.append(item)
-                    continue
-                sample_id, message = item
-                if on_error == "raise":
-                    raise DataError(f"sample {sample_id}: {message} (pass --on-error skip to skip and count it)")
-                log.warning("skipping sample %s: %s", sample_id, message)
-                if skipped is not None:
-                    skipped[message.split(":")[0][:120]] += 1
-            bar.update(len(items))
-            if samples:
-                yield Batch.collate(samples)

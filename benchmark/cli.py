@@ -1,8 +1,10 @@
 """The ``aft-bench`` command line: ``run``, ``figure``, ``table``, ``ls`` and ``train``.
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
-names exit with status 2 and the list of known ones; bad inputs exit with status 1 and a message
-naming the file or value, without a traceback.
+names and option keys exit with status 2 and the list of known ones; bad inputs (:data:`aft_bench.errors.USER_ERRORS`)
+exit with status 1 and a message naming the file or value, without a traceback; any other exception is a bug:
+its traceback is printed with a request to report it (status 1). ``train`` shares the same logging setup and
+error handling.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,29 @@ from typing import Any
 import yaml
 
 from aft_bench import __version__
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, ENCODERS, METRICS, OBJECTIVES, TARGETS, TASKS
+from aft_bench.errors import USER_ERRORS
+from aft_bench.registries import (
+    ATTACKS,
+    ATTRIBUTIONS,
+    CLASSIFIERS,
+    DATASETS,
+    ENCODERS,
+    METRICS,
+    OBJECTIVES,
+    REGULARIZERS,
+    RETRAINERS,
+    TARGETS,
+    TASKS,
+)
 from aft_bench.registry import Registry, UnknownNameError
 
 log = logging.getLogger("aft_bench")
 LISTS: dict[str, Registry] = {
     "encoders": ENCODERS, "attributions": ATTRIBUTIONS, "tasks": TASKS, "datasets": DATASETS,
-    "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS,
+    "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS, "classifiers": CLASSIFIERS,
+    "retrainers": RETRAINERS, "attacks": ATTACKS, "regularizers": REGULARIZERS,
 }
+
 SPEC_FORMS = (
     ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),
     ("hf-hub:ORG/NAME", "open_clip model from the Hugging Face cache"),
@@ -164,7 +182,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from aft_bench.config import RunConfig
     from aft_bench.figures import saliency_figure
-    from aft_bench.runner import check_components
 
     config = RunConfig(
         task="figure", encoders=tuple(args.encoders), attributions=tuple(args.attributions), dataset=args.dataset,
@@ -172,27 +189,32 @@ def cmd_figure(args: argparse.Namespace) -> int:
         options=_key_values(args.option, "--option"), attribution_args=_attribution_args(args.attr_arg),
         dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
     )
-    check_components(config)
     path = saliency_figure(config, args.out, overlay=args.overlay)
     print(f"figure: {path} (panels: {path.with_suffix('.json')})")
     return 0
 
 
+def cmd_train(argv: Sequence[str]) -> int:
+    from aft_bench.training.arguments import run_train
+
+    return run_train(list(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aft-bench`` and ``python -m aft_bench``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:
-        from aft_bench.training.trainer import main as train_main
-
-        return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    if argv[:1] == ["train"]:  # its own parser (generated from TrainConfig); progress is logged at INFO
+        verbose, command = 1, lambda: cmd_train(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
+        verbose, command = args.verbose, lambda: commands[args.command](args)
     logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose + 1, 2)],
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
     try:
-        return commands[args.command](args)
+        return command()
     except UnknownNameError as exc:
         print(f"aft-bench: error: {exc}", file=sys.stderr)
         return 2
@@ -200,10 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aft-bench: interrupted; scores so far are saved, run the same command again to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
-        if args.verbose > 1:
+    except USER_ERRORS as exc:
+        if verbose > 1:
             raise
         print(f"aft-bench: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - not a user error: show everything
+        traceback.print_exc()
+        print("aft-bench: internal error (a bug, not a problem with your input). Please report it to the aft-bench "
+              "maintainers with the command line, `aft-bench --version` and the traceback above.", file=sys.stderr)
         return 1
 
 

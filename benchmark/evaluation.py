@@ -1,319 +1,285 @@
-"""The task contract and the shared evaluation loop over (encoder, attribution) pairs.
+"""The task contract and the shared per-sample evaluation loop.
 
-A :class:`Task` turns a :class:`~aft_bench.config.RunConfig` into result files. Most tasks score
-attribution maps sample by sample; they subclass :class:`MapTask` and implement :meth:`MapTask.score`
-(maps + batch -> one record per sample). Tasks that score the encoder itself sample by sample (zero-shot
-accuracy and robustness) subclass :class:`SampleTask` and implement ``evaluate`` and ``run``. The loop
-here loads encoders and datasets from the registries, selects a seeded subset, skips samples whose scores
-are already stored, streams batches with a progress bar, and aggregates sums and counts into a
-:class:`RunResult`.
+A :class:`Task` declares its options (a dataclass, parsed before any model loads) and the metric objects it
+reports, and turns a :class:`~aft_bench.context.RunContext` into :class:`~aft_bench.results.RunResult` objects,
+which the runner writes. Tasks scored sample by sample subclass :class:`SampleTask` (implement
+:meth:`SampleTask.evaluate`: a batch -> one record per sample); tasks that score attribution maps subclass
+:class:`MapTask` (implement :meth:`MapTask.score`). The loop skips samples whose records are already stored,
+streams the rest in batches, applies the run's bad-sample policy once (unreadable samples, records with an
+``error``, maps with NaN/Inf values, which never reach :meth:`MapTask.score`), and summarises the stored records
+with the metric objects: per-sample metrics as means with 95% intervals, pooled metrics from summed counts.
 
-Under ``torchrun`` (``torchrun --nproc_per_node N -m aft_bench run ...``) a :class:`SampleTask` shards
-the samples still to score over the ranks, without padding: rank ``r`` scores ``todo[r::N]`` on its
-own device and appends to its own store file; rank 0 then merges the files by sample id and writes the
-result, so the numbers are those of one process. Store files that a killed sharded run left are
-merged first, so a rerun (with any number of processes) recomputes only what is missing.
+Under ``torchrun`` (``torchrun --nproc_per_node N -m aft_bench run ...``) a :class:`SampleTask` shards the
+samples still to score over the ranks, without padding: rank ``r`` scores ``todo[r::N]`` on its own device and
+appends to its own store file; rank 0 then merges the files by sample id and returns the result, so the numbers
+are those of one process. Store files that a killed sharded run left are merged first, so a rerun (with any
+number of processes) recomputes only what is missing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from aft_bench import distributed as dist_utils
-from aft_bench.attributions.base import Attribution, Target
-from aft_bench.config import RunConfig, TaskSpec
-from aft_bench.data.base import Batch, DataError, Dataset, Sample
+from aft_bench.attributions.base import Attribution
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch, Dataset
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.loading import load_encoder
+from aft_bench.metrics.base import Metric, PooledMetric
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS
-from aft_bench.results import RunResult, SampleStore, run_key, safe_name, write_result
+from aft_bench.options import names_in, nested, option
+from aft_bench.probe import ProbeOptions
+from aft_bench.registries import TARGETS
+from aft_bench.results import RunResult, SampleStore
+from aft_bench.streaming import BadSamples
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
+Reported = Metric | PooledMetric
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a task that takes none."""
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """The options every attribution-map task shares: what the maps explain, and the linear probe if they
+    explain one (``--option target=probe probe_steps=100 ...``)."""
+
+    target: str = option("text", parse=names_in(TARGETS), help="text (zero-shot prompt) or probe (probe logit)")
+    probe: ProbeOptions = nested(ProbeOptions, "probe_", help="the linear probe (target=probe)")
 
 
 class Task(ABC):
-    """A benchmark task: a YAML spec (version, defaults) plus a runner."""
+    """A benchmark task: declared options and metrics, and a runner yielding results.
 
-    #: whether :meth:`run` shares its work over the ranks of a ``torchrun`` job (others refuse one)
+    Attributes:
+        Options: The dataclass of the task's ``--option`` keys (see :mod:`aft_bench.options`).
+        reported: The metric objects the task reports, in column order (:meth:`metrics` may derive them from
+            the options instead).
+        shardable: Whether :meth:`run` shares its work over the ranks of a ``torchrun`` job (others refuse one).
+    """
+
+    Options: ClassVar[type] = NoOptions
+    reported: ClassVar[tuple[Reported, ...]] = ()
     shardable: ClassVar[bool] = False
 
-    def __init__(self, spec: TaskSpec) -> None:
-        self.spec = spec
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        """The metric objects this run reports (their names are the result columns)."""
+        return self.reported
 
     @abstractmethod
-    def run(self, config: RunConfig) -> list[Path]:
-        """Evaluates ``config`` and returns the result files written."""
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        """Evaluates the run and yields its results (none on ranks other than 0); the runner writes them."""
 
 
-def build_dataset(config: RunConfig, image_size: tuple[int, int]) -> Dataset:
-    """The configured dataset at ``image_size``."""
-    factory = DATASETS.get(config.dataset)
-    return factory(image_size=image_size, root=config.data_root, on_error=config.on_error, **config.dataset_args)
+def summarise(metrics: Sequence[Reported], records: Sequence[Record]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Metric summaries of per-sample records and the number of samples scored.
 
-
-def load_samples(config: RunConfig, image_size: tuple[int, int]) -> tuple[Dataset, list[str]]:
-    """The configured dataset at ``image_size`` and the run's sample ids (all, or the seeded ``--limit`` subset).
-
-    Raises:
-        DataError: If the dataset has no samples.
+    Per-sample metrics read ``record["scores"][name]`` (times the metric's scale); pooled metrics sum
+    ``record["counts"][name]`` over the scored records and reduce the totals.
     """
-    dataset = build_dataset(config, image_size)
-    ids = select_ids(dataset.ids(), config.limit, config.seed)
-    if not ids:
-        raise DataError(f"dataset {config.dataset!r} has no samples (root: {config.data_root})")
-    return dataset, ids
+    stats = {m.name: RunningStat() for m in metrics if isinstance(m, Metric)}
+    totals: dict[str, Tensor] = {}
+    scored = [r for r in records if "scores" in r]
+    for record in scored:
+        for metric in metrics:
+            if isinstance(metric, Metric) and metric.name in record["scores"]:
+                stats[metric.name].update(torch.tensor([record["scores"][metric.name] * metric.scale],
+                                                       dtype=torch.float64))
+            elif isinstance(metric, PooledMetric) and metric.name in record.get("counts", {}):
+                counts = torch.tensor(record["counts"][metric.name], dtype=torch.float64)
+                totals[metric.name] = totals[metric.name] + counts if metric.name in totals else counts
+    summaries = {m.name: m.summary(stats[m.name]) if isinstance(m, Metric) else
+                 m.summary(totals.get(m.name), len(scored)) for m in metrics}
+    return summaries, len(scored)
 
 
-def usable_attributions(config: RunConfig, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
-    """The run's attribution methods that serve ``encoder``; refusals are logged and appended to ``refused``."""
-    for name in config.attributions:
-        method: Attribution = ATTRIBUTIONS.get(name)(**config.attribution_args.get(name, {}))
-        try:
-            method.check(encoder)
-        except UnsupportedEncoderError as exc:
-            log.warning("skipping %s x %s: %s", encoder.name, name, exc)
-            refused.append(str(exc))
-            continue
-        yield name, method
+@dataclass(frozen=True)
+class Pair:
+    """One (encoder, attribution) evaluation: what :meth:`SampleTask.evaluate` gets with each batch.
 
+    Attributes:
+        encoder_spec: The encoder's spec as the user gave it. encoder: The loaded encoder.
+        name: The attribution's name (the leaderboard's attribution column; a label for tasks without maps).
+        method: The attribution method (None for tasks that score the encoder itself).
+        dataset: The dataset the samples come from.
+        state: The task's per-encoder state (what :meth:`MapTask.begin_encoder` returned).
+    """
 
-def select_ids(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
-    """All ids, or a seeded random subset of ``limit`` of them (kept in dataset order)."""
-    if limit is None or limit >= len(ids):
-        return list(ids)
-    chosen = set(random.Random(seed).sample(range(len(ids)), limit))
-    return [sample_id for i, sample_id in enumerate(ids) if i in chosen]
-
-
-class SafeLoader(torch.utils.data.Dataset):
-    """Loads samples by id, turning DataError into a marker so a worker never dies mid-run."""
-
-    def __init__(self, dataset: Dataset, ids: Sequence[str]) -> None:
-        self.dataset, self.ids = dataset, list(ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
-        try:
-            return self.dataset.load(self.ids[index])
-        except DataError as exc:
-            return (self.ids[index], str(exc))
-
-
-def no_collate(items: list[Any]) -> list[Any]:
-    """A DataLoader collate_fn that keeps the batch as a list of samples."""
-    return items
+    encoder_spec: str
+    encoder: Encoder
+    name: str
+    method: Attribution | None
+    dataset: Dataset
+    state: Any = None
 
 
 class SampleTask(Task):
-    """A task scored sample by sample: the resumable, shardable loop over a dataset for one encoder.
+    """A task scored sample by sample: the resumable, shardable loop over a dataset for one (encoder, method)."""
 
-    Subclasses set ``metrics`` (names with ``higher_is_better``) and implement :meth:`evaluate` (a batch ->
-    one record per sample) and :meth:`run`; :class:`MapTask` does both for tasks that score attribution maps.
-    """
-
-    #: metric name -> higher_is_better, in table column order
-    metrics: ClassVar[dict[str, bool]] = {}
-    #: multiply per-sample fractions by this for the reported means (100 = percent)
-    scale: ClassVar[float] = 100.0
     shardable: ClassVar[bool] = True
 
     @abstractmethod
-    def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:
-        """One record per sample: ``{"scores": {metric: value}}``, ``{"excluded": reason}`` or ``{"error": why}``."""
+    def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
+        """One record per sample: ``{"scores": {metric: value}}`` (plus ``"counts"`` for pooled metrics and any
+        task extras), ``{"excluded": reason}`` or ``{"error": why}`` (the run's bad-sample policy decides)."""
 
-    def extra_key(self, config: RunConfig) -> dict[str, Any]:
-        """Settings besides the config's numbers key that change this task's per-sample records."""
+    def extras(self, ctx: RunContext, pair: Pair, records: Sequence[Record]) -> dict[str, Any]:
+        """Task-specific additions to a result's ``extra`` from the stored records (default: none)."""
         return {}
 
-    # ------------------------------------------------------------------ the loop
-    def _run_pair(
-        self, config: RunConfig, ctx: dist_utils.DistContext, encoder: Encoder, spec: str, name: str,
-        method: Attribution | None, dataset: Dataset, ids: list[str],
-    ) -> Path | None:
-        key = run_key({
-            **config.numbers_key(), **self.extra_key(config), "task_version": self.spec.version, "encoder": spec,
-            "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
-            "attribution": name, "attribution_args": dict(config.attribution_args.get(name, {})),
-        })
-        stem = "__".join(safe_name(s) for s in (spec, name, config.dataset))
-        samples_path = Path(config.out) / self.spec.name / "samples" / f"{stem}__{key}.jsonl"
-
-        def shard_files() -> list[Path]:
-            return sorted(samples_path.parent.glob(f"{samples_path.stem}.rank*.jsonl"))
-
-        if ctx.is_main:
-            if config.fresh:
-                for path in [samples_path, *shard_files()]:
-                    path.unlink(missing_ok=True)
-            store = SampleStore(samples_path)
-            for path in shard_files():  # left by a killed sharded run
-                store.absorb(path)
-        dist_utils.barrier(ctx)
-        if not ctx.is_main:  # rank 0's merged store is complete; the others read it after the barrier
-            store = SampleStore(samples_path)
+    def run_pair(self, ctx: RunContext, pair: Pair, ids: list[str], **key_extra: Any) -> RunResult | None:
+        """Scores ``ids`` for ``pair`` (resuming from the store) and returns the result (None off rank 0)."""
+        key = ctx.run_key(pair.encoder_spec, pair.encoder, pair.name, **key_extra)
+        samples_path = ctx.store_path(pair.encoder_spec, pair.name, key)
+        store = self._open_store(ctx, samples_path)
         todo = [i for i in ids if i not in store]
-        if len(todo) < len(ids) and ctx.is_main:
-            log.info("%s x %s: %d of %d samples already scored, resuming", spec, name, len(ids) - len(todo), len(ids))
-        mine = todo[ctx.rank :: ctx.world_size]
-        own = SampleStore(samples_path.with_name(f"{samples_path.stem}.rank{ctx.rank}.jsonl")) if ctx.distributed \
-            else store
+        if len(todo) < len(ids) and ctx.dist.is_main:
+            log.info("%s x %s: %d of %d samples already scored, resuming", pair.encoder_spec, pair.name,
+                     len(ids) - len(todo), len(ids))
+        mine = todo[ctx.dist.rank :: ctx.dist.world_size]
+        own = SampleStore(samples_path.with_name(f"{samples_path.stem}.rank{ctx.dist.rank}.jsonl")) \
+            if ctx.dist.distributed else store
+        policy = ctx.policy()
         start = time.perf_counter()
-        for records in self._batches(config, encoder, method, dataset, mine, f"{spec} | {name}", ctx.is_main):
+        for chunk in ctx.stream(pair.dataset, mine, policy, f"{pair.encoder_spec} | {pair.name}"):
+            records: list[Record] = [{"id": sample_id, "skipped": reason} for sample_id, reason in chunk.bad]
+            if chunk.batch is not None:
+                records += self._records(ctx, pair, chunk.batch, policy)
             own.append(records)
-        dist_utils.barrier(ctx)
-        if not ctx.is_main:
+        dist_utils.barrier(ctx.dist)
+        if not ctx.dist.is_main:
             return None
-        for path in shard_files():
+        for path in _shard_files(samples_path):
             store.absorb(path)
-        result = self._summarise(config, spec, name, key, store, ids, dataset)
+        records = [store.get(i) for i in ids]
+        missing = [i for i, r in zip(ids, records, strict=True) if r is None]
+        if missing:
+            raise RuntimeError(f"samples {missing[:5]} have no stored record after the run")
+        result = self.summarise_pair(ctx, pair, key, records, samples_path)  # type: ignore[arg-type]
         result.duration_s = round(time.perf_counter() - start, 3)
-        result.samples_file = str(samples_path.relative_to(Path(config.out) / self.spec.name))
-        return write_result(result, config.out)
+        return result
 
-    def _batches(
-        self, config: RunConfig, encoder: Encoder, method: Attribution | None, dataset: Dataset,
-        ids: list[str], desc: str, progress: bool = True,
-    ) -> Iterator[list[Record]]:
-        loader = DataLoader(
-            SafeLoader(dataset, ids), batch_size=config.batch_size, num_workers=config.num_workers,
-            collate_fn=no_collate, shuffle=False,
-        )
-        with tqdm(total=len(ids), desc=desc, unit="img", leave=False, disable=not progress) as bar:
-            for items in loader:
-                records: list[Record] = []
-                samples: list[Sample] = []
-                for item in items:
-                    if isinstance(item, Sample):
-                        samples.append(item)
-                    else:
-                        records.append(self._bad_sample(config, *item))
-                if samples:
-                    records.extend(self._score_samples(config, encoder, method, samples))
-                bar.update(len(items))
-                yield records
+    def summarise_pair(self, ctx: RunContext, pair: Pair, key: str, records: list[Record],
+                       samples_path: Path) -> RunResult:
+        """The result of a pair from its stored records (metric objects, exclusions, skips, :meth:`extras`)."""
+        metrics, n = summarise(self.metrics(ctx.options), records)
+        excluded = Counter(r["excluded"] for r in records if "excluded" in r)
+        skipped = Counter(getattr(pair.dataset, "skipped", {}) or {})
+        skipped.update(r["skipped"] for r in records if "skipped" in r)
+        return ctx.result(encoder=pair.encoder_spec, attribution=pair.name, key=key, metrics=metrics, n=n,
+                          excluded=excluded, skipped=skipped, samples_file=samples_path,
+                          extra=self.extras(ctx, pair, records))
 
-    def _score_samples(
-        self, config: RunConfig, encoder: Encoder, method: Attribution | None, samples: list[Sample]
-    ) -> list[Record]:
-        batch = Batch.collate(samples)
-        records = self.evaluate(encoder, method, batch, config)
+    def _records(self, ctx: RunContext, pair: Pair, batch: Batch, policy: BadSamples) -> list[Record]:
         out = []
-        for sample_id, record in zip(batch.ids, records, strict=True):
+        for sample_id, record in zip(batch.ids, self.evaluate(ctx, pair, batch), strict=True):
             if "error" in record:
-                out.append(self._bad_sample(config, sample_id, record["error"]))
+                out.append({"id": sample_id, "skipped": policy.handle(sample_id, record["error"])})
             else:
                 out.append({"id": sample_id, **record})
         return out
 
     @staticmethod
-    def _bad_sample(config: RunConfig, sample_id: str, message: str) -> Record:
-        if config.on_error == "raise":
-            raise DataError(f"sample {sample_id}: {message} (pass --on-error skip to skip and count such samples)")
-        log.warning("skipping sample %s: %s", sample_id, message)
-        return {"id": sample_id, "skipped": message.split(":")[0][:120]}
+    def _open_store(ctx: RunContext, samples_path: Path) -> SampleStore:
+        """The pair's store, merged with the shard files a killed sharded run left (``--fresh`` empties it)."""
+        if ctx.dist.is_main:
+            if ctx.config.fresh:
+                for path in [samples_path, *_shard_files(samples_path)]:
+                    path.unlink(missing_ok=True)
+            store = SampleStore(samples_path)
+            for path in _shard_files(samples_path):
+                store.absorb(path)
+        dist_utils.barrier(ctx.dist)
+        if not ctx.dist.is_main:  # rank 0's merged store is complete; the others read it after the barrier
+            store = SampleStore(samples_path)
+        return store
 
-    def _summarise(
-        self, config: RunConfig, spec: str, name: str, key: str, store: SampleStore,
-        ids: list[str], dataset: Dataset,
-    ) -> RunResult:
-        stats = {metric: RunningStat() for metric in self.metrics}
-        excluded: Counter[str] = Counter()
-        skipped: Counter[str] = Counter(getattr(dataset, "skipped", {}) or {})
-        for sample_id in ids:
-            record = store.get(sample_id)
-            if record is None:
-                raise RuntimeError(f"sample {sample_id} has no stored record after the run")
-            if "scores" in record:
-                for metric, value in record["scores"].items():
-                    stats[metric].update(torch.tensor([value * self.scale], dtype=torch.float64))
-            elif "excluded" in record:
-                excluded[record["excluded"]] += 1
-            else:
-                skipped[record["skipped"]] += 1
-        summaries = {
-            metric: {**stat.summary(), "higher_is_better": self.metrics[metric]} for metric, stat in stats.items()
-        }
-        n = max((s["n"] for s in summaries.values()), default=0)
-        return RunResult(
-            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
-            attribution=name, metrics=summaries, n=n, excluded=dict(excluded), skipped=dict(skipped),
-            config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
-        )
+
+def _shard_files(samples_path: Path) -> list[Path]:
+    return sorted(samples_path.parent.glob(f"{samples_path.stem}.rank*.jsonl"))
+
+
+def non_finite_message(maps: Tensor) -> str:
+    """The error of a sample whose map holds NaN or Inf values."""
+    return f"non-finite map: {int((~torch.isfinite(maps)).sum())} NaN/Inf values"
 
 
 class MapTask(SampleTask):
     """A task scored sample by sample from attribution maps (pointing game, sparsity, SSIM, ROAD).
 
-    Subclasses set ``metrics`` and implement :meth:`score`; :meth:`run` scores every (encoder, attribution)
-    pair of the config.
+    Subclasses declare their metrics and implement :meth:`score`, which only ever sees finite maps (a map with
+    NaN/Inf values is a bad sample, under the run's policy). :meth:`run` scores every (encoder, attribution)
+    pair of the run; per-encoder state (a classifier, a figure path) is what :meth:`begin_encoder` returns.
     """
 
     @abstractmethod
-    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
-        """One record per sample: ``{"scores": {metric: value}}`` or ``{"excluded": reason}``."""
+    def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
+        """One record per sample of ``batch`` from its finite maps (``maps[i]`` belongs to ``batch.ids[i]``)."""
 
-    def target(self, encoder: Encoder, batch: Batch, config: RunConfig) -> Target:
-        """What the maps explain: option ``target`` names a TARGETS entry (default ``text``: zero-shot)."""
-        factory = TARGETS.get(config.options.get("target", "text"))
-        return factory(encoder, batch.prompts, batch.labels, config=config, images=batch.images.to(encoder.device))
+    def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
+        """Attribution maps of a batch, ``maps[i]`` of sample i (overridden by tasks that perturb images)."""
+        assert pair.method is not None
+        return pair.method(pair.encoder, batch.images.to(pair.encoder.device),
+                           ctx.target(pair.encoder, batch, pair.dataset))
 
-    def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
-        """Attribution maps of a batch (overridden by tasks that perturb images)."""
-        images = batch.images.to(encoder.device)
-        return method(encoder, images, self.target(encoder, batch, config))
+    def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
+        """:meth:`score` of the finite maps; an error record for each sample whose map is not finite."""
+        maps = self.maps(ctx, pair, batch)
+        finite = torch.isfinite(maps).flatten(1).all(dim=1).tolist()
+        records: list[Record | None] = [None if ok else {"error": non_finite_message(maps[i])}
+                                        for i, ok in enumerate(finite)]
+        keep = [i for i, ok in enumerate(finite) if ok]
+        if keep:
+            good = keep == list(range(len(batch)))
+            scored = self.score(ctx, pair, maps if good else maps[torch.tensor(keep, device=maps.device)],
+                                batch if good else batch.select(keep))
+            for i, record in zip(keep, scored, strict=True):
+                records[i] = record
+        return records  # type: ignore[return-value]
 
-    def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:
-        """One record per sample of a batch: :meth:`score` of the :meth:`maps`."""
-        if method is None:
-            raise TypeError(f"task {self.spec.name!r} scores attribution maps: it needs an attribution method")
-        return self.score(self.maps(encoder, method, batch, config), batch, config)
-
-    def methods(self, config: RunConfig, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
+    def methods(self, ctx: RunContext, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
         """The (name, method) pairs to score ``encoder`` with (refusals appended to ``refused``)."""
-        return usable_attributions(config, encoder, refused)
+        return ctx.attributions(encoder, refused)
 
-    def begin_encoder(self, spec: str, encoder: Encoder, dataset: Dataset, config: RunConfig) -> None:
-        """Called before an encoder's pairs are scored (tasks that need per-encoder state set it here)."""
+    def begin_encoder(self, ctx: RunContext, encoder_spec: str, encoder: Encoder, dataset: Dataset) -> Any:
+        """Per-encoder state, built before its pairs are scored (default: none); it reaches every :class:`Pair`."""
+        return None
 
-    def end_encoder(self, spec: str, paths: list[Path], config: RunConfig) -> None:
-        """Called with an encoder's result files after its pairs, on rank 0 (tasks that draw figures do here)."""
+    def end_encoder(self, ctx: RunContext, encoder_spec: str, state: Any, results: list[RunResult]) -> None:
+        """Called on rank 0 with an encoder's results after its pairs (tasks that draw figures do it here)."""
 
-    def run(self, config: RunConfig) -> list[Path]:
-        """Scores every (encoder, attribution) pair; returns the result files (none on ranks other than 0)."""
-        ctx = dist_utils.setup(config.device)
-        paths: list[Path] = []
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        """Scores every (encoder, attribution) pair; yields the results (none on ranks other than 0)."""
         refused: list[str] = []
         pairs = 0
-        for spec in config.encoders:
-            encoder = load_encoder(spec, ctx.device)
-            methods = list(self.methods(config, encoder, refused))
+        for spec, encoder in ctx.encoders():
+            methods = list(self.methods(ctx, encoder, refused))
             if not methods:
                 continue
-            dataset, ids = load_samples(config, encoder.image_size)
-            self.begin_encoder(spec, encoder, dataset, config)
+            dataset, ids = ctx.samples(encoder.image_size)
+            state = self.begin_encoder(ctx, spec, encoder, dataset)
             pairs += len(methods)
-            own = [path for name, method in methods
-                   if (path := self._run_pair(config, ctx, encoder, spec, name, method, dataset, ids)) is not None]
-            if own:
-                self.end_encoder(spec, own, config)
-            paths.extend(own)
+            results: list[RunResult] = []
+            for name, method in methods:
+                result = self.run_pair(ctx, Pair(spec, encoder, name, method, dataset, state), ids)
+                if result is not None:
+                    results.append(result)
+                    yield result
+            if results:
+                self.end_encoder(ctx, spec, state, results)
         if not pairs and refused:
             raise UnsupportedEncoderError("; ".join(refused))
-        return paths

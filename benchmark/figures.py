@@ -23,11 +23,11 @@ from torch import Tensor
 
 from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.config import RunConfig
+from aft_bench.context import RunContext
 from aft_bench.data.base import Batch
-from aft_bench.distributed import resolve_device
-from aft_bench.evaluation import build_dataset, select_ids, usable_attributions
-from aft_bench.loading import load_encoder
-from aft_bench.registries import TARGETS
+from aft_bench.evaluation import MapOptions
+from aft_bench.options import parse_options
+from aft_bench.runner import check_components
 
 PANEL_INCHES = 1.6
 DEFAULT_IMAGES = 6
@@ -40,27 +40,34 @@ def _normalise(maps: Tensor) -> np.ndarray:
     return scaled.reshape(maps.shape).numpy()
 
 
-def compute_panels(config: RunConfig) -> tuple[Batch, list[tuple[str, str, np.ndarray]]]:
+def figure_context(config: RunConfig) -> RunContext:
+    """The context of a figure: ``config``'s options parsed as a map task's (``target``, ``probe_*``); every
+    name and option is checked before any model loads.
+
+    Raises:
+        UnknownNameError: For an unknown dataset, attribution, encoder or option key.
+    """
+    check_components(config)
+    return RunContext.local(config, parse_options(MapOptions, config.options, "the figure command"))
+
+
+def compute_panels(ctx: RunContext) -> tuple[Batch, list[tuple[str, str, np.ndarray]]]:
     """The images (at the first encoder's size) and one (encoder, method, N x H x W maps in [0, 1]) per row.
 
-    ``config.limit`` images (default 6), a seeded subset in dataset order; option ``target`` as in the tasks.
+    ``--limit`` images (default 6), a seeded subset in dataset order; option ``target`` as in the tasks.
     """
     rows: list[tuple[str, str, np.ndarray]] = []
     shown: Batch | None = None
-    device = resolve_device(config.device, 0)
-    for spec in config.encoders:
-        encoder = load_encoder(spec, device)
-        dataset = build_dataset(config, encoder.image_size)
-        ids = select_ids(dataset.ids(), config.limit or DEFAULT_IMAGES, config.seed)
+    for spec, encoder in ctx.encoders():
+        dataset = ctx.dataset(encoder.image_size)
+        ids = ctx.select(dataset.ids(), ctx.config.limit or DEFAULT_IMAGES)
         batch = Batch.collate([dataset.load(i) for i in ids])
         if shown is None:  # the images are drawn at the first encoder's size
             shown = batch
-        images = batch.images.to(encoder.device)
-        target = TARGETS.get(config.options.get("target", "text"))(encoder, batch.prompts, batch.labels,
-                                                                  config=config, images=images)
+        target = ctx.target(encoder, batch.to(encoder.device), dataset)
         refused: list[str] = []
-        for name, method in usable_attributions(config, encoder, refused):
-            rows.append((spec, name, _normalise(method(encoder, images, target))))
+        for name, method in ctx.attributions(encoder, refused):
+            rows.append((spec, name, _normalise(method(encoder, batch.images.to(encoder.device), target))))
     if shown is None or not rows:
         raise ValueError("nothing to draw: give at least one encoder and one attribution it supports")
     return shown, rows
@@ -100,11 +107,12 @@ def draw(batch: Batch, rows: Sequence[tuple[str, str, np.ndarray]], overlay: boo
 def saliency_figure(config: RunConfig, out: str | Path, overlay: bool = False) -> Path:
     """Computes and draws the grid of ``config`` into ``out`` (PNG) with ``out``'s ``.json`` panel list beside it."""
     out = Path(out)
-    batch, rows = compute_panels(config)
+    ctx = figure_context(config)
+    batch, rows = compute_panels(ctx)
     figure = draw(batch, rows, overlay)
     atomic_write(out, lambda tmp: figure.savefig(tmp, format="png"))
     panels = {"images": [{"id": i, "prompt": p} for i, p in zip(batch.ids, batch.prompts, strict=True)],
               "rows": [{"encoder": e, "attribution": m} for e, m, _ in rows],
-              "dataset": config.dataset, "seed": config.seed, "target": config.options.get("target", "text")}
+              "dataset": config.dataset, "seed": config.seed, "target": ctx.options.target}
     atomic_write_text(out.with_suffix(".json"), json.dumps(panels, indent=2))
     return out

@@ -46,14 +46,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from aft_bench.cache import cache_dir, cached
-from aft_bench.config import RunConfig
-from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.base import Batch, DataError, Dataset, select_ids
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import select_ids
+from aft_bench.options import names_in, non_negative, option, positive_int
 from aft_bench.registries import DATASETS
+from aft_bench.streaming import BadSamples, stream_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +60,55 @@ PROBE_VERSION = 1
 """Bumped whenever a probe trained with the same options would differ (invalidates the cache)."""
 
 PROBE_CLASSES = ("true", "top1")
-_UNSET = object()
+
+
+def _probe_class(value: Any, key: str) -> str:
+    if value is True:  # YAML reads a bare `true` as a boolean
+        value = "true"
+    if value not in PROBE_CLASSES:
+        raise ValueError(f"option {key}={value!r}: choose one of {list(PROBE_CLASSES)}")
+    return str(value)
+
+
+def _probe_limit(value: Any, key: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise ValueError(f"option {key}={value!r}: give a number of samples >= 2 (or leave it unset)")
+    return value
+
+
+def _holdout(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"option {key}={value!r}: give a share in [0, 1)")
+    return float(value)
+
+
+def _dataset_args(value: Any, key: str) -> dict[str, Any] | None:
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"option {key}={value!r}: give a mapping, e.g. --option '{key}={{split: train}}'")
+    return None if value is None else dict(value)
 
 
 # ---------------------------------------------------------------------------------------- options
 @dataclass(frozen=True)
+class ProbeOptions:
+    """The ``probe_*`` options of every task that can use a linear probe (target, classifier or retrainer);
+    see the module docstring. ``dataset``, ``data_root`` and ``dataset_args`` left unset follow the run's."""
+
+    class_: str = option("true", parse=_probe_class, help="true: the sample's label; top1: the probe's prediction")
+    dataset: str | None = option(None, parse=lambda v, k: None if v is None else names_in(DATASETS)(v, k),
+                                 help="labelled dataset the probe is trained on (default: the run's)")
+    data_root: str | None = option(None, help="its folder (default: the run's, when the dataset is the run's)")
+    split: str | None = option("train", help="passed as split= (null: none, for datasets without splits)")
+    dataset_args: dict[str, Any] | None = option(None, parse=_dataset_args, help="more constructor arguments")
+    limit: int | None = option(None, parse=_probe_limit, help="train on a seeded subset of this many samples")
+    holdout: float = option(0.1, parse=_holdout, help="share held out to measure accuracy")
+    steps: int = option(200, parse=positive_int, help="L-BFGS iterations")
+    weight_decay: float = option(1e-4, parse=non_negative, help="L2 weight")
+
+
+@dataclass(frozen=True)
 class ProbeSpec:
-    """Everything that determines a probe, resolved from a run's options (see the module docstring)."""
+    """Everything that determines a probe, resolved from a run's probe options and dataset."""
 
     dataset: str
     data_root: str | None = None
@@ -80,37 +121,18 @@ class ProbeSpec:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: RunConfig) -> ProbeSpec:
-        """Reads the ``probe_*`` options of ``config``; raises ValueError naming a bad option."""
-        options = config.options
-        known = {"probe_class", "probe_dataset", "probe_data_root", "probe_split", "probe_dataset_args",
-                 "probe_limit", "probe_holdout", "probe_steps", "probe_weight_decay"}
-        unknown = sorted(k for k in options if k.startswith("probe_") and k not in known)
-        if unknown:
-            raise ValueError(f"unknown probe option(s) {unknown}; known: {sorted(known)}")
-        dataset = options.get("probe_dataset") or config.dataset
-        same = dataset == config.dataset
-        root = options.get("probe_data_root", config.data_root if same else None)
-        extra = options.get("probe_dataset_args", _UNSET)
-        extra = (dict(config.dataset_args) if same else {}) if extra is _UNSET else dict(extra or {})
-        split = options.get("probe_split", "train")
-        if split is not None:
-            extra["split"] = str(split)
-        limit = options.get("probe_limit")
-        if limit is not None and (not isinstance(limit, int) or limit < 2):
-            raise ValueError(f"option probe_limit={limit!r}: give a number of samples >= 2 (or leave it unset)")
-        holdout = float(options.get("probe_holdout", 0.1))
-        if not 0.0 <= holdout < 1.0:
-            raise ValueError(f"option probe_holdout={holdout!r}: give a share in [0, 1)")
-        steps = options.get("probe_steps", 200)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"option probe_steps={steps!r}: give a positive number of L-BFGS iterations")
-        weight_decay = float(options.get("probe_weight_decay", 1e-4))
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"option probe_weight_decay={weight_decay!r}: give a finite value >= 0")
-        return cls(dataset=str(dataset), data_root=None if root is None else str(root),
-                   split=None if split is None else str(split), dataset_args=extra, limit=limit,
-                   holdout=holdout, steps=steps, weight_decay=weight_decay, seed=config.seed)
+    def resolve(cls, options: ProbeOptions, dataset: str, data_root: str | None, dataset_args: Mapping[str, Any],
+                seed: int) -> ProbeSpec:
+        """The probe of a run on ``dataset`` (its root and arguments) with ``options``."""
+        name = options.dataset or dataset
+        same = name == dataset
+        root = options.data_root if options.data_root is not None or not same else data_root
+        extra = dict(options.dataset_args) if options.dataset_args is not None else (dict(dataset_args) if same else {})
+        if options.split is not None:
+            extra["split"] = str(options.split)
+        return cls(dataset=name, data_root=None if root is None else str(root), split=options.split,
+                   dataset_args=extra, limit=options.limit, holdout=options.holdout, steps=options.steps,
+                   weight_decay=options.weight_decay, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         root = None if self.data_root is None else str(Path(self.data_root).expanduser().resolve())
@@ -119,14 +141,22 @@ class ProbeSpec:
                 "steps": self.steps, "weight_decay": self.weight_decay, "seed": self.seed}
 
 
-def probe_class_option(config: RunConfig | None) -> str:
-    """Option ``probe_class`` (``true`` or ``top1``); raises ValueError naming a bad value."""
-    value = "true" if config is None else config.options.get("probe_class", "true")
-    if value is True:  # YAML reads a bare `true` as a boolean
-        value = "true"
-    if value not in PROBE_CLASSES:
-        raise ValueError(f"option probe_class={value!r}: choose one of {list(PROBE_CLASSES)}")
-    return str(value)
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What a consumer of the run's probe needs (the probe target, the probe classifier), resolved once per run.
+
+    Attributes:
+        spec: The probe to train or reuse.
+        choice: ``true`` (the sample's label) or ``top1`` (the probe's prediction), for the target.
+        eval_classnames: Class names of the evaluated dataset (``true`` needs the probe to have the same).
+        batch_size, on_error: How the probe's training images are streamed.
+    """
+
+    spec: ProbeSpec
+    choice: str = "true"
+    eval_classnames: tuple[str, ...] = ()
+    batch_size: int = 64
+    on_error: str = "raise"
 
 
 # ---------------------------------------------------------------------------------------- the probe
@@ -222,38 +252,28 @@ def build_probe_dataset(spec: ProbeSpec, image_size: tuple[int, int], on_error: 
 @torch.no_grad()
 def embed_dataset(encoder: Encoder, dataset: Dataset, ids: list[str], batch_size: int = 64,
                   on_error: str = "raise") -> tuple[Tensor, Tensor, int]:
-    """Unit-norm image embeddings (N x D, on the encoder's device) and labels (N) of ``ids``.
+    """Unit-norm image embeddings (N x D, on the encoder's device) and labels (N) of ``ids``, and the number of
+    samples skipped.
 
     Raises:
         DataError: For an unreadable sample (unless ``on_error == "skip"``, which counts it) and for a
             sample without a class label (-1): a probe needs a labelled dataset.
     """
-    features, labels, skipped = [], [], 0
-    for start in tqdm(range(0, len(ids), batch_size), desc="probe embeddings", unit="batch", leave=False):
-        images, batch_labels = [], []
-        for sample_id in ids[start:start + batch_size]:
-            try:
-                sample = dataset.load(sample_id)
-            except DataError as exc:
-                if on_error == "raise":
-                    raise DataError(f"probe dataset sample {sample_id}: {exc} (pass --on-error skip to skip it)") \
-                        from exc
-                log.warning("probe: skipping sample %s: %s", sample_id, exc)
-                skipped += 1
-                continue
-            if sample.label < 0:
-                raise DataError(
-                    f"probe dataset sample {sample_id!r} has no class label (-1): a linear probe needs a labelled "
-                    "dataset; choose one with --option probe_dataset=NAME"
-                )
-            images.append(sample.image)
-            batch_labels.append(sample.label)
-        if images:
-            features.append(encoder(torch.stack(images).to(encoder.device)).float())
-            labels.extend(batch_labels)
+    policy = BadSamples(on_error)
+    features, labels = [], []
+    for batch in stream_batches(dataset, ids, batch_size=batch_size, policy=policy, device=encoder.device,
+                                desc="probe embeddings"):
+        if bool((batch.labels < 0).any()):
+            sample_id = batch.ids[int(torch.nonzero(batch.labels < 0)[0])]
+            raise DataError(
+                f"probe dataset sample {sample_id!r} has no class label (-1): a linear probe needs a labelled "
+                "dataset; choose one with --option probe_dataset=NAME"
+            )
+        features.append(encoder(batch.images).float())
+        labels.append(batch.labels.cpu())
     if not features:
         raise DataError("the probe dataset yielded no readable samples")
-    return torch.cat(features), torch.tensor(labels, dtype=torch.long), skipped
+    return torch.cat(features), torch.cat(labels), sum(policy.counts.values())
 
 
 # ---------------------------------------------------------------------------------------- cache
@@ -363,28 +383,20 @@ def clear_probe_memo() -> None:
     _MEMO.clear()
 
 
-def _memo_probe(encoder: Encoder, config: RunConfig) -> LinearProbe:
-    spec = ProbeSpec.from_config(config)
-    key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
+def _memo_probe(encoder: Encoder, setup: ProbeSetup) -> LinearProbe:
+    key = json.dumps(setup.spec.to_dict(), sort_keys=True, default=str)
     memo = _MEMO.setdefault(encoder, {})
     if key not in memo:
-        probe = get_probe(encoder, spec, config.batch_size, config.on_error)
-        if probe_class_option(config) == "true" and spec.dataset != config.dataset:
-            _check_same_classes(probe, encoder, config)
+        probe = get_probe(encoder, setup.spec, setup.batch_size, setup.on_error)
+        if setup.choice == "true" and setup.eval_classnames and list(setup.eval_classnames) != probe.classnames:
+            raise DataError(
+                f"probe_class=true: the probe's classes (dataset {probe.card.get('dataset')!r}, "
+                f"{len(probe.classnames)}) differ from the {len(setup.eval_classnames)} classes of the evaluated "
+                "dataset, so labels cannot pick a probe class; use --option probe_class=top1 or a probe dataset with "
+                "the same classes"
+            )
         memo[key] = probe
     return memo[key]
-
-
-def _check_same_classes(probe: LinearProbe, encoder: Encoder, config: RunConfig) -> None:
-    factory = DATASETS.get(config.dataset)
-    evaluated = factory(image_size=encoder.image_size, root=config.data_root, on_error=config.on_error,
-                        **config.dataset_args)
-    if list(evaluated.classnames) != probe.classnames:
-        raise DataError(
-            f"probe_class=true: the probe's classes (dataset {probe.card.get('dataset')!r}, "
-            f"{len(probe.classnames)}) differ from those of {config.dataset!r} ({len(evaluated.classnames)}), so "
-            "labels cannot pick a probe class; use --option probe_class=top1 or a probe dataset with the same classes"
-        )
 
 
 # ---------------------------------------------------------------------------------------- target
@@ -422,34 +434,26 @@ def _true_classes(probe: LinearProbe, labels: Tensor) -> Tensor:
     return labels
 
 
-def _top1_classes(probe: LinearProbe, encoder: Encoder, images: Tensor | None) -> Tensor:
-    if images is None:
-        raise ValueError(
-            "probe_class=top1 needs the clean images of the batch to predict a class: the caller must pass "
-            "images=batch.images to the target factory"
-        )
+def _top1_classes(probe: LinearProbe, encoder: Encoder, images: Tensor) -> Tensor:
     with torch.no_grad():
         return probe.logits(encoder(images.to(encoder.device))).argmax(dim=1)
 
 
-def probe_target(encoder: Encoder, prompts: list[str], labels: Tensor, config: RunConfig | None = None,
-                 images: Tensor | None = None, **_: object) -> ProbeTarget:
-    """TARGETS factory ``probe``: the probe class logit of each image (option ``probe_class``).
+def probe_target(encoder: Encoder, batch: Batch, probe: ProbeSetup | None = None) -> ProbeTarget:
+    """TARGETS factory ``probe``: the probe class logit of each image of ``batch`` (option ``probe_class``).
 
     Args:
         encoder: The encoder whose frozen embeddings the probe reads (its probe is trained on first use).
-        prompts: Unused (the probe replaces the text prompts).
-        labels: (B,) class labels of the batch (used by ``probe_class=true``).
-        config: The run's config: its options configure the probe (module docstring).
-        images: B x 3 x H x W clean images (needed by ``probe_class=top1``).
+        batch: The images (for ``top1``) and labels (for ``true``).
+        probe: The run's probe setup (:meth:`aft_bench.context.RunContext.probe_setup`).
 
     Raises:
-        ValueError: Without a config, with bad options, or top1 without images.
+        ValueError: Without a probe setup.
         DataError: For true classes without labels, or an unusable probe dataset.
     """
-    if config is None:
-        raise ValueError("the probe target needs the run config (its options name the probe's dataset)")
-    choose = {"true": lambda p: _true_classes(p, labels), "top1": lambda p: _top1_classes(p, encoder, images)}
-    kind = probe_class_option(config)  # validated before any training
-    probe = _memo_probe(encoder, config)
-    return ProbeTarget(probe, choose[kind](probe).to(encoder.device))
+    if probe is None:
+        raise ValueError("the probe target needs the run's probe setup (its options name the probe's dataset)")
+    linear = _memo_probe(encoder, probe)
+    classes = _true_classes(linear, batch.labels) if probe.choice == "true" else \
+        _top1_classes(linear, encoder, batch.images)
+    return ProbeTarget(linear, classes.to(encoder.device))

@@ -16,13 +16,17 @@ DATASETS: Registry = Registry("dataset")
 METRICS: Registry = Registry("metric")
 OBJECTIVES: Registry = Registry("objective")
 TARGETS: Registry = Registry("target")
+CLASSIFIERS: Registry = Registry("classifier")
+RETRAINERS: Registry = Registry("retrainer")
+ATTACKS: Registry = Registry("attack")
+REGULARIZERS: Registry = Registry("regularizer")
 
 # Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
 # ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
 ENCODERS.register("toy", "aft_bench.toy:load_toy_encoder", help="bundled tiny CLIP trained on the shapes world")
-ENCODERS.register("toy-aft", "aft_bench.training.presets:load_toy_aft",
+ENCODERS.register("toy-aft", "aft_bench.toy.finetunes:load_toy_aft",
                   help="the toy CLIP fine-tuned with AFT (eps 4/255, eta = sigma = 1/255), trained on first use")
-ENCODERS.register("toy-fare", "aft_bench.training.presets:load_toy_fare",
+ENCODERS.register("toy-fare", "aft_bench.toy.finetunes:load_toy_fare",
                   help="the toy CLIP fine-tuned with FARE (eps 4/255), trained on first use")
 
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
@@ -31,6 +35,18 @@ OBJECTIVES.register("fare", "aft_bench.training.objectives.fare:FAREObjective",
                     help="FARE (Schlarmann et al. 2024): L_inf-bounded embedding attack, no penalty")
 OBJECTIVES.register("aft-supervised", "aft_bench.training.objectives.aft_supervised:SupervisedAFTObjective",
                     help="supervised AFT, paper Eq. 1 (image-caption similarity; needs captions)")
+
+# Regularisers h of the AFT inner maximisation (factories taking a TrainConfig; radii in its 1/255 units).
+REGULARIZERS.register("box", "aft_bench.training.regularizers:box_regularizer",
+                      help="h(v) = eta/(2 eps) ||v||^2 inside the L_inf ball of radius eps (paper Eq. 5)")
+REGULARIZERS.register("box-pixelnorm", "aft_bench.training.regularizers:box_pixelnorm_regularizer",
+                      help="the published code's variant of box: the penalty on per-pixel norms")
+REGULARIZERS.register("group-pixel", "aft_bench.training.regularizers:group_pixel_regularizer",
+                      help="group ball over each pixel's colour channels (paper Eq. 22)")
+REGULARIZERS.register("group-patch", "aft_bench.training.regularizers:group_patch_regularizer",
+                      help="group ball over patches of --group-patch pixels (paper Eq. 22)")
+REGULARIZERS.register("elastic-net", "aft_bench.training.regularizers:elastic_net_regularizer",
+                      help="L1 + L2 penalty inside the box (paper Eq. 21)")
 
 ATTRIBUTIONS.register(
     "simple_gradient",
@@ -56,13 +72,28 @@ ATTRIBUTIONS.register("grad_eclip", "aft_bench.attributions.grad_eclip:GradECLIP
                       help="gradient-weighted values with loosened attention (Zhao et al. 2024)")
 ATTRIBUTIONS.register("m2ib", "aft_bench.attributions.m2ib:M2IB",
                       help="multi-modal information bottleneck, batched (Wang et al. 2023)")
-ATTRIBUTIONS.register("random", "aft_bench.tasks.roar_data:RandomBaseline",
+ATTRIBUTIONS.register("random", "aft_bench.attributions.random:RandomBaseline",
                       help="uniform random map (ROAR's random-removal baseline)")
 
 TARGETS.register("text", "aft_bench.attributions.base:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
 TARGETS.register("probe", "aft_bench.probe:probe_target",
                  help="class logit of a linear probe on frozen image embeddings (probe_class=true|top1)")
+
+CLASSIFIERS.register("zero_shot", "aft_bench.classifiers:ZeroShotClassifier",
+                     help="CLIP's zero-shot head: logit scale x cosine with the class-prompt embeddings")
+CLASSIFIERS.register("probe", "aft_bench.classifiers:ProbeClassifier",
+                     help="the run's linear probe on frozen image embeddings (probe_* options)")
+
+RETRAINERS.register("probe", "aft_bench.tasks.roar_retrain:ProbeRetrainer",
+                    help="ROAR: a linear probe on the frozen encoder's embeddings of the removed images")
+RETRAINERS.register("cnn", "aft_bench.tasks.roar_retrain:CnnRetrainer",
+                    help="ROAR: a small CNN trained from scratch on the removed images")
+
+ATTACKS.register("apgd-ce", "aft_bench.attacks.ensemble:apgd_ce",
+                 help="APGD with the cross-entropy loss (Croce & Hein 2020)")
+ATTACKS.register("apgd-t", "aft_bench.attacks.ensemble:apgd_t",
+                 help="APGD with the targeted DLR loss against the runners-up (Croce & Hein 2020)")
 
 TASKS.register("pointing_game", "aft_bench.tasks.pointing_game:PointingGame",
                help="pointing game, PG-energy and segmentation scores (paper Table 1)")
@@ -120,7 +151,13 @@ METRICS.register("pixel_acc", "aft_bench.metrics.segmentation:PIXEL_ACCURACY",
                  help="pixel accuracy of the map thresholded at its mean")
 METRICS.register("ap", "aft_bench.metrics.segmentation:AVERAGE_PRECISION",
                  help="average precision of the map as a pixel score")
+METRICS.register("ap_two_class", "aft_bench.metrics.segmentation:AVERAGE_PRECISION_TWO_CLASS",
+                 help="AP pooled over both classes (map vs foreground, 1 - map vs background), Chefer et al.'s code")
 METRICS.register("mask_iou", "aft_bench.metrics.segmentation:MASK_IOU",
                  help="IoU of the map thresholded at its mean with the mask")
+METRICS.register("pixel_acc_pooled", "aft_bench.metrics.pooled:PIXEL_ACC_POOLED",
+                 help="pixel accuracy pooled over the dataset from per-sample counts (Chefer et al.'s code)")
+METRICS.register("miou_pooled", "aft_bench.metrics.pooled:MIOU_POOLED",
+                 help="two-class mIoU pooled over the dataset from per-sample counts (Chefer et al.'s code)")
 METRICS.register("gini", "aft_bench.metrics.gini:GINI", help="Gini index of |map| (Hurley & Rickard 2009)")
 METRICS.register("ssim", "aft_bench.metrics.ssim:SSIM", help="SSIM of min-max-normalised maps (scikit-image defaults)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -89,6 +90,41 @@ class Registry(Generic[T]):
             entry = getattr(importlib.import_module(module), attr)
             self._entries[name] = entry
         return entry  # type: ignore[return-value]
+
+    def unregister(self, name: str) -> None:
+        """Removes ``name``.
+
+        Raises:
+            UnknownNameError: If ``name`` is not registered.
+        """
+        if name not in self._entries:
+            raise UnknownNameError(self.kind, name, list(self._entries))
+        del self._entries[name]
+        self._help.pop(name, None)
+
+    @contextmanager
+    def temporary(self, name: str, obj: T | str, *, help: str = "", replace: bool = False) -> Iterator[T | str]:
+        """Registers ``obj`` under ``name`` for the body of a ``with`` block, then restores the registry.
+
+        The public way for tests and notebooks to add an entry for a while (a fake method, a tiny task), or,
+        with ``replace=True``, to stand in for a built-in one; the previous entry comes back afterwards.
+
+        Raises:
+            ValueError: If ``name`` is already registered and ``replace`` is False.
+        """
+        previous = (self._entries[name], self._help.get(name, "")) if name in self._entries else None
+        if previous is not None and not replace:
+            raise ValueError(f"{self.kind} {name!r} is already registered; choose another name or pass replace=True")
+        self._entries[name] = obj
+        self._help[name] = help or _first_doc_line(obj)
+        try:
+            yield obj
+        finally:
+            if previous is None:
+                self._entries.pop(name, None)
+                self._help.pop(name, None)
+            else:
+                self._entries[name], self._help[name] = previous
 
     def help(self, name: str) -> str:
         """One-line description of ``name`` (empty when none was given)."""

@@ -17,8 +17,8 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -62,9 +62,12 @@ class RunResult:
     git: str | None = field(default_factory=lambda: git_hash())
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = RESULT_SCHEMA_VERSION
+    #: side files written beside the result file by :func:`write_result`: suffix (``.neurons.csv``) -> a writer
+    #: taking the path (it writes atomically); not part of the JSON record
+    attachments: dict[str, Callable[[Path], None]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: _copy(getattr(self, f.name)) for f in fields(self) if f.name != "attachments"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
@@ -119,18 +122,25 @@ def write_result(result: RunResult, out_dir: str | Path) -> Path:
     while path.exists():
         path = folder / f"{stem}__{stamp}-{suffix}.json"
         suffix += 1
-    atomic_write_text(path, json.dumps(_finite_or_null(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(finite_or_null(result.to_dict()), indent=2, allow_nan=False) + "\n")
+    for suffix, writer in result.attachments.items():
+        writer(path.with_suffix(suffix))
     return path
 
 
-def _finite_or_null(value: Any) -> Any:
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON-like value (what :func:`dataclasses.asdict` did, without the attachments)."""
+    return json.loads(json.dumps(value, default=str)) if isinstance(value, dict | list) else value
+
+
+def finite_or_null(value: Any) -> Any:
     """Replaces NaN/Inf floats by None so result files are strict JSON (NaN: undefined, e.g. ci95 of n=1)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {k: _finite_or_null(v) for k, v in value.items()}
+        return {k: finite_or_null(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite_or_null(v) for v in value]
+        return [finite_or_null(v) for v in value]
     return value
 
 

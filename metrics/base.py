@@ -13,11 +13,15 @@ torchmetrics does), so no list of maps is ever kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from aft_bench.metrics.summary import RunningStat
 
 FOREGROUND, BACKGROUND, IGNORE = 1, 0, -1
 
@@ -31,23 +35,69 @@ class NonFiniteMapError(ValueError):
 
 @dataclass(frozen=True)
 class Metric:
-    """A named metric function and how to read it.
+    """A reported score and how to read it, declared once: tasks list the metric objects they report, and
+    result summaries and leaderboard arrows read ``higher_is_better`` and ``scale`` from them.
 
     Attributes:
         name: Registry name, also the column name in result files ("pg", "ap", ...).
-        fn: Batched function ``fn(maps, masks, **options) -> (B,) float64`` of per-sample scores.
         higher_is_better: Direction shown as an arrow in leaderboards.
         description: One line for ``aft-bench ls`` and table captions.
+        fn: Batched function ``fn(maps, masks, **options) -> (B,) float64`` of per-sample scores, when the
+            score is a function of maps and masks (None for scores a task computes itself, e.g. accuracy).
+        scale: Factor from the per-sample value to the reported mean (100: fractions shown in percent).
     """
 
     name: str
-    fn: Callable[..., Tensor]
     higher_is_better: bool
-    description: str
+    description: str = ""
+    fn: Callable[..., Tensor] | None = None
+    scale: float = 100.0
 
     def __call__(self, maps: Tensor, masks: Tensor, **kwargs: object) -> Tensor:
         """Scores a batch; see the function's docstring for the options it takes."""
+        if self.fn is None:
+            raise TypeError(f"metric {self.name!r} is computed by its task, not from maps and masks")
         return self.fn(maps, masks, **kwargs)
+
+    def renamed(self, name: str, description: str | None = None) -> Metric:
+        """The same metric under another column name (``ssim@3``, ``acc@0.5``)."""
+        return replace(self, name=name, description=self.description if description is None else description)
+
+    def summary(self, stat: RunningStat) -> dict[str, Any]:
+        """The result-file summary of the per-sample values in ``stat`` (already multiplied by :attr:`scale`)."""
+        return {**stat.summary(), "higher_is_better": self.higher_is_better}
+
+    def count_summary(self, value: float, n: int) -> dict[str, Any]:
+        """The summary of a score that is one number for the whole run (a count of detectors over ``n`` units):
+        no interval."""
+        return {"mean": float(value) * self.scale, "ci95": math.nan, "n": n, "higher_is_better": self.higher_is_better}
+
+
+@dataclass(frozen=True)
+class PooledMetric:
+    """A score pooled over the dataset from per-sample counts (Chefer et al.'s pooled pixel accuracy and mIoU).
+
+    A task stores ``counts(maps, masks)`` (B x K integers) per sample; the summary sums them over the samples
+    scored and applies ``reduce``. Resumed and sharded runs therefore pool the same totals. There is no
+    per-sample value, so no interval.
+
+    Attributes:
+        name, higher_is_better, description, scale: As for :class:`Metric`.
+        counts: ``counts(maps, masks) -> B x K`` int64 counts of each sample.
+        reduce: Summed counts (K,) -> the pooled score as a fraction.
+    """
+
+    name: str
+    higher_is_better: bool
+    counts: Callable[[Tensor, Tensor], Tensor]
+    reduce: Callable[[Tensor], float]
+    description: str = ""
+    scale: float = 100.0
+
+    def summary(self, totals: Tensor | None, n: int) -> dict[str, Any]:
+        """The result-file summary of counts summed over ``n`` samples (mean NaN when none was scored)."""
+        mean = math.nan if totals is None or n == 0 else self.scale * float(self.reduce(totals))
+        return {"mean": mean, "ci95": math.nan, "n": n, "higher_is_better": self.higher_is_better}
 
 
 def _count_non_finite(maps: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aft_bench.metrics.base import FOREGROUND, IGNORE, check_batch
+from aft_bench.metrics.base import FOREGROUND, IGNORE, PooledMetric, check_batch
 from aft_bench.metrics.segmentation import predicted_foreground
 
 COUNTS = ("correct", "labelled", "inter_fg", "union_fg", "inter_bg", "union_bg")
@@ -66,3 +66,21 @@ def pooled_scores(totals: Tensor) -> dict[str, float]:
         raise ValueError("pooled_scores: no labelled pixel in the whole dataset")
     ious = [inter / union for inter, union in ((inter_fg, union_fg), (inter_bg, union_bg)) if union > 0]
     return {"pixel_acc_pooled": correct / labelled, "miou_pooled": sum(ious) / len(ious)}
+
+
+def _pooled_pixel_accuracy(totals: Tensor) -> float:
+    return pooled_scores(totals)["pixel_acc_pooled"]
+
+
+def _pooled_miou(totals: Tensor) -> float:
+    return pooled_scores(totals)["miou_pooled"]
+
+
+PIXEL_ACC_POOLED = PooledMetric(
+    name="pixel_acc_pooled", higher_is_better=True, counts=segmentation_counts, reduce=_pooled_pixel_accuracy,
+    description="pixel accuracy pooled over the dataset (Chefer et al.'s code)",
+)
+MIOU_POOLED = PooledMetric(
+    name="miou_pooled", higher_is_better=True, counts=segmentation_counts, reduce=_pooled_miou,
+    description="two-class mIoU pooled over the dataset (Chefer et al.'s code)",
+)

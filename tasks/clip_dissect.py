@@ -23,28 +23,28 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from aft_bench.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer, stream_samples
+from aft_bench.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer
 from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.config import RunConfig
+from aft_bench.context import RunContext
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import VOCABULARY, ShapesDataset
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Task, build_dataset, load_samples
-from aft_bench.loading import load_encoder
+from aft_bench.evaluation import Reported, Task
+from aft_bench.metrics.base import Metric
 from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult, run_key, write_result
-from aft_bench.tasks.options import options_dataclass
+from aft_bench.results import RunResult
+from aft_bench.streaming import BadSamples
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,12 @@ DEFAULT_CONCEPTS: dict[type, list[str]] = {ShapesDataset: VOCABULARY}
 #: card keys naming the encoder a checkpoint was fine-tuned from, in order of preference
 ORIGIN_KEYS = ("base_encoder", "origin")
 TEXT_CHUNK = 256
+DETECTORS = Metric(name="detectors", higher_is_better=True, scale=1.0,
+                   description="neurons whose best soft-WPMI score exceeds the threshold (Oikarinen & Weng 2022)")
+UNIQUE_CONCEPTS = Metric(name="unique_concepts", higher_is_better=True, scale=1.0,
+                         description="distinct concepts among the detectors")
+MEAN_SCORE = Metric(name="mean_score", higher_is_better=True, scale=1.0,
+                    description="mean best soft-WPMI score over the neurons")
 
 
 @dataclass(frozen=True)
@@ -80,14 +86,11 @@ class ClipDissectOptions:
     p_end: float = 0.97
     threshold: float = 0.0
 
-    @classmethod
-    def from_config(cls, options: dict[str, Any]) -> ClipDissectOptions:
-        out = options_dataclass(cls, options, "clip_dissect")
-        if out.top_k < 1:
-            raise ValueError(f"clip_dissect: top_k must be >= 1, got {out.top_k}")
-        if "{}" not in out.template:
-            raise ValueError(f"clip_dissect: template {out.template!r} must contain '{{}}' for the concept")
-        return out
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"option top_k={self.top_k}: give a number of images >= 1")
+        if "{}" not in self.template:
+            raise ValueError(f"option template={self.template!r} must contain '{{}}' for the concept")
 
 
 def read_concepts(path: str | Path) -> list[str]:
@@ -134,63 +137,70 @@ def concept_embeddings(probe: Encoder, concepts: list[str], template: str) -> Te
 
 
 class ClipDissect(Task):
-    """Runs CLIP-Dissect for every encoder of the config (attributions are not used)."""
+    """Runs CLIP-Dissect for every encoder of the run (attributions are not used)."""
 
-    def run(self, config: RunConfig) -> list[Path]:
-        options = ClipDissectOptions.from_config(dict(config.options))
+    Options: ClassVar[type] = ClipDissectOptions
+
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        return (DETECTORS, UNIQUE_CONCEPTS, MEAN_SCORE)
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
         probes: dict[str, tuple[list[str], Tensor]] = {}
-        return [self._dissect(config, options, spec, probes) for spec in config.encoders]
+        for spec, encoder in ctx.encoders():
+            yield self._dissect(ctx, spec, encoder, probes)
 
-    def _dissect(self, config: RunConfig, options: ClipDissectOptions, spec: str,
-                 probes: dict[str, tuple[list[str], Tensor]]) -> Path:
+    def _dissect(self, ctx: RunContext, spec: str, encoder: Encoder,
+                 probes: dict[str, tuple[list[str], Tensor]]) -> RunResult:
         start = time.perf_counter()
-        encoder = load_encoder(spec, config.device)
+        options: ClipDissectOptions = ctx.options
         layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
-        dataset, ids = load_samples(config, encoder.image_size)
-        concepts = read_concepts(options.concepts) if options.concepts else default_concepts(dataset, config.dataset)
+        dataset, ids = ctx.samples(encoder.image_size)
+        concepts = read_concepts(options.concepts) if options.concepts else \
+            default_concepts(dataset, ctx.config.dataset)
         probe_name = probe_spec(encoder, spec, options.probe_encoder)
-        skipped: Counter[str] = Counter()
-        own_ids, acts, embeds = self._activations(config, encoder, layer, dataset, ids, skipped, f"{spec} | {layer}")
+        policy = ctx.policy(dataset)
+        own_ids, acts, embeds = self._activations(ctx, encoder, layer, dataset, ids, policy, f"{spec} | {layer}")
         if probe_name == spec:
             probes.setdefault(probe_name, (own_ids, embeds))
             probe = encoder
         else:
-            probe = load_encoder(probe_name, config.device)
+            probe = ctx.load_encoder(probe_name)
             if probe_name not in probes:
-                probe_data = build_dataset(config, probe.image_size)
-                probe_ids, _, probe_embeds = self._activations(config, probe, None, probe_data, ids, Counter(),
-                                                               f"probe {probe_name}")
+                probe_data = ctx.dataset(probe.image_size)
+                probe_ids, _, probe_embeds = self._activations(ctx, probe, None, probe_data, ids,
+                                                               ctx.policy(), f"probe {probe_name}")
                 probes[probe_name] = (probe_ids, probe_embeds)
         probe_ids, probe_embeds = probes[probe_name]
         own_ids, acts, probe_embeds = _align(own_ids, acts, probe_ids, probe_embeds)
         if not own_ids:
-            raise DataError(f"no probe image of {config.dataset!r} could be read (skipped: {dict(skipped)})")
+            raise DataError(f"no probe image of {ctx.config.dataset!r} could be read "
+                            f"(skipped: {dict(policy.counts)})")
         texts = concept_embeddings(probe, concepts, options.template)
         scores = soft_wpmi(
-            acts.to(config.device), embedding_rows(probe_embeds.to(config.device), texts, options.scale),
+            acts.to(ctx.device), embedding_rows(probe_embeds.to(ctx.device), texts, options.scale),
             top_k=options.top_k, p_start=options.p_start, p_end=options.p_end,
         ).cpu()
         concept_index, best = assign_concepts(scores)
         detectors = best > options.threshold
-        result = self._result(config, options, spec, encoder, layer, probe_name, concepts, len(own_ids),
-                              best, concept_index, detectors, skipped)
+        result = self._result(ctx, spec, encoder, layer, probe_name, concepts, len(own_ids),
+                              best, concept_index, detectors, policy.counts)
         result.duration_s = round(time.perf_counter() - start, 3)
-        path = write_result(result, config.out)
-        _write_neurons_csv(path.with_suffix(".neurons.csv"), concepts, concept_index, best)
-        _write_histogram(path.with_suffix(".hist.png"), best, options.threshold, f"{spec} · {layer}")
-        return path
+        result.attachments = {
+            ".neurons.csv": lambda path: _write_neurons_csv(path, concepts, concept_index, best),
+            ".hist.png": lambda path: _write_histogram(path, best, options.threshold, f"{spec} · {layer}"),
+        }
+        return result
 
     @staticmethod
     def _activations(
-        config: RunConfig, encoder: Encoder, layer: LayerSpec | None, dataset: Dataset, ids: list[str],
-        skipped: Counter[str], desc: str,
+        ctx: RunContext, encoder: Encoder, layer: LayerSpec | None, dataset: Dataset, ids: list[str],
+        policy: BadSamples, desc: str,
     ) -> tuple[list[str], Tensor | None, Tensor]:
         """Loaded ids, their neuron activations (N x U, None without a layer) and image embeddings (N x D)."""
         seen: list[str] = []
         acts: list[Tensor] = []
         embeds: list[Tensor] = []
-        for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error,
-                                    skipped, desc):
+        for batch in ctx.batches(dataset, ids, policy, desc):
             pixels = batch.images.to(encoder.device)
             if layer is None:
                 with torch.no_grad():
@@ -205,26 +215,23 @@ class ClipDissect(Task):
         return seen, (torch.cat(acts) if acts else None), torch.cat(embeds)
 
     def _result(
-        self, config: RunConfig, options: ClipDissectOptions, spec: str, encoder: Encoder, layer: LayerSpec,
-        probe_name: str, concepts: list[str], n_images: int, best: Tensor, concept_index: Tensor,
-        detectors: Tensor, skipped: Counter[str],
+        self, ctx: RunContext, spec: str, encoder: Encoder, layer: LayerSpec, probe_name: str, concepts: list[str],
+        n_images: int, best: Tensor, concept_index: Tensor, detectors: Tensor, skipped: Counter[str],
     ) -> RunResult:
+        options: ClipDissectOptions = ctx.options
         stat = RunningStat()
         stat.update(best)
         units = int(best.numel())
         chosen = concept_index[detectors]
         metrics = {
-            "detectors": _count(int(detectors.sum()), units),
-            "unique_concepts": _count(int(torch.unique(chosen).numel()), units),
-            "mean_score": {**stat.summary(), "higher_is_better": True},
+            DETECTORS.name: DETECTORS.count_summary(int(detectors.sum()), units),
+            UNIQUE_CONCEPTS.name: UNIQUE_CONCEPTS.count_summary(int(torch.unique(chosen).numel()), units),
+            MEAN_SCORE.name: MEAN_SCORE.summary(stat),
         }
-        key = run_key({**config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
-                       "layer": str(layer), "probe": probe_name, "limit": config.limit})
+        key = ctx.run_key(spec, encoder, str(layer), probe=probe_name, limit=ctx.config.limit)
         top = Counter(concepts[i] for i in chosen.tolist()).most_common(10)
-        return RunResult(
-            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
-            attribution=str(layer), metrics=metrics, n=n_images, excluded={}, skipped=dict(skipped),
-            config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
+        return ctx.result(
+            encoder=spec, attribution=str(layer), key=key, metrics=metrics, n=n_images, skipped=skipped,
             extra={"layer": str(layer), "units": units, "probe_encoder": probe_name, "concepts": len(concepts),
                    "concepts_file": options.concepts, "threshold": options.threshold,
                    "top_k": min(options.top_k, n_images), "top_concepts": dict(top),
@@ -244,10 +251,6 @@ def _align(ids: list[str], acts: Tensor | None, probe_ids: list[str], probe_embe
     row = {sample_id: i for i, sample_id in enumerate(probe_ids)}
     keep = [i for i, sample_id in enumerate(ids) if sample_id in row]
     return ([ids[i] for i in keep], acts[keep], probe_embeds[[row[ids[i]] for i in keep]])
-
-
-def _count(value: int, units: int) -> dict[str, Any]:
-    return {"mean": float(value), "ci95": math.nan, "n": units, "higher_is_better": True}
 
 
 def _write_neurons_csv(path: Path, concepts: list[str], concept_index: Tensor, best: Tensor) -> None:

@@ -30,21 +30,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations, stream_samples
+from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations
 from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.config import RunConfig
+from aft_bench.context import RunContext
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Task, load_samples
-from aft_bench.loading import load_encoder
+from aft_bench.evaluation import Reported, Task
+from aft_bench.metrics.base import Metric
 from aft_bench.metrics.dissection import (
     IoUAccumulator,
     TopQuantile,
@@ -53,8 +53,8 @@ from aft_bench.metrics.dissection import (
     unit_masks,
 )
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult, run_key, write_result
-from aft_bench.tasks.options import options_dataclass
+from aft_bench.results import RunResult
+from aft_bench.streaming import BadSamples
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ QUANTILE = 0.995
 #: the shapes world's ten concepts each cover ~5% of all pixels, so a 0.5% mask caps the IoU near 0.1 and
 #: leaves the toy CLIP with no detector at all; its top 5% regions are compared instead
 DEFAULT_QUANTILES: dict[type, float] = {ShapesDataset: 0.95}
+DETECTORS = Metric(name="detectors", higher_is_better=True, scale=1.0,
+                   description="units whose best concept IoU exceeds the threshold (Bau et al. 2017)")
+UNIQUE_CONCEPTS = Metric(name="unique_concepts", higher_is_better=True, scale=1.0,
+                         description="distinct concepts among the detectors")
+MEAN_IOU = Metric(name="mean_iou", higher_is_better=True, scale=1.0, description="mean best IoU over the units")
 #: pass 1 keeps the activation maps for pass 2 when they fit in this many bytes (else the encoder runs twice)
 ACTIVATION_CACHE_BYTES = 256 * 2**20
 
@@ -91,16 +96,13 @@ class NetworkDissectionOptions:
     concept: str | None = None
     top_images: int = 8
 
-    @classmethod
-    def from_config(cls, options: dict[str, Any]) -> NetworkDissectionOptions:
-        out = options_dataclass(cls, options, "network_dissection")
-        if out.quantile is not None and not 0.0 <= out.quantile < 1.0:
-            raise ValueError(f"network_dissection: quantile must be in [0, 1), got {out.quantile}")
-        if out.top_images < 1:
-            raise ValueError(f"network_dissection: top_images must be >= 1, got {out.top_images}")
-        if out.unit is not None and out.concept is not None:
+    def __post_init__(self) -> None:
+        if self.quantile is not None and not 0.0 <= self.quantile < 1.0:
+            raise ValueError(f"option quantile={self.quantile}: give a quantile in [0, 1)")
+        if self.top_images < 1:
+            raise ValueError(f"option top_images={self.top_images}: give a number of images >= 1")
+        if self.unit is not None and self.concept is not None:
             raise ValueError("network_dissection: give the option unit or concept, not both")
-        return out
 
 
 # ---------------------------------------------------------------------------------------- concept labels
@@ -191,26 +193,28 @@ def concept_labels(dataset: Dataset, name: str) -> ConceptLabels:
 
 # ---------------------------------------------------------------------------------------- task
 class NetworkDissection(Task):
-    """Runs Network Dissection for every encoder of the config (attributions are not used)."""
+    """Runs Network Dissection for every encoder of the run (attributions are not used)."""
 
-    def run(self, config: RunConfig) -> list[Path]:
-        options = NetworkDissectionOptions.from_config(dict(config.options))
-        return [self._dissect(config, options, spec) for spec in config.encoders]
+    Options: ClassVar[type] = NetworkDissectionOptions
 
-    def _dissect(self, config: RunConfig, options: NetworkDissectionOptions, spec: str) -> Path:
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        for spec, encoder in ctx.encoders():
+            yield self._dissect(ctx, spec, encoder)
+
+    def _dissect(self, ctx: RunContext, spec: str, encoder: Encoder) -> RunResult:
         start = time.perf_counter()
-        encoder = load_encoder(spec, config.device)
+        options: NetworkDissectionOptions = ctx.options
         layer = resolve_layer(encoder, options.layer, DEFAULT_LAYERS)
-        dataset, ids = load_samples(config, encoder.image_size)
-        concepts = concept_labels(dataset, config.dataset)
-        skipped: Counter[str] = Counter(getattr(dataset, "skipped", {}) or {})
+        dataset, ids = ctx.samples(encoder.image_size)
+        concepts = concept_labels(dataset, ctx.config.dataset)
+        policy = ctx.policy(dataset)
         quantile = default_quantile(dataset) if options.quantile is None else options.quantile
-        seen, peaks, thresholds, cache = self._thresholds(config, encoder, layer, dataset, ids, quantile, skipped,
+        seen, peaks, thresholds, cache = self._thresholds(ctx, encoder, layer, dataset, ids, quantile, policy,
                                                           f"{spec} | {layer} | quantiles")
         if options.unit is not None and not 0 <= options.unit < len(thresholds):
             raise ValueError(f"network_dissection: unit {options.unit} out of range; layer {layer} has "
                              f"{len(thresholds)} units")
-        counts = self._counts(config, encoder, layer, dataset, seen, thresholds, concepts, skipped, cache,
+        counts = self._counts(ctx, encoder, layer, dataset, seen, thresholds, concepts, policy, cache,
                               f"{spec} | {layer} | IoU")
         iou = counts.iou()
         concept, best, detectors = best_concepts(iou, options.iou_threshold)
@@ -218,21 +222,22 @@ class NetworkDissection(Task):
         unit = _figure_unit(options, iou, concepts)
         label = concepts.label_names.index(options.concept) if options.concept else int(concept[unit])
         name, unit_iou = concepts.label_names[label], float(iou[unit, label])
-        result = self._result(config, options, spec, layer, counts.images, best, summary, skipped, unit, name,
+        result = self._result(ctx, spec, encoder, layer, counts.images, best, summary, policy.counts, unit, name,
                               unit_iou, quantile)
         result.duration_s = round(time.perf_counter() - start, 3)
-        path = write_result(result, config.out)
-        _write_units_csv(path.with_suffix(".units.csv"), concepts, concept, best, detectors)
         top = torch.topk(peaks[:, unit], k=min(options.top_images, len(seen))).indices.tolist()
         title = f"{spec} · {layer} · unit {unit}: {name} (IoU {unit_iou:.3f})"
-        _write_top_images(path.with_suffix(".top.png"), encoder, layer, dataset, [seen[i] for i in top], unit,
-                          float(thresholds[unit]), title)
-        return path
+        result.attachments = {
+            ".units.csv": lambda path: _write_units_csv(path, concepts, concept, best, detectors),
+            ".top.png": lambda path: _write_top_images(path, encoder, layer, dataset, [seen[i] for i in top], unit,
+                                                       float(thresholds[unit]), title),
+        }
+        return result
 
     @staticmethod
     def _thresholds(
-        config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], quantile: float,
-        skipped: Counter[str], desc: str,
+        ctx: RunContext, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], quantile: float,
+        policy: BadSamples, desc: str,
     ) -> tuple[list[str], Tensor, Tensor, list[Tensor] | None]:
         """Pass 1: the ids read, each image's peak activation per unit (N x U), the unit thresholds (U,) and
         the activation maps themselves when they fit in ``ACTIVATION_CACHE_BYTES`` (else None)."""
@@ -241,8 +246,7 @@ class NetworkDissection(Task):
         peaks: list[Tensor] = []
         cache: list[Tensor] | None = []
         cached_bytes = 0
-        for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error,
-                                    skipped, desc):
+        for batch in ctx.batches(dataset, ids, policy, desc):
             acts = spatial_activations(encoder, batch.images, layer)  # B x U x h x w
             if sketch is None:
                 per_unit = len(ids) * acts.shape[2] * acts.shape[3]
@@ -258,26 +262,23 @@ class NetworkDissection(Task):
             else:
                 cache = None  # too large to keep: pass 2 runs the encoder again
         if sketch is None:
-            raise DataError(f"no image of {config.dataset!r} could be read (skipped: {dict(skipped)})")
+            raise DataError(f"no image of {ctx.config.dataset!r} could be read (skipped: {dict(policy.counts)})")
         return seen, torch.cat(peaks), sketch.result().float(), cache
 
     @staticmethod
     def _counts(
-        config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], thresholds: Tensor,
-        concepts: ConceptLabels, skipped: Counter[str], cache: list[Tensor] | None, desc: str,
+        ctx: RunContext, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str], thresholds: Tensor,
+        concepts: ConceptLabels, policy: BadSamples, cache: list[Tensor] | None, desc: str,
     ) -> IoUAccumulator:
         """Pass 2: intersection and union counts of every unit and concept."""
         counts = IoUAccumulator(concepts.label_category, len(thresholds))
         thresholds = thresholds.to(encoder.device)
         size = tuple(encoder.image_size)
-        for sample_id, maps in _activation_stream(config, encoder, layer, dataset, ids, cache, desc):
+        for sample_id, maps in _activation_stream(ctx, encoder, layer, dataset, ids, cache, policy, desc):
             try:
                 labels = concepts.labels(sample_id, size)
             except DataError as exc:
-                if config.on_error == "raise":
-                    raise DataError(f"sample {sample_id}: {exc} (pass --on-error skip to skip and count it)") from exc
-                log.warning("skipping the labels of %s: %s", sample_id, exc)
-                skipped[str(exc).split(":")[0][:120]] += 1
+                policy.handle(sample_id, str(exc))
                 continue
             if not labels:
                 counts.images += 1
@@ -287,8 +288,11 @@ class NetworkDissection(Task):
             counts.update(unit_masks(maps, thresholds, label_size), {k: v.to(maps.device) for k, v in labels.items()})
         return counts
 
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        return (DETECTORS, UNIQUE_CONCEPTS, MEAN_IOU)
+
     def _result(
-        self, config: RunConfig, options: NetworkDissectionOptions, spec: str, layer: LayerSpec, n_images: int,
+        self, ctx: RunContext, spec: str, encoder: Encoder, layer: LayerSpec, n_images: int,
         best: Tensor, summary: dict[str, dict[str, int]], skipped: Counter[str], unit: int, unit_concept: str,
         unit_iou: float, quantile: float,
     ) -> RunResult:
@@ -296,20 +300,19 @@ class NetworkDissection(Task):
         stat = RunningStat()
         stat.update(best)
         metrics: dict[str, dict[str, Any]] = {
-            "detectors": _count(summary["all"]["detectors"], units),
-            "unique_concepts": _count(summary["all"]["unique_concepts"], units),
-            "mean_iou": {**stat.summary(), "higher_is_better": True},
+            DETECTORS.name: DETECTORS.count_summary(summary["all"]["detectors"], units),
+            UNIQUE_CONCEPTS.name: UNIQUE_CONCEPTS.count_summary(summary["all"]["unique_concepts"], units),
+            MEAN_IOU.name: MEAN_IOU.summary(stat),
         }
         for category, values in summary.items():
             if category != "all":
-                metrics[f"detectors_{category}"] = _count(values["detectors"], units)
-                metrics[f"unique_{category}"] = _count(values["unique_concepts"], units)
-        key = run_key({**config.numbers_key(), "task_version": self.spec.version, "encoder": spec,
-                       "layer": str(layer), "limit": config.limit})
-        return RunResult(
-            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
-            attribution=str(layer), metrics=metrics, n=n_images, excluded={}, skipped=dict(skipped),
-            config=config.to_dict(), run_key=key, seed=config.seed, samples_file="",
+                for metric, value in ((DETECTORS.renamed(f"detectors_{category}"), values["detectors"]),
+                                      (UNIQUE_CONCEPTS.renamed(f"unique_{category}"), values["unique_concepts"])):
+                    metrics[metric.name] = metric.count_summary(value, units)
+        key = ctx.run_key(spec, encoder, str(layer), limit=ctx.config.limit)
+        options: NetworkDissectionOptions = ctx.options
+        return ctx.result(
+            encoder=spec, attribution=str(layer), key=key, metrics=metrics, n=n_images, skipped=skipped,
             extra={"layer": str(layer), "units": units, "quantile": quantile,
                    "iou_threshold": options.iou_threshold, "summary": summary,
                    "figure_unit": {"unit": unit, "concept": unit_concept, "iou": unit_iou},
@@ -331,19 +334,15 @@ def _figure_unit(options: NetworkDissectionOptions, iou: Tensor, concepts: Conce
 
 
 def _activation_stream(
-    config: RunConfig, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str],
-    cache: list[Tensor] | None, desc: str,
+    ctx: RunContext, encoder: Encoder, layer: LayerSpec, dataset: Dataset, ids: list[str],
+    cache: list[Tensor] | None, policy: BadSamples, desc: str,
 ) -> Iterator[tuple[str, Tensor]]:
     """(id, U x h x w maps) of every image: from pass 1's cache, or by running the encoder again."""
     if cache is not None:
         yield from zip(ids, (maps for acts in cache for maps in acts), strict=True)
         return
-    for batch in stream_samples(dataset, ids, config.batch_size, config.num_workers, config.on_error, None, desc):
+    for batch in ctx.batches(dataset, ids, BadSamples(policy.on_error), desc):  # pass 1 counted the skips
         yield from zip(batch.ids, spatial_activations(encoder, batch.images, layer), strict=True)
-
-
-def _count(value: int, units: int) -> dict[str, Any]:
-    return {"mean": float(value), "ci95": math.nan, "n": units, "higher_is_better": True}
 
 
 def _write_units_csv(path: Path, concepts: ConceptLabels, concept: Tensor, best: Tensor, detectors: Tensor) -> None:
@@ -373,7 +372,7 @@ def _write_top_images(path: Path, encoder: Encoder, layer: LayerSpec, dataset: D
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, act in zip(axes.flat, images, up, strict=False):
-        mask = (act >= threshold).numpy()
+        mask = (act > threshold).numpy()  # the unit's region, strict as in unit_masks
         shown = image.permute(1, 2, 0).numpy() * np.where(mask, 1.0, 0.35)[..., None]
         ax.imshow(np.clip(shown, 0, 1))
         if mask.any():

@@ -1,72 +1,69 @@
 """The pointing game and segmentation scores of attribution maps (paper section 4.1, Table 1).
 
-PG (Zhang et al. 2018): a hit when the map's maximum lies inside the object mask; PG-energy (Wang et
-al. 2020): the share of map mass inside the mask; pixel accuracy, average precision and mask IoU of
-the map as a soft segmentation (Chefer et al. 2021), as per-image means with 95% intervals and, as
-Chefer et al.'s code computes them, pooled over the dataset (pixel accuracy and two-class mIoU). Images
-whose mask is empty are excluded and counted, never scored as hits; ignore pixels take part in no score.
+PG (Zhang et al. 2018): a hit when the map's maximum lies inside the object mask (within ``tolerance`` pixels,
+TorchRay's convention, when asked); PG-energy (Wang et al. 2020): the share of map mass inside the mask; pixel
+accuracy, average precision and mask IoU of the map as a soft segmentation, as per-image means with 95%
+intervals: ``ap`` is the foreground AP of the map (what the paper's AP values look like), ``ap_two_class`` the AP
+pooled over both classes that Chefer et al.'s code computes (a random map scores about 50). As Chefer et al.'s
+code also does, pixel accuracy and two-class mIoU pooled over the dataset (``pixel_acc_pooled``,
+``miou_pooled``, from per-sample counts). Images whose mask is empty are excluded and counted, never scored as
+hits; ignore pixels take part in no score.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
-from aft_bench.config import RunConfig
-from aft_bench.data.base import Batch, DataError, Dataset
-from aft_bench.evaluation import MapTask, Record
-from aft_bench.metrics.base import exclusion_reason
-from aft_bench.metrics.pooled import pooled_scores, segmentation_counts
-from aft_bench.registries import METRICS
-from aft_bench.results import RunResult, SampleStore
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch, DataError
+from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.metrics.base import Metric, exclusion_reasons
+from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
+from aft_bench.metrics.pooled import MIOU_POOLED, PIXEL_ACC_POOLED
+from aft_bench.metrics.segmentation import AVERAGE_PRECISION, AVERAGE_PRECISION_TWO_CLASS, MASK_IOU, PIXEL_ACCURACY
+from aft_bench.options import non_negative, option
+
+
+@dataclass(frozen=True)
+class PointingGameOptions(MapOptions):
+    """Options of the pointing game (besides the target and probe of every map task)."""
+
+    tolerance: float = option(0.0, parse=non_negative,
+                              help="PG tolerance in pixels (TorchRay: 15 at 224 px); 0 = the maximum inside the mask")
 
 
 class PointingGame(MapTask):
-    """Scores each map against its sample's object mask; options: ``tolerance`` (pixels) for PG.
+    """Scores each map against its sample's object mask (per-image metrics and Chefer et al.'s pooled ones)."""
 
-    Besides the per-image means it reports ``pixel_acc_pooled`` and ``miou_pooled``, the dataset-pooled
-    scores of Chefer et al.'s evaluation code (:mod:`aft_bench.metrics.pooled`); they have no interval.
-    """
+    Options: ClassVar[type] = PointingGameOptions
+    reported: ClassVar[tuple[Reported, ...]] = (
+        POINTING_GAME, PG_ENERGY, PIXEL_ACCURACY, AVERAGE_PRECISION, AVERAGE_PRECISION_TWO_CLASS, MASK_IOU,
+        PIXEL_ACC_POOLED, MIOU_POOLED,
+    )
 
-    metrics: ClassVar[dict[str, bool]] = {
-        "pg": True, "pg_energy": True, "pixel_acc": True, "ap": True, "mask_iou": True,
-    }
-
-    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
+    def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
         if batch.masks is None:
-            raise DataError(f"dataset {config.dataset!r} has no masks: the pointing game needs object masks")
+            raise DataError(f"dataset {ctx.config.dataset!r} has no masks: the pointing game needs object masks")
         masks = batch.masks.to(maps.device)
-        finite = torch.isfinite(maps).flatten(1).all(dim=1)
-        records: list[Record] = []
-        for i in range(len(batch)):
-            if not bool(finite[i]):
-                bad = int((~torch.isfinite(maps[i])).sum())
-                records.append({"error": f"non-finite map: {bad} NaN/Inf values"})
-                continue
-            reason = exclusion_reason(maps[i], masks[i])
-            records.append({"excluded": reason} if reason else {"scores": {}})
+        records: list[Record] = [{"excluded": reason} if reason else {"scores": {}, "counts": {}}
+                                 for reason in exclusion_reasons(maps, masks)]
         keep = [i for i, r in enumerate(records) if "scores" in r]
-        if keep:
-            index = torch.tensor(keep, device=maps.device)
-            options: dict[str, dict[str, Any]] = {"pg": {"tolerance": config.options.get("tolerance", 0)}}
-            for name in self.metrics:
-                values = METRICS.get(name)(maps[index], masks[index], **options.get(name, {}))
-                for i, value in zip(keep, values.tolist(), strict=True):
-                    records[i]["scores"][name] = value
-            for i, counts in zip(keep, segmentation_counts(maps[index], masks[index]).tolist(), strict=True):
-                records[i]["counts"] = counts
+        if not keep:
+            return records
+        kept_maps, kept_masks = (maps, masks) if len(keep) == len(batch) else (maps[keep], masks[keep])
+        options: dict[str, dict[str, Any]] = {POINTING_GAME.name: {"tolerance": ctx.options.tolerance}}
+        counted: dict[Any, list[Any]] = {}  # pooled metrics that share a counts function compute it once
+        for metric in self.reported:
+            if isinstance(metric, Metric):
+                values = metric(kept_maps, kept_masks, **options.get(metric.name, {})).tolist()
+                field = "scores"
+            else:
+                if metric.counts not in counted:
+                    counted[metric.counts] = metric.counts(kept_maps, kept_masks).tolist()
+                values, field = counted[metric.counts], "counts"
+            for i, value in zip(keep, values, strict=True):
+                records[i][field][metric.name] = value
         return records
-
-    def _summarise(self, config: RunConfig, spec: str, name: str, key: str, store: SampleStore,
-                   ids: list[str], dataset: Dataset) -> RunResult:
-        """Adds Chefer et al.'s dataset-pooled pixel accuracy and mIoU, from the counts stored per sample."""
-        result = super()._summarise(config, spec, name, key, store, ids, dataset)
-        counts = [record["counts"] for record in map(store.get, ids) if record is not None and "counts" in record]
-        if counts:
-            n = len(counts)
-            for metric, value in pooled_scores(torch.tensor(counts).sum(dim=0)).items():
-                result.metrics[metric] = {"mean": 100.0 * value, "ci95": math.nan, "n": n, "higher_is_better": True}
-        return result

@@ -37,128 +37,83 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from aft_bench.attributions.base import Attribution
-from aft_bench.config import RunConfig
-from aft_bench.data.base import Batch
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch, DataError
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import Task, select_ids, usable_attributions
-from aft_bench.loading import load_encoder
-from aft_bench.metrics.removal import ORDERS, check_fraction, curve_auc, fraction_label, replace_with_mean
+from aft_bench.evaluation import Reported, Task
+from aft_bench.metrics.base import Metric
+from aft_bench.metrics.removal import curve_auc, fraction_label, replace_with_mean
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.registries import DATASETS, TARGETS
-from aft_bench.results import SAMPLES_DIR, RunResult, SampleStore, run_key, safe_name, write_result
-from aft_bench.tasks.options import positive_int
-from aft_bench.tasks.roar_data import (
-    RANDOM,
-    RandomBaseline,
-    RemovedSplit,
-    Split,
-    build_split_dataset,
-    ensure_ranks,
-)
-from aft_bench.tasks.roar_plot import figure_path, plot_curves
-from aft_bench.tasks.roar_retrain import RETRAINERS
+from aft_bench.options import nested, option, optional_positive_int
+from aft_bench.registries import RETRAINERS
+from aft_bench.results import RunResult, SampleStore
+from aft_bench.tasks.removal import RemovalOptions, curve_metrics, removal_methods
+from aft_bench.tasks.removal_plot import figure_path, plot_curves
+from aft_bench.tasks.roar_data import RemovedSplit, Split, ensure_ranks
+from aft_bench.tasks.roar_retrain import CnnOptions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_SUBSAMPLE: dict[str, float] = {"probe": 0.8, "cnn": 1.0}
-HIGHER_IS_BETTER: dict[str, bool] = {"morf": False, "lerf": True}
-"""Per removal order: whether a higher accuracy means a better map."""
 
 
-def parse_fractions(value: Any, allow_one: bool = True) -> tuple[float, ...]:
-    """Option ``fractions``: one number or a list of distinct numbers in [0, 1] (sorted ascending here)."""
-    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    try:
-        fractions = tuple(sorted(check_fraction(f) for f in items))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"option fractions={value!r}: give shares in [0, 1], e.g. --option fractions=[0.1,0.5,0.9]"
-                         ) from exc
-    if not fractions or len({fraction_label(f) for f in fractions}) != len(fractions):
-        raise ValueError(f"option fractions={value!r}: give at least one fraction, each once")
-    if not allow_one and fractions[-1] >= 1.0:
-        raise ValueError(f"option fractions={value!r}: this task needs fractions below 1 (one pixel must stay)")
-    return fractions
+def _subsample(value: Any, key: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                              or not 0.0 < float(value) <= 1.0):
+        raise ValueError(f"option {key}={value!r}: give a share in (0, 1]")
+    return None if value is None else float(value)
 
 
-def check_order(value: Any) -> str:
-    if value not in ORDERS:
-        raise ValueError(f"option order={value!r}: choose one of {list(ORDERS)}")
+def _retrain(value: Any, key: str) -> str:
+    RETRAINERS.get(str(value))
     return str(value)
 
 
-def attribution_methods(config: RunConfig, encoder: Encoder, refused: list[str],
-                        random_baseline: bool) -> Iterator[tuple[str, Attribution]]:
-    """The run's attributions that serve ``encoder`` (refusals logged and collected), then ``random``."""
-    yield from usable_attributions(config, encoder, refused)
-    if random_baseline and RANDOM not in config.attributions:
-        yield RANDOM, RandomBaseline(seed=config.seed)
-
-
-def curve_metrics(fractions: Sequence[float], curves: np.ndarray, higher_is_better: bool) -> dict[str, dict]:
-    """``acc@<k>`` and ``auc`` summaries of R x F accuracy curves in [0, 1] (one row per seed or image), in percent."""
-    metrics: dict[str, dict] = {}
-    for j, fraction in enumerate(fractions):
-        stat = RunningStat()
-        stat.update(100.0 * curves[:, j])
-        metrics[f"acc@{fraction_label(fraction)}"] = {**stat.summary(), "higher_is_better": higher_is_better}
-    stat = RunningStat()
-    stat.update(100.0 * curve_auc(fractions, curves))
-    metrics["auc"] = {**stat.summary(), "higher_is_better": higher_is_better}
-    return metrics
-
-
 @dataclass(frozen=True)
-class RoarOptions:
-    """ROAR's options, validated (see the module docstring)."""
+class RoarOptions(RemovalOptions):
+    """ROAR's options (see the module docstring)."""
 
-    fractions: tuple[float, ...]
-    seeds: int
-    target: str
-    retrain: str
-    subsample: float
-    order: str
-    random_baseline: bool
-    train_split: str | None
-    test_split: str | None
-    train_limit: int | None
-    image_cache_mb: float
+    seeds: int = option(3, parse=lambda v, k: optional_positive_int(v, k) or 3, help="retrainings per fraction")
+    retrain: str = option("probe", parse=_retrain, help="probe or cnn (RETRAINERS registry)")
+    subsample: float | None = option(None, parse=_subsample,
+                                     help="share of training images per seed; null = 0.8 for probe, 1.0 for cnn")
+    train_split: str | None = option("train", help="split= of the training side")
+    test_split: str | None = option(None, help="split= of the test side (null: the dataset's default)")
+    train_limit: int | None = option(None, parse=optional_positive_int,
+                                     help="training images (seeded subset; null: --limit)")
+    image_cache_mb: float = option(512.0, help="keep a split in memory when it fits")
+    cnn: CnnOptions = nested(CnnOptions, "cnn_", help="the CNN retrainer")
 
-    @classmethod
-    def from_config(cls, config: RunConfig) -> RoarOptions:
-        o = config.options
-        retrain = o.get("retrain", "probe")
-        if retrain not in RETRAINERS:
-            raise ValueError(f"option retrain={retrain!r}: choose one of {sorted(RETRAINERS)}")
-        target = str(o.get("target", "text"))
-        TARGETS.get(target)  # unknown names fail here, with the known ones
-        subsample = o.get("subsample")
-        if o.get("train_split", "train") == o.get("test_split"):
-            raise ValueError(f"options train_split and test_split are both {o.get('test_split')!r}: ROAR must test on "
+    def __post_init__(self) -> None:
+        if self.train_split == self.test_split:
+            raise ValueError(f"options train_split and test_split are both {self.test_split!r}: ROAR must test on "
                              "images it did not retrain on")
-        return cls(
-            fractions=parse_fractions(o.get("fractions", DEFAULT_FRACTIONS)),
-            seeds=positive_int(o, "seeds", 3) or 3, target=target, retrain=retrain,
-            subsample=float(DEFAULT_SUBSAMPLE[retrain] if subsample is None else subsample),
-            order=check_order(o.get("order", "morf")), random_baseline=bool(o.get("random_baseline", True)),
-            train_split=o.get("train_split", "train"), test_split=o.get("test_split"),
-            train_limit=positive_int(o, "train_limit", None), image_cache_mb=float(o.get("image_cache_mb", 512)),
-        )
+
+    @property
+    def share(self) -> float:
+        """The share of training images each seed retrains on."""
+        return DEFAULT_SUBSAMPLE[self.retrain] if self.subsample is None else self.subsample
 
 
-def _options_subset(options: Mapping[str, Any], names: Sequence[str], prefixes: tuple[str, ...]) -> dict[str, Any]:
-    """The options named in ``names`` or starting with one of ``prefixes`` (what one cached artefact depends on)."""
-    return {k: v for k, v in sorted(options.items()) if k in names or k.startswith(prefixes)}
+def curve_summaries(metrics: Sequence[Metric], fractions: Sequence[float], curves: np.ndarray) -> dict[str, dict]:
+    """``acc@<k>`` and ``auc`` summaries of R x F accuracy curves in [0, 1] (one row per seed), in percent."""
+    columns = [*(curves[:, j] for j in range(len(fractions))), curve_auc(fractions, curves)]
+    out: dict[str, dict] = {}
+    for metric, values in zip(metrics, columns, strict=True):
+        stat = RunningStat()
+        stat.update(metric.scale * values)
+        out[metric.name] = metric.summary(stat)
+    return out
 
 
 def _ids_digest(*id_lists: list[str]) -> str:
@@ -168,115 +123,136 @@ def _ids_digest(*id_lists: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class _Encoder:
+    """What every (attribution) pair of one encoder shares."""
+
+    spec: str
+    encoder: Encoder
+    train: Split
+    test: Split
+    mean: Tensor
+    retrainer: Any
+    seeds: list[int]
+    clean_acc: np.ndarray
+    figure: Path
+    ids: str
+
+
 class Roar(Task):
     """Remove and retrain (Hooker et al. 2019) for every encoder x attribution, plus the random baseline."""
 
-    def run(self, config: RunConfig) -> list[Path]:
-        opts = RoarOptions.from_config(config)
-        paths: list[Path] = []
+    Options: ClassVar[type] = RoarOptions
+
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        return curve_metrics(options.fractions, options.order)
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
         refused: list[str] = []
-        for spec in config.encoders:
-            encoder = load_encoder(spec, config.device)
-            methods = list(attribution_methods(config, encoder, refused, opts.random_baseline))
-            if methods:
-                paths.extend(self._run_encoder(config, opts, encoder, spec, methods))
-        if not paths and refused:
+        produced = False
+        for spec, encoder in ctx.encoders():
+            methods = list(removal_methods(ctx, encoder, refused))
+            if not methods:
+                continue
+            shared = self._prepare(ctx, spec, encoder)
+            results = []
+            for name, method in methods:
+                result = self._run_pair(ctx, shared, name, method)
+                results.append(result)
+                produced = True
+                yield result
+            plot_curves(results, shared.figure, title=f"ROAR · {spec} · {ctx.config.dataset} · "
+                                                      f"retrain={ctx.options.retrain}")
+        if not produced and refused:
             raise UnsupportedEncoderError("; ".join(refused))
-        return paths
 
     # ------------------------------------------------------------------ one encoder
-    def _splits(self, config: RunConfig, opts: RoarOptions, encoder: Encoder) -> tuple[Split, Split]:
-        factory = DATASETS.get(config.dataset)
+    def _splits(self, ctx: RunContext, encoder: Encoder) -> tuple[Split, Split]:
+        opts: RoarOptions = ctx.options
         splits = []
-        for name, split, limit in (("train", opts.train_split, opts.train_limit or config.limit),
-                                   ("test", opts.test_split, config.limit)):
-            dataset = build_split_dataset(factory, config.dataset, split, encoder.image_size, config.data_root,
-                                          config.on_error, dict(config.dataset_args))
-            ids = select_ids(dataset.ids(), limit, config.seed)
-            splits.append(Split(name, dataset, ids, encoder.image_size, config.on_error, config.batch_size,
-                                config.num_workers))
+        for name, split, limit in (("train", opts.train_split, opts.train_limit or ctx.config.limit),
+                                   ("test", opts.test_split, ctx.config.limit)):
+            try:
+                dataset = ctx.dataset(encoder.image_size, split=split)
+            except DataError as exc:
+                raise DataError(f"{exc}. ROAR needs a labelled dataset with train and test splits passed as split=...: "
+                                "set them with --option train_split=... --option test_split=...") from exc
+            splits.append(Split(name, dataset, ctx.select(dataset.ids(), limit), encoder.image_size,
+                                ctx.config.on_error, ctx.config.batch_size, ctx.config.num_workers))
             splits[-1].preload(opts.image_cache_mb * 2**20)
         return splits[0], splits[1]
 
-    def _run_encoder(self, config: RunConfig, opts: RoarOptions, encoder: Encoder, spec: str,
-                     methods: list[tuple[str, Attribution]]) -> list[Path]:
-        train, test = self._splits(config, opts, encoder)
+    def _retrain_options(self, ctx: RunContext) -> dict[str, Any]:
+        """The options the retrained models depend on (the key of the clean and per-fraction accuracies)."""
+        opts: RoarOptions = ctx.options
+        return {"retrain": opts.retrain, "subsample": opts.share, "seeds": opts.seeds,
+                "probe": {"steps": opts.probe.steps, "weight_decay": opts.probe.weight_decay},
+                "cnn": vars(opts.cnn) if opts.retrain == "cnn" else None}
+
+    def _prepare(self, ctx: RunContext, spec: str, encoder: Encoder) -> _Encoder:
+        opts: RoarOptions = ctx.options
+        train, test = self._splits(ctx, encoder)
         mean = train.channel_mean()
-        retrainer = RETRAINERS[opts.retrain](encoder, config, len(train.classnames), mean)
-        numbers = {k: v for k, v in config.numbers_key().items() if k != "options"}
-        base = {**numbers, "task_version": self.spec.version, "encoder": spec,
-                "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
-                "ids": _ids_digest(train.ids, test.ids),
-                "retrain": _options_subset(config.options, ("retrain", "subsample"), ("probe_", "cnn_"))}
-        seeds = [config.seed + i for i in range(opts.seeds)]
-        folder = Path(config.out) / self.spec.name
-        stem = "__".join(safe_name(s) for s in (spec, "-", config.dataset))
-        clean_key = run_key({**base, "attribution": "-"})
-        clean_path = folder / SAMPLES_DIR / f"{stem}__clean__{clean_key}.jsonl"
-        if config.fresh:
+        retrainer = RETRAINERS.get(opts.retrain)(encoder, len(train.classnames), mean, opts.probe, opts.cnn)
+        seeds = [ctx.config.seed + i for i in range(opts.seeds)]
+        ids = _ids_digest(train.ids, test.ids)
+        clean_key = ctx.run_key(spec, encoder, "-", options=self._retrain_options(ctx), ids=ids)
+        clean_path = ctx.store_path(spec, "-", clean_key, kind="clean")
+        if ctx.config.fresh:
             clean_path.unlink(missing_ok=True)
         clean_store = SampleStore(clean_path)
         clean = RemovedSplit(train, None, 0.0, opts.order, lambda images, masks: images)
         self._fill(clean_store, retrainer, clean, RemovedSplit(test, None, 0.0, opts.order, clean.remove), 0.0,
-                   seeds, opts.subsample)
+                   seeds, opts.share)
         clean_acc = self._curves(clean_store, (0.0,), seeds)[:, 0]
-        figure = figure_path(folder, spec, config.dataset)
-        results = []
-        for name, method in methods:
-            results.append(self._run_pair(config, opts, encoder, spec, name, method, train, test, mean, retrainer,
-                                          base, seeds, clean_acc, figure))
-        paths = [write_result(result, config.out) for result in results]
-        plot_curves(results, figure, title=f"ROAR · {spec} · {config.dataset} · retrain={opts.retrain}")
-        return paths
+        return _Encoder(spec, encoder, train, test, mean, retrainer, seeds, clean_acc,
+                        figure_path(ctx.folder, spec, ctx.config.dataset), ids)
 
     # ------------------------------------------------------------------ one (encoder, attribution)
-    def _run_pair(self, config: RunConfig, opts: RoarOptions, encoder: Encoder, spec: str, name: str,
-                  method: Attribution, train: Split, test: Split, mean: Tensor, retrainer: Any,
-                  base: dict[str, Any], seeds: list[int], clean_acc: np.ndarray, figure: Path) -> RunResult:
-        folder = Path(config.out) / self.spec.name
-        stem = "__".join(safe_name(s) for s in (spec, name, config.dataset))
-        maps_key = {**base, "retrain": None, "attribution": name, "target": opts.target,
-                    "attribution_args": dict(config.attribution_args.get(name, {})),
-                    "probe": _options_subset(config.options, (), ("probe_",))}
-        rank_dir = folder / SAMPLES_DIR / "ranks" / f"{stem}__{run_key(maps_key)}"
-        key = run_key({**maps_key, "retrain": base["retrain"], "order": opts.order})
-        samples_path = folder / SAMPLES_DIR / f"{stem}__{key}.jsonl"
-        if config.fresh:
+    def _run_pair(self, ctx: RunContext, shared: _Encoder, name: str, method: Attribution) -> RunResult:
+        opts: RoarOptions = ctx.options
+        maps_options = {"target": opts.target, "probe": vars(opts.probe) if opts.target == "probe" else None}
+        maps_key = ctx.run_key(shared.spec, shared.encoder, name, options=maps_options, ids=shared.ids)
+        rank_dir = ctx.samples_folder / "ranks" / ctx.store_path(shared.spec, name, maps_key).stem
+        # per (fraction, seed) accuracies: the maps, the retrained model and the order (not the list of fractions)
+        key = ctx.run_key(shared.spec, shared.encoder, name, ids=shared.ids,
+                          options={**maps_options, **self._retrain_options(ctx), "order": opts.order})
+        samples_path = ctx.store_path(shared.spec, name, key)
+        if ctx.config.fresh:
             samples_path.unlink(missing_ok=True)
             shutil.rmtree(rank_dir, ignore_errors=True)
         store = SampleStore(samples_path)
 
         def maps(batch: Batch) -> Tensor:
-            images = batch.images.to(encoder.device)
-            target = TARGETS.get(opts.target)(encoder, batch.prompts, batch.labels, config=config, images=images)
-            return method(encoder, images, target)
+            images = batch.images.to(shared.encoder.device)
+            return method(shared.encoder, images, ctx.target(shared.encoder, batch, shared.train.dataset))
 
-        ranks = {s.name: ensure_ranks(rank_dir / f"{s.name}.npy", s, maps, desc=f"{spec} | {name} | {s.name} maps")
-                 for s in (train, test)}
+        ranks = {s.name: ensure_ranks(rank_dir / f"{s.name}.npy", s, maps,
+                                      desc=f"{shared.spec} | {name} | {s.name} maps")
+                 for s in (shared.train, shared.test)}
 
         def remove(images: Tensor, masks: Tensor) -> Tensor:
-            return replace_with_mean(images, masks, mean)
+            return replace_with_mean(images, masks, shared.mean)
 
-        sources = {f: (RemovedSplit(train, ranks["train"], f, opts.order, remove),
-                       RemovedSplit(test, ranks["test"], f, opts.order, remove)) for f in opts.fractions}
-        for fraction in tqdm(opts.fractions, desc=f"{spec} | {name} | retrain", unit="fraction", leave=False):
-            self._fill(store, retrainer, *sources[fraction], fraction, seeds, opts.subsample)
-        curves = self._curves(store, opts.fractions, seeds)
+        sources = {f: (RemovedSplit(shared.train, ranks["train"], f, opts.order, remove),
+                       RemovedSplit(shared.test, ranks["test"], f, opts.order, remove)) for f in opts.fractions}
+        for fraction in tqdm(opts.fractions, desc=f"{shared.spec} | {name} | retrain", unit="fraction", leave=False):
+            self._fill(store, shared.retrainer, *sources[fraction], fraction, shared.seeds, opts.share)
+        curves = self._curves(store, opts.fractions, shared.seeds)
         skipped: dict[str, int] = {}
-        for reason in [*train.failed.values(), *test.failed.values(), *ranks["train"].failed.values(),
+        for reason in [*shared.train.failed.values(), *shared.test.failed.values(), *ranks["train"].failed.values(),
                        *ranks["test"].failed.values()]:
             skipped[reason] = skipped.get(reason, 0) + 1
-        return RunResult(
-            task=self.spec.name, task_version=self.spec.version, dataset=config.dataset, encoder=spec,
-            attribution=name, metrics=curve_metrics(opts.fractions, curves, HIGHER_IS_BETTER[opts.order]),
-            n=len(ranks["test"].positions()), excluded={}, skipped=skipped, config=config.to_dict(), run_key=key,
-            seed=config.seed, samples_file=str(samples_path.relative_to(folder)),
+        metrics = curve_summaries(self.metrics(opts), opts.fractions, curves)  # type: ignore[arg-type]
+        return ctx.result(
+            encoder=shared.spec, attribution=name, key=key, metrics=metrics, n=len(ranks["test"].positions()),
+            skipped=skipped, samples_file=samples_path,
             extra={
-                "fractions": list(opts.fractions), "seeds": seeds, "order": opts.order, "retrain": opts.retrain,
-                "target": opts.target, "subsample": opts.subsample, "curves": curves.tolist(),
+                "fractions": list(opts.fractions), "seeds": shared.seeds, "order": opts.order, "retrain": opts.retrain,
+                "target": opts.target, "subsample": opts.share, "curves": curves.tolist(),
                 "train_images": len(ranks["train"].positions()), "test_images": len(ranks["test"].positions()),
-                "clean_accuracy": _summary(100.0 * clean_acc), "figure": figure.name,
-                "ranks": str(rank_dir.relative_to(folder)),
+                "clean_accuracy": _summary(100.0 * shared.clean_acc), "figure": shared.figure.name,
+                "ranks": str(rank_dir.relative_to(ctx.folder)),
             },
         )
 

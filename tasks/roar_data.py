@@ -7,102 +7,29 @@ in a numpy memmap in the run folder (uint16 per pixel for images up to 256 x 256
 fraction and seed reads the ranks from disk and no map is held in memory. A :class:`Split` streams the
 images of a labelled dataset split in batches; when the whole split fits in ``image_cache_mb`` it is
 loaded once and kept in memory (the default shapes world: 700 images of 64 x 64, 34 MB), otherwise it
-is read from the dataset on every pass. :class:`RandomBaseline` is ROAR's random-removal baseline as a
-pseudo-attribution.
+is read from the dataset on every pass (through :func:`aft_bench.streaming.stream`, the run's bad-sample policy).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.attributions.base import Attribution, Target
-from aft_bench.data.base import Batch, DataError, Dataset, Sample
-from aft_bench.encoder import Encoder
-from aft_bench.metrics.removal import pixel_ranks, random_maps, removal_masks
+from aft_bench.data.base import Batch, DataError, Dataset
+from aft_bench.evaluation import non_finite_message
+from aft_bench.metrics.removal import pixel_ranks, removal_masks
+from aft_bench.streaming import BadSamples, stream
 
 log = logging.getLogger(__name__)
-
-RANDOM = "random"
-"""Name of the random-removal baseline row."""
-
-
-class RandomBaseline(Attribution):
-    """Random removal (Hooker et al. 2019): a uniform random score per pixel, the floor every map must beat.
-
-    The map of an image depends only on ``seed`` and the image's pixels (a CRC-32 of its float32
-    values picks the random stream, :func:`aft_bench.metrics.removal.random_maps`), so it is the same
-    in any batch, on any device, in train and test passes.
-    """
-
-    name = RANDOM
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = int(seed)
-
-    def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
-        keys = [content_key(image) for image in images.detach().to("cpu", torch.float32)]
-        maps = random_maps(keys, images.shape[2], images.shape[3], self.seed)
-        return maps.to(device=images.device, dtype=torch.float32)
-
-
-def content_key(image: Tensor) -> int:
-    """CRC-32 of an image's float32 pixel values (a stable per-image key)."""
-    return zlib.crc32(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-
-
-def id_key(sample_id: str) -> int:
-    """CRC-32 of a sample id (a stable per-sample key for noise streams)."""
-    return zlib.crc32(sample_id.encode("utf-8"))
-
-
-# ---------------------------------------------------------------------------------------- splits
-def build_split_dataset(factory: Callable[..., Dataset], name: str, split: str | None, image_size: tuple[int, int],
-                        root: str | None, on_error: str, dataset_args: dict[str, Any]) -> Dataset:
-    """A dataset split: ``factory(..., split=split)`` (``split=None`` keeps the dataset's own default)."""
-    args = dict(dataset_args)
-    if split is not None:
-        args["split"] = split
-    try:
-        return factory(image_size=image_size, root=root, on_error=on_error, **args)
-    except TypeError as exc:
-        raise DataError(
-            f"dataset {name!r} rejects the arguments {args} ({exc}); ROAR needs a labelled dataset with train and "
-            "test splits passed as split=..., set them with --option train_split=... --option test_split=..."
-        ) from exc
-
-
-class _Indexed(torch.utils.data.Dataset):
-    """Loads ``ids[position]``; a DataError becomes its message so a loader worker never dies."""
-
-    def __init__(self, dataset: Dataset, ids: Sequence[str], positions: Sequence[int]) -> None:
-        self.dataset, self.ids, self.positions = dataset, ids, list(positions)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, index: int) -> tuple[int, Sample | str]:
-        position = self.positions[index]
-        try:
-            return position, self.dataset.load(self.ids[position])
-        except DataError as exc:
-            return position, str(exc)
-
-
-def _as_list(items: list[Any]) -> list[Any]:
-    return items
 
 
 class Split:
@@ -127,6 +54,7 @@ class Split:
         self.name, self.dataset, self.ids, self.image_size = name, dataset, ids, image_size
         self.on_error, self.batch_size, self.num_workers = on_error, batch_size, num_workers
         self.failed: dict[str, str] = {}
+        self.policy = BadSamples(on_error)
         self._memory: tuple[Tensor, Tensor, list[str], np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -169,28 +97,19 @@ class Split:
                                prompts=[prompts[p] for p in chunk], labels=labels[index], masks=None)
 
     def _stream(self, positions: Sequence[int]) -> Iterator[tuple[list[int], Batch]]:
-        loader = DataLoader(_Indexed(self.dataset, self.ids, positions), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_as_list, shuffle=False)
-        for items in loader:
-            good: list[tuple[int, Sample]] = []
-            for position, item in items:
-                if isinstance(item, str):
-                    self.fail(position, item)
-                else:
-                    good.append((position, item))
-            if good:
-                yield [p for p, _ in good], Batch.collate([s for _, s in good])
+        position_of = {self.ids[p]: p for p in positions}
+        for chunk in stream(self.dataset, list(position_of), batch_size=self.batch_size, policy=self.policy,
+                            num_workers=self.num_workers, progress=False):
+            for sample_id, reason in chunk.bad:
+                self.failed.setdefault(sample_id, reason)
+            if chunk.batch is not None:
+                yield [position_of[i] for i in chunk.batch.ids], chunk.batch
 
-    def fail(self, position: int, message: str, record: dict[str, str] | None = None) -> None:
-        """Raises (``on_error="raise"``) or records in ``record`` (default :attr:`failed`) why a sample is left out."""
+    def fail(self, position: int, message: str, record: dict[str, str]) -> None:
+        """Applies the run's policy to the sample at ``position`` (raise, or skip: ``record[id] = reason``)."""
         sample_id = self.ids[position]
-        if self.on_error == "raise":
-            raise DataError(f"{self.name} sample {sample_id}: {message} (pass --on-error skip to skip and count such "
-                            "samples)")
-        record = self.failed if record is None else record
         if sample_id not in record:
-            log.warning("skipping %s sample %s: %s", self.name, sample_id, message)
-            record[sample_id] = message.split(":")[0][:120]
+            record[sample_id] = self.policy.handle(sample_id, message)
 
     def channel_mean(self) -> Tensor:
         """Per-channel mean (3,) float64 of the split's readable images: ROAR's replacement value."""
@@ -244,8 +163,7 @@ def ensure_ranks(path: Path, split: Split, maps_fn: Callable[[Batch], Tensor], d
                 maps = maps_fn(batch).detach()
                 finite = torch.isfinite(maps).flatten(1).all(dim=1).cpu()
                 for i in torch.nonzero(~finite).flatten().tolist():
-                    bad = int((~torch.isfinite(maps[i])).sum())
-                    split.fail(positions[i], f"non-finite map: {bad} NaN/Inf values", record=failed)
+                    split.fail(positions[i], non_finite_message(maps[i]), record=failed)
                 keep = torch.nonzero(finite).flatten()
                 if len(keep):
                     rows = [positions[i] for i in keep.tolist()]

@@ -12,22 +12,24 @@ of one freshly trained model per seed:
   sets its initialisation, its subsample and the order of its mini-batches.
 
 Options read here (``--option key=value``): ``probe_steps``, ``probe_weight_decay`` (shared with the
-probe target), ``cnn_epochs`` (default 10), ``cnn_lr`` (default 3e-3), ``cnn_width`` (default 16).
+probe target), ``cnn_epochs`` (default 10), ``cnn_lr`` (default 3e-3), ``cnn_width`` (default 16). Every entry of
+the ``RETRAINERS`` registry is built as ``factory(encoder, num_classes, mean, probe, cnn)``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aft_bench.config import RunConfig
 from aft_bench.encoder import Encoder
-from aft_bench.probe import ProbeSpec, accuracy, fit_linear
+from aft_bench.options import finite_number, option, positive_int
+from aft_bench.probe import ProbeOptions, accuracy, fit_linear
 from aft_bench.tasks.roar_data import RemovedSplit
 
 log = logging.getLogger(__name__)
@@ -50,13 +52,29 @@ class Retrainer(Protocol):
         ...
 
 
+def _positive_number(value: Any, key: str) -> float:
+    number = finite_number(value, key)
+    if number <= 0:
+        raise ValueError(f"option {key}={value!r}: give a positive number")
+    return number
+
+
+@dataclass(frozen=True)
+class CnnOptions:
+    """The ``cnn_*`` options of the CNN retrainer."""
+
+    epochs: int = option(10, parse=positive_int, help="training epochs")
+    lr: float = option(3e-3, parse=_positive_number, help="Adam learning rate")
+    width: int = option(16, parse=positive_int, help="channels of the first convolution")
+
+
 class ProbeRetrainer:
     """Linear probe on the frozen encoder's embeddings of the removed images (the default)."""
 
-    def __init__(self, encoder: Encoder, config: RunConfig, num_classes: int, mean: Tensor) -> None:
-        spec = ProbeSpec.from_config(config)
+    def __init__(self, encoder: Encoder, num_classes: int, mean: Tensor, probe: ProbeOptions,
+                 cnn: CnnOptions) -> None:
         self.encoder, self.num_classes = encoder, num_classes
-        self.steps, self.weight_decay = spec.steps, spec.weight_decay
+        self.steps, self.weight_decay = probe.steps, probe.weight_decay
 
     @torch.no_grad()
     def embed(self, source: RemovedSplit) -> tuple[Tensor, Tensor]:
@@ -102,15 +120,11 @@ class TinyCNN(nn.Module):
 class CnnRetrainer:
     """A :class:`TinyCNN` trained from scratch with Adam on the removed training images."""
 
-    def __init__(self, encoder: Encoder, config: RunConfig, num_classes: int, mean: Tensor) -> None:
-        options = config.options
+    def __init__(self, encoder: Encoder, num_classes: int, mean: Tensor, probe: ProbeOptions,
+                 cnn: CnnOptions) -> None:
         self.device, self.num_classes = encoder.device, num_classes
         self.mean = mean.float().reshape(1, 3, 1, 1).to(self.device)
-        self.epochs, self.lr = int(options.get("cnn_epochs", 10)), float(options.get("cnn_lr", 3e-3))
-        self.width = int(options.get("cnn_width", 16))
-        if self.epochs < 1 or not self.lr > 0 or self.width < 1:
-            raise ValueError(f"options cnn_epochs={self.epochs}, cnn_lr={self.lr}, cnn_width={self.width}: "
-                             "give a positive number of epochs, learning rate and width")
+        self.epochs, self.lr, self.width = cnn.epochs, cnn.lr, cnn.width
 
     def _model(self, seed: int) -> TinyCNN:
         with torch.random.fork_rng(devices=[]):
@@ -153,6 +167,3 @@ class CnnRetrainer:
     def evaluate(self, train: RemovedSplit, test: RemovedSplit, seeds: list[int], subsample: float) -> dict[int, float]:
         return {seed: self._accuracy(self._fit(train, seed, subsample), test) for seed in seeds}
 
-
-RETRAINERS: dict[str, type] = {"probe": ProbeRetrainer, "cnn": CnnRetrainer}
-"""Option ``retrain``: the model ROAR retrains on the removed images."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-from aft_bench.config import RunConfig
+from aft_bench.context import RunContext
 from aft_bench.data.base import Batch
-from aft_bench.evaluation import MapTask, Record
-from aft_bench.metrics.gini import ZERO_MAP, gini_index
+from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.metrics.gini import GINI, ZERO_MAP
 
 
 class Sparsity(MapTask):
@@ -27,20 +26,9 @@ class Sparsity(MapTask):
     ``"zero map"``; a map with NaN/Inf values is a bad sample (``--on-error`` decides).
     """
 
-    metrics: ClassVar[dict[str, bool]] = {"gini": True}
-    scale: ClassVar[float] = 100.0
+    Options: ClassVar[type] = MapOptions
+    reported: ClassVar[tuple[Reported, ...]] = (GINI,)
 
-    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
-        finite = torch.isfinite(maps).flatten(1).all(dim=1)
-        clean = torch.where(finite[:, None, None], maps, torch.zeros_like(maps))
-        values = gini_index(clean).tolist()
-        records: list[Record] = []
-        for i, value in enumerate(values):
-            if not bool(finite[i]):
-                bad = int((~torch.isfinite(maps[i])).sum())
-                records.append({"error": f"non-finite map: {bad} NaN/Inf values"})
-            elif math.isnan(value):
-                records.append({"excluded": ZERO_MAP})
-            else:
-                records.append({"scores": {"gini": value}})
-        return records
+    def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
+        return [{"excluded": ZERO_MAP} if math.isnan(value) else {"scores": {GINI.name: value}}
+                for value in GINI(maps, None).tolist()]

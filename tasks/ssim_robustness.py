@@ -16,24 +16,20 @@ built once per clean batch and repeated).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from aft_bench.attributions.base import Attribution
-from aft_bench.config import RunConfig
+from aft_bench.context import RunContext
 from aft_bench.data.base import Batch
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import MapTask, Record
-from aft_bench.metrics.ssim import CONSTANT_MAP, is_constant, normalize_minmax, ssim
-from aft_bench.tasks.options import parse_levels, sample_seed
+from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.metrics.ssim import CONSTANT_MAP, SSIM, is_constant, normalize_minmax, ssim
+from aft_bench.options import option, parse_levels
+from aft_bench.seeding import sample_generator
 
 DEFAULT_SIGMAS: tuple[float, ...] = (1, 3, 5, 7, 9)
-
-
-def _sigmas(config: RunConfig) -> tuple[float, ...]:
-    return parse_levels(config.options.get("sigmas", DEFAULT_SIGMAS), "sigmas")
 
 
 def metric_name(sigma: float) -> str:
@@ -43,8 +39,7 @@ def metric_name(sigma: float) -> str:
 
 def sample_noise(seed: int, sample_id: str, sigma: float, shape: Sequence[int]) -> Tensor:
     """Gaussian noise of std ``sigma / 255`` for one image (CPU float32), a pure function of its arguments."""
-    generator = torch.Generator().manual_seed(sample_seed(seed, sample_id, float(sigma)))
-    return torch.randn(tuple(shape), generator=generator) * (float(sigma) / 255.0)
+    return torch.randn(tuple(shape), generator=sample_generator(seed, sample_id, float(sigma))) * (float(sigma) / 255.0)
 
 
 def noisy_copies(images: Tensor, ids: Sequence[str], sigmas: Sequence[float], seed: int,
@@ -67,6 +62,14 @@ def noisy_copies(images: Tensor, ids: Sequence[str], sigmas: Sequence[float], se
     return torch.stack(levels, dim=1).to(device=images.device, dtype=images.dtype)
 
 
+@dataclass(frozen=True)
+class SsimOptions(MapOptions):
+    """Options of the SSIM robustness task (besides the target and probe of every map task)."""
+
+    sigmas: tuple[float, ...] = option(DEFAULT_SIGMAS, parse=parse_levels, help="noise stds in 1/255 units")
+    clip: bool = option(True, help="clip noisy pixels to [0, 1]")
+
+
 class SsimRobustness(MapTask):
     """SSIM between the map of each clean image and its maps under Gaussian noise, one column per sigma.
 
@@ -76,37 +79,27 @@ class SsimRobustness(MapTask):
     structure to compare and is excluded as ``"constant map"``.
     """
 
-    scale = 100.0
+    Options: ClassVar[type] = SsimOptions
 
-    def run(self, config: RunConfig) -> list[Path]:
-        self.metrics = {metric_name(s): True for s in _sigmas(config)}
-        return super().run(config)
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        return tuple(SSIM.renamed(metric_name(s), f"SSIM of clean and sigma={s:g}/255 noisy maps")
+                     for s in options.sigmas)
 
-    def maps(self, encoder: Encoder, method: Attribution, batch: Batch, config: RunConfig) -> Tensor:
+    def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
         """B x (1 + S) x H x W maps: the clean image's, then one per noise level."""
-        clip = bool(config.options.get("clip", True))
-        images = noisy_copies(batch.images, batch.ids, _sigmas(config), config.seed, clip)
+        assert pair.method is not None
+        images = noisy_copies(batch.images, batch.ids, ctx.options.sigmas, ctx.config.seed, ctx.options.clip)
         b, levels = images.shape[:2]
-        target = self.target(encoder, batch, config).repeat_interleave(levels)
-        maps = method(encoder, images.flatten(0, 1).to(encoder.device), target)
+        target = ctx.target(pair.encoder, batch, pair.dataset).repeat_interleave(levels)
+        maps = pair.method(pair.encoder, images.flatten(0, 1).to(pair.encoder.device), target)
         return maps.view(b, levels, *maps.shape[1:])
 
-    def score(self, maps: Tensor, batch: Batch, config: RunConfig) -> list[Record]:
-        sigmas = _sigmas(config)
+    def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
+        sigmas = ctx.options.sigmas
         b, levels = maps.shape[:2]
-        finite = torch.isfinite(maps).flatten(1).all(dim=1)
-        safe = torch.where(finite[:, None, None, None], maps, torch.zeros_like(maps))
-        normalized = normalize_minmax(safe.flatten(0, 1)).view(safe.shape)
+        normalized = normalize_minmax(maps.flatten(0, 1)).view(maps.shape)
         clean = normalized[:, :1].expand(-1, levels - 1, -1, -1).flatten(0, 1)
         values = ssim(normalized[:, 1:].flatten(0, 1), clean, data_range=1.0).view(b, levels - 1).tolist()
-        constant = is_constant(safe[:, 0]).tolist()
-        records: list[Record] = []
-        for i in range(b):
-            if not bool(finite[i]):
-                bad = int((~torch.isfinite(maps[i])).sum())
-                records.append({"error": f"non-finite map: {bad} NaN/Inf values"})
-            elif constant[i]:
-                records.append({"excluded": CONSTANT_MAP})
-            else:
-                records.append({"scores": {metric_name(s): v for s, v in zip(sigmas, values[i], strict=True)}})
-        return records
+        constant = is_constant(maps[:, 0]).tolist()
+        return [{"excluded": CONSTANT_MAP} if constant[i] else
+                {"scores": {metric_name(s): v for s, v in zip(sigmas, values[i], strict=True)}} for i in range(b)]

@@ -21,24 +21,26 @@ default 9), ``robust_n`` (default 1000), ``classifier`` (``zero_shot`` or ``prob
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from aft_bench import distributed as dist_utils
-from aft_bench.attacks.ensemble import ATTACKS, StartFn, robust_correct
-from aft_bench.attributions.base import Attribution
-from aft_bench.classifiers import CLASSIFIERS
-from aft_bench.config import RunConfig
+from aft_bench.attacks.ensemble import StartFn, robust_correct
+from aft_bench.classifiers import PromptOptions
+from aft_bench.context import RunContext
 from aft_bench.data.base import Batch, DataError
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Record, SampleTask, load_samples, select_ids
-from aft_bench.loading import load_encoder
-from aft_bench.tasks.options import parse_levels, positive_int, sample_seed
+from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.metrics.base import Metric
+from aft_bench.options import names_in, nested, option, parse_levels, positive_int
+from aft_bench.probe import ProbeOptions
+from aft_bench.registries import ATTACKS, CLASSIFIERS
+from aft_bench.results import RunResult
+from aft_bench.seeding import sample_generator
+
+CLEAN = Metric(name="clean", higher_is_better=True, description="zero-shot top-1 accuracy on every image")
 
 
 def metric_name(eps: float) -> str:
@@ -48,29 +50,17 @@ def metric_name(eps: float) -> str:
 
 @dataclass(frozen=True)
 class ZeroShotOptions:
-    """The task's options, validated (see the module docstring)."""
+    """The task's options (see the module docstring)."""
 
-    eps: tuple[float, ...]
-    attacks: tuple[str, ...]
-    steps: int
-    n_targets: int
-    robust_n: int
-    classifier: str
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> ZeroShotOptions:
-        o = config.options
-        attacks = o.get("attacks", ["apgd-ce", "apgd-t"])
-        attacks = tuple([attacks] if isinstance(attacks, str) else attacks)
-        unknown = [a for a in attacks if a not in ATTACKS]
-        if not attacks or unknown:
-            raise ValueError(f"option attacks={list(attacks)!r}: choose one or more of {sorted(ATTACKS)}")
-        classifier = str(o.get("classifier", "zero_shot"))
-        if classifier not in CLASSIFIERS:
-            raise ValueError(f"option classifier={classifier!r}: choose one of {sorted(CLASSIFIERS)}")
-        return cls(eps=parse_levels(o.get("eps", [2, 4]), "eps"), attacks=attacks,
-                   steps=positive_int(o, "steps", 100) or 100, n_targets=positive_int(o, "n_targets", 9) or 9,
-                   robust_n=positive_int(o, "robust_n", 1000) or 1000, classifier=classifier)
+    eps: tuple[float, ...] = option((2.0, 4.0), parse=parse_levels, help="L-infinity radii in 1/255 units")
+    attacks: tuple[str, ...] = option(("apgd-ce", "apgd-t"), parse=names_in(ATTACKS, single=False),
+                                      help="attacks run in sequence (ATTACKS registry)")
+    steps: int = option(100, parse=positive_int, help="iterations per attack (AutoAttack: 100)")
+    n_targets: int = option(9, parse=positive_int, help="APGD-T target classes (AutoAttack: 9)")
+    robust_n: int = option(1000, parse=positive_int, help="attack a seeded subset of this many images")
+    classifier: str = option("zero_shot", parse=names_in(CLASSIFIERS), help="zero_shot or probe")
+    prompts: PromptOptions = nested(PromptOptions, "", help="the zero-shot head's prompts")
+    probe: ProbeOptions = nested(ProbeOptions, "probe_", help="the linear probe (classifier=probe)")
 
     @property
     def label(self) -> str:
@@ -80,68 +70,76 @@ class ZeroShotOptions:
         return attacks if self.classifier == "zero_shot" else f"{attacks}@{self.classifier}"
 
 
+@dataclass(frozen=True)
+class ZeroShotState:
+    """Per encoder: its classifier head and the samples that are attacked."""
+
+    classifier: Any
+    robust_ids: frozenset[str]
+
+
 class ZeroShot(SampleTask):
     """Clean and robust top-1 accuracy of each encoder's zero-shot (or probe) classifier."""
 
-    metrics: ClassVar[dict[str, bool]] = {}
-    scale: ClassVar[float] = 100.0
+    Options: ClassVar[type] = ZeroShotOptions
 
-    def run(self, config: RunConfig) -> list[Path]:
-        if config.attributions:
-            raise ValueError(f"task {self.spec.name!r} scores encoders, not attribution maps: drop --attributions "
-                             f"({' '.join(config.attributions)})")
-        self.opts = ZeroShotOptions.from_config(config)
-        self.metrics = {"clean": True, **{metric_name(eps): True for eps in self.opts.eps}}
-        ctx = dist_utils.setup(config.device)
-        paths: list[Path] = []
-        for spec in config.encoders:
-            encoder = load_encoder(spec, ctx.device)
-            dataset, ids = load_samples(config, encoder.image_size)
-            self._check_classes(dataset.classnames, config)
-            self.robust_ids = set(select_ids(ids, self.opts.robust_n, config.seed))
-            self.classifier = CLASSIFIERS[self.opts.classifier](encoder, dataset, config)
+    def metrics(self, options: Any) -> tuple[Reported, ...]:
+        return (CLEAN, *(Metric(name=metric_name(eps), higher_is_better=True,
+                                description=f"robust accuracy within eps {eps:g}/255") for eps in options.eps))
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        if ctx.config.attributions:
+            raise ValueError(f"task {ctx.spec.name!r} scores encoders, not attribution maps: drop --attributions "
+                             f"({' '.join(ctx.config.attributions)})")
+        opts: ZeroShotOptions = ctx.options
+        for spec, encoder in ctx.encoders():
+            dataset, ids = ctx.samples(encoder.image_size)
+            self._check_classes(dataset.classnames, ctx, opts)
+            robust_ids = frozenset(ctx.select(ids, opts.robust_n))
+            classifier = CLASSIFIERS.get(opts.classifier)(encoder, dataset, opts.prompts, ctx.probe_setup(dataset))
             # The attacked samples first, so that the attacks run on full batches (a sample's scores do not
             # depend on its batch).
-            ordered = [i for i in ids if i in self.robust_ids] + [i for i in ids if i not in self.robust_ids]
-            path = self._run_pair(config, ctx, encoder, spec, self.opts.label, None, dataset, ordered)
-            if path is not None:
-                paths.append(path)
-        return paths
+            ordered = [i for i in ids if i in robust_ids] + [i for i in ids if i not in robust_ids]
+            pair = Pair(spec, encoder, opts.label, None, dataset, ZeroShotState(classifier, robust_ids))
+            # Which samples are attacked (a seeded subset of the selection) depends on --limit.
+            result = self.run_pair(ctx, pair, ordered, limit=ctx.config.limit)
+            if result is not None:
+                yield result
 
-    def _check_classes(self, classnames: Sequence[str], config: RunConfig) -> None:
+    @staticmethod
+    def _check_classes(classnames: Sequence[str], ctx: RunContext, opts: ZeroShotOptions) -> None:
         if len(classnames) < 2:
-            raise DataError(f"dataset {config.dataset!r} has {len(classnames)} classes: zero-shot accuracy needs a "
-                            "labelled dataset with at least 2 classes")
-        if "apgd-t" in self.opts.attacks and len(classnames) < 4:
-            raise ValueError(f"dataset {config.dataset!r} has {len(classnames)} classes; APGD-T's DLR loss needs at "
-                             "least 4: run --option attacks=[apgd-ce]")
+            raise DataError(f"dataset {ctx.config.dataset!r} has {len(classnames)} classes: zero-shot accuracy needs "
+                            "a labelled dataset with at least 2 classes")
+        if "apgd-t" in opts.attacks and len(classnames) < 4:
+            raise ValueError(f"dataset {ctx.config.dataset!r} has {len(classnames)} classes; APGD-T's DLR loss needs "
+                             "at least 4: run --option attacks=[apgd-ce]")
 
-    def extra_key(self, config: RunConfig) -> dict[str, Any]:
-        # Which samples are attacked (a seeded subset of the selection) depends on --limit.
-        return {"limit": config.limit}
-
-    def evaluate(self, encoder: Encoder, method: Attribution | None, batch: Batch, config: RunConfig) -> list[Record]:
-        labels = batch.labels.to(encoder.device)
-        images = batch.images.to(encoder.device)
+    def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
+        opts: ZeroShotOptions = ctx.options
+        state: ZeroShotState = pair.state
+        device = pair.encoder.device
+        labels = batch.labels.to(device)
+        images = batch.images.to(device)
         with torch.no_grad():
-            correct = (self.classifier.logits(images).argmax(dim=1) == labels).cpu()
-        attacked = [i for i, sample_id in enumerate(batch.ids) if sample_id in self.robust_ids and labels[i] >= 0]
+            correct = (state.classifier.logits(images).argmax(dim=1) == labels).cpu()
+        attacked = [i for i, sample_id in enumerate(batch.ids) if sample_id in state.robust_ids and labels[i] >= 0]
         robust: dict[str, Tensor] = {}
         if attacked:
-            index = torch.tensor(attacked, device=encoder.device)
+            index = torch.tensor(attacked, device=device)
             ids = [batch.ids[i] for i in attacked]
-            for eps in self.opts.eps:
+            for eps in opts.eps:
                 robust[metric_name(eps)] = robust_correct(
-                    self.classifier.logits, images[index], labels[index], eps / 255,
-                    self._starts(ids, images.shape[1:], images.dtype, encoder.device, config.seed, eps),
-                    attacks=self.opts.attacks, steps=self.opts.steps, n_targets=self.opts.n_targets).cpu()
+                    state.classifier.logits, images[index], labels[index], eps / 255,
+                    self._starts(ids, images.shape[1:], images.dtype, device, ctx.config.seed, eps),
+                    attacks=opts.attacks, steps=opts.steps, n_targets=opts.n_targets).cpu()
         row_of = {i: row for row, i in enumerate(attacked)}
         records: list[Record] = []
         for i in range(len(batch)):
             if int(batch.labels[i]) < 0:
                 records.append({"error": "no class label: zero-shot accuracy needs labelled images"})
                 continue
-            scores = {"clean": float(correct[i])}
+            scores = {CLEAN.name: float(correct[i])}
             if i in row_of:
                 scores.update({name: float(values[row_of[i]]) for name, values in robust.items()})
             records.append({"scores": scores})
@@ -153,8 +151,8 @@ class ZeroShot(SampleTask):
         """The attacks' random starts: uniform [-1, 1] noise per (sample, attack, radius)."""
 
         def starts(index: Tensor, tag: str) -> Tensor:
-            noise = [torch.rand(tuple(shape), generator=torch.Generator().manual_seed(
-                sample_seed(seed, ids[int(i)], tag, float(eps)))) for i in index.tolist()]
+            noise = [torch.rand(tuple(shape), generator=sample_generator(seed, ids[int(i)], tag, float(eps)))
+                     for i in index.tolist()]
             return (2 * torch.stack(noise) - 1).to(device=device, dtype=dtype)
 
         return starts

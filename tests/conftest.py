@@ -3,6 +3,7 @@ timm ConvNeXt)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -69,3 +70,15 @@ def tiny48_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     encoder = make_encoder(cfg, "tiny48")
     path = save_encoder(encoder, tmp_path_factory.mktemp("enc") / "tiny48", {"model_cfg": cfg, "name": "tiny48"})
     return f"ckpt:{path}"
+
+
+@pytest.fixture
+def registered():
+    """``registered(REGISTRY, name, obj)`` puts ``obj`` under ``name`` for one test (replacing a built-in entry),
+    through the registry's public ``temporary`` context manager; everything is restored afterwards."""
+    with contextlib.ExitStack() as stack:
+
+        def add(registry, name: str, obj: object) -> None:
+            stack.enter_context(registry.temporary(name, obj, replace=True))
+
+        yield add

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from aft_bench.attacks.apgd import apgd, checkpoints, cross_entropy, dlr_targeted
 from aft_bench.attacks.ensemble import robust_correct
+from aft_bench.registry import UnknownNameError
 
 
 def test_checkpoints_follow_the_paper_schedule() -> None:
@@ -92,7 +93,7 @@ def test_apgd_loss_never_decreases_from_the_start_and_unknown_names_fail() -> No
     assert (many.best_loss >= none.best_loss - 1e-12).all() and (many.best_loss > none.best_loss).any()
     with pytest.raises(ValueError, match="unknown APGD loss"):
         apgd(logits_fn, images, labels, 0.01, start, loss="hinge")
-    with pytest.raises(ValueError, match="unknown attack"):
+    with pytest.raises(UnknownNameError, match="unknown attack 'fgsm'"):
         robust_correct(logits_fn, images, labels, 0.01, _starts(0), attacks=("fgsm",))
 
 

@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from aft_bench.classifiers import TEMPLATE_SETS, ZeroShotClassifier, prompt_templates
+from aft_bench.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier, prompt_templates
+from aft_bench.options import parse_options
 
 NAMES = ["cat", "dog", "bird"]
 
 
-def _config(**options: object) -> SimpleNamespace:
-    return SimpleNamespace(options=options)
+def _config(**options: object) -> PromptOptions:
+    return parse_options(PromptOptions, options, "test")
 
 
 def _dataset(template: str | None = None) -> SimpleNamespace:

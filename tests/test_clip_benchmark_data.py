@@ -7,7 +7,6 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from scipy.io import savemat
 from test_labelled_datasets import COLOURS, write_image
 
-from aft_bench.classifiers import ZeroShotClassifier, prompt_templates
+from aft_bench.classifiers import PromptOptions, ZeroShotClassifier, prompt_templates
 from aft_bench.data.base import DataError
 from aft_bench.data.clip_benchmark import clip_benchmark_classnames, clip_benchmark_templates
 from aft_bench.data.flowers102 import Flowers102
@@ -51,7 +50,7 @@ def test_image_folder_and_zero_shot_head_use_them(fake_clip_benchmark: Path, tmp
         write_image(tmp_path / "eurosat" / folder / "a.jpg", COLOURS[k])
     data = ImageFolder(8, root=tmp_path / "eurosat", classnames="clip_benchmark:eurosat")
     assert data.classnames == ["annual crop land", "forest"]
-    config = SimpleNamespace(options={"templates": "clip_benchmark:eurosat"})
+    config = PromptOptions(templates="clip_benchmark:eurosat")
     makers = prompt_templates(config, data)
     assert [m("forest") for m in makers] == ["a centered satellite photo of forest.", "a satellite photo of a forest."]
     head = ZeroShotClassifier(tiny_vit, data, config)

@@ -25,6 +25,7 @@ from aft_bench.data.shapes import VOCABULARY
 from aft_bench.encoder import UnsupportedEncoderError
 from aft_bench.loading import save_encoder
 from aft_bench.registries import TASKS
+from aft_bench.registry import UnknownNameError
 from aft_bench.results import read_results
 from aft_bench.runner import run
 from aft_bench.tasks.clip_dissect import ClipDissect, read_concepts
@@ -42,8 +43,8 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS._entries, "clip_dissect", ClipDissect)
+def _registered(registered) -> None:
+    registered(TASKS, "clip_dissect", ClipDissect)
 
 
 def _config(encoders: list[str], out: Path, **options):
@@ -100,7 +101,7 @@ def test_concept_file(ckpts: dict[str, str], tmp_path: Path) -> None:
         read_concepts(empty)
     with pytest.raises(FileNotFoundError, match="missing.txt does not exist"):
         run(_config([ckpts["vit"]], tmp_path / "x", concepts=str(tmp_path / "missing.txt")))
-    with pytest.raises(ValueError, match="unknown options \\['topk'\\]"):
+    with pytest.raises(UnknownNameError, match="unknown option 'topk' for task 'clip_dissect'. Did you mean 'top_k'"):
         run(_config([ckpts["vit"]], tmp_path / "x", topk=3))
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from aft_bench.cli import main
 from aft_bench.config import RunConfig
-from aft_bench.figures import PANEL_INCHES, _normalise, compute_panels, saliency_figure
+from aft_bench.figures import PANEL_INCHES, _normalise, compute_panels, figure_context, saliency_figure
 from aft_bench.loading import save_encoder
 
 
@@ -31,7 +31,7 @@ def test_normalise_maps_each_map_to_the_unit_range() -> None:
 def test_panels_rows_and_refusals(tiny48_ckpt: str, tmp_path: Path) -> None:
     cnn = make_encoder(TINY_CNN_CFG, "tiny-cnn")
     cnn_spec = f"ckpt:{save_encoder(cnn, tmp_path / 'cnn.safetensors', cnn.card)}"
-    batch, rows = compute_panels(_config((tiny48_ckpt, cnn_spec), ("simple_gradient", "rollout")))
+    batch, rows = compute_panels(figure_context(_config((tiny48_ckpt, cnn_spec), ("simple_gradient", "rollout"))))
     assert [(e, m) for e, m, _ in rows] == [(tiny48_ckpt, "simple_gradient"), (tiny48_ckpt, "rollout"),
                                            (cnn_spec, "simple_gradient")]  # rollout refuses the CNN
     assert len(batch) == 3 and tuple(batch.images.shape[2:]) == (48, 48)  # the first encoder's size
@@ -59,3 +59,5 @@ def test_cli_figure(tiny48_ckpt: str, tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.is_file() and "figure:" in capsys.readouterr().out
     assert main(["figure", "--encoders", tiny48_ckpt, "--attributions", "gradkam", "--out", str(out)]) == 2
     assert "gradcam" in capsys.readouterr().err  # did-you-mean
+    assert main(["figure", "--encoders", tiny48_ckpt, "--option", "targt=probe", "--out", str(out)]) == 2
+    assert "unknown option 'targt' for the figure command. Did you mean 'target'?" in capsys.readouterr().err

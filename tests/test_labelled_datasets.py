@@ -287,14 +287,14 @@ def test_caltech_listing_and_load_errors(tmp_path: Path) -> None:
     ],
 )
 def test_built_by_the_task_runner(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, entry: str, make, args: dict, length: int
+    registered, tmp_path: Path, name: str, entry: str, make, args: dict, length: int
 ) -> None:
     from aft_bench.config import RunConfig
-    from aft_bench.evaluation import build_dataset
+    from aft_bench.context import RunContext
     from aft_bench.registries import DATASETS
 
     make(tmp_path)
-    monkeypatch.setitem(DATASETS._entries, name, entry)  # the lazy entry the registry gets
+    registered(DATASETS, name, entry)  # the lazy entry the registry gets
     config = RunConfig(task="pointing_game", dataset=name, data_root=str(tmp_path), dataset_args=args)
-    ds = build_dataset(config, (16, 16))
+    ds = RunContext.local(config).dataset((16, 16))
     assert len(ds) == length and ds.load(ds.ids()[0]).image.shape == (3, 16, 16)

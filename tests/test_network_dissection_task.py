@@ -18,6 +18,7 @@ from aft_bench.data.broden import Broden
 from aft_bench.data.shapes import COLOURS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.loading import save_encoder
 from aft_bench.registries import DATASETS, TASKS
+from aft_bench.registry import UnknownNameError
 from aft_bench.runner import run
 from aft_bench.tasks import network_dissection
 from aft_bench.tasks.clip_dissect import ClipDissect
@@ -33,10 +34,10 @@ def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS._entries, "network_dissection", NetworkDissection)
-    monkeypatch.setitem(TASKS._entries, "clip_dissect", ClipDissect)
-    monkeypatch.setitem(DATASETS._entries, "broden", Broden)
+def _registered(registered) -> None:
+    registered(TASKS, "network_dissection", NetworkDissection)
+    registered(TASKS, "clip_dissect", ClipDissect)
+    registered(DATASETS, "broden", Broden)
 
 
 def _config(encoders: list[str], out: Path, task: str = "network_dissection", **changes):
@@ -71,7 +72,7 @@ def test_end_to_end_on_shapes(ckpts: dict[str, str], tmp_path: Path) -> None:
     outcome = run(_config([ckpts["vit"], ckpts["cnn"]], tmp_path))
     assert [r.attribution for r in outcome.results] == ["block:-2", "stage:4"]
     for path, result in zip(outcome.paths, outcome.results, strict=True):
-        assert result.n == 16 and result.task_version == 1
+        assert result.n == 16 and result.task_version == 2
         assert result.extra["quantile"] == 0.95  # the shapes world's default (Broden: 0.995)
         assert set(result.metrics) == {"detectors", "unique_concepts", "mean_iou", "detectors_shape",
                                        "unique_shape", "detectors_colour", "unique_colour"}
@@ -101,7 +102,7 @@ def test_batch_size_cache_and_chosen_unit(ckpts: dict[str, str], tmp_path: Path,
     assert exact.metrics["mean_iou"]["mean"] != pytest.approx(b.results[0].metrics["mean_iou"]["mean"])
     with pytest.raises(ValueError, match="unit 999 out of range"):
         run(_config([ckpts["cnn"]], tmp_path / "c", limit=2, options={"unit": 999}))
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(UnknownNameError, match="unknown option 'threshold'.*Did you mean 'iou_threshold'"):
         run(_config([ckpts["cnn"]], tmp_path / "c", options={"threshold": 0.1}))
     with pytest.raises(ValueError, match="unknown concept 'circl'; did you mean one of \\['circle'\\]"):
         run(_config([ckpts["cnn"]], tmp_path / "c", limit=2, options={"concept": "circl"}))
@@ -167,7 +168,7 @@ def test_end_to_end_on_broden(ckpts: dict[str, str], tmp_path: Path) -> None:
     assert clip.extra["concepts"] == 4  # Broden's label names, suffixes dropped: red, dog, street, cat
 
 
-def test_dataset_without_concept_labels_is_refused(ckpts: dict[str, str], tmp_path: Path,
+def test_dataset_without_concept_labels_is_refused(registered, ckpts: dict[str, str], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     class Plain:
         classnames: list[str] = []
@@ -184,7 +185,7 @@ def test_dataset_without_concept_labels_is_refused(ckpts: dict[str, str], tmp_pa
         def load(self, sample_id: str):
             return self.inner.load(sample_id)
 
-    monkeypatch.setitem(DATASETS._entries, "plain", Plain)
+    registered(DATASETS, "plain", Plain)
     with pytest.raises(DataError, match="'plain' has no pixel concept labels"):
         run(_config([ckpts["vit"]], tmp_path, dataset="plain"))
     with pytest.raises(DataError, match="'plain' names no concepts"):

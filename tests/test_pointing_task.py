@@ -30,15 +30,15 @@ def test_scores_and_result_fields(tiny48_ckpt: str, tmp_path: Path) -> None:
     assert len(outcome.paths) == 2
     for result in outcome.results:
         assert result.n == 10 and result.excluded == {} and result.skipped == {}
-        assert list(result.metrics) == ["pg", "pg_energy", "pixel_acc", "ap", "mask_iou", "pixel_acc_pooled",
-                                        "miou_pooled"]
+        assert list(result.metrics) == ["pg", "pg_energy", "pixel_acc", "ap", "ap_two_class", "mask_iou",
+                                        "pixel_acc_pooled", "miou_pooled"]
         for summary in result.metrics.values():
             assert 0.0 <= summary["mean"] <= 100.0 and summary["higher_is_better"] is True
         # Shapes masks have no ignore pixels and one size: pooling weighs every image alike, so the pooled
         # pixel accuracy equals the mean of the per-image ones.
         assert result.metrics["pixel_acc_pooled"]["mean"] == pytest.approx(result.metrics["pixel_acc"]["mean"])
         assert result.metrics["miou_pooled"]["n"] == 10 and result.metrics["miou_pooled"]["ci95"] is None
-        assert result.task_version == 2 and result.config["limit"] == 10
+        assert result.task_version == 3 and result.config["limit"] == 10
     assert (tmp_path / "pointing_game" / "leaderboard.md").read_text().count("tiny48") == 2
     assert "| pg ↑ |" in outcome.markdown and "| pg_energy ↑ |" in outcome.markdown
 
@@ -54,8 +54,8 @@ class _Interrupt(SimpleGradient):
         return super().attribute(encoder, images, target)
 
 
-def test_resume_recomputes_only_missing(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Interrupt)
+def test_resume_recomputes_only_missing(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
+    registered(ATTRIBUTIONS, "simple_gradient", _Interrupt)
     _Interrupt.calls, _Interrupt.fail_at = 0, 8  # dies inside the third batch of 4
     with pytest.raises(KeyboardInterrupt):
         run(_config(tiny48_ckpt, tmp_path / "a"))
@@ -87,8 +87,8 @@ class _Flawed(ShapesDataset):
         return sample
 
 
-def test_empty_mask_excluded_and_bad_sample(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DATASETS._entries, "flawed", _Flawed)
+def test_empty_mask_excluded_and_bad_sample(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
+    registered(DATASETS, "flawed", _Flawed)
     with pytest.raises(DataError, match=r"sample shapes-test-0-2: image .* truncated.*--on-error skip"):
         run(_config(tiny48_ckpt, tmp_path / "raise", dataset="flawed", limit=None, dataset_args={"size": 6}))
     result = run(_config(tiny48_ckpt, tmp_path / "skip", dataset="flawed", limit=None, on_error="skip",
@@ -105,8 +105,8 @@ class _NaNOnFirst(SimpleGradient):
         return maps
 
 
-def test_nan_map_fails_or_is_skipped(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _NaNOnFirst)
+def test_nan_map_fails_or_is_skipped(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
+    registered(ATTRIBUTIONS, "simple_gradient", _NaNOnFirst)
     with pytest.raises(DataError, match="non-finite map: 1 NaN/Inf"):
         run(_config(tiny48_ckpt, tmp_path))
     result = run(_config(tiny48_ckpt, tmp_path, on_error="skip")).results[0]
@@ -117,8 +117,8 @@ class _ViTOnly(SimpleGradient):
     supports = frozenset({"cnn"})
 
 
-def test_unsupported_pair_is_refused(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "cnn_only", _ViTOnly)
+def test_unsupported_pair_is_refused(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
+    registered(ATTRIBUTIONS, "cnn_only", _ViTOnly)
     with pytest.raises(UnsupportedEncoderError, match="'simple_gradient' supports cnn encoders"):
         run(_config(tiny48_ckpt, tmp_path, attributions=["cnn_only"]))
     outcome = run(_config(tiny48_ckpt, tmp_path, attributions=["cnn_only", "gradcam"]))
@@ -128,8 +128,8 @@ def test_unsupported_pair_is_refused(tiny48_ckpt: str, tmp_path: Path, monkeypat
 def test_same_numbers_for_any_batch_size(tiny48_ckpt: str, tmp_path: Path) -> None:
     a = run(_config(tiny48_ckpt, tmp_path / "a", batch_size=1, limit=5)).results[0]
     b = run(_config(tiny48_ckpt, tmp_path / "b", batch_size=5, limit=5)).results[0]
-    for metric in a.metrics:
-        assert a.metrics[metric]["mean"] == pytest.approx(b.metrics[metric]["mean"], abs=1e-6)
+    for metric in a.metrics:  # float rounding of batched matmuls moves AP's ranking of near-equal pixels by ~1e-7
+        assert a.metrics[metric]["mean"] == pytest.approx(b.metrics[metric]["mean"], rel=1e-5, abs=1e-6), metric
 
 
 def test_attribution_must_be_subclass_contract() -> None:

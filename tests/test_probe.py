@@ -12,11 +12,13 @@ from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench import probe as probe_module
 from aft_bench.config import resolve_config
-from aft_bench.data.base import DataError
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch, DataError
 from aft_bench.loading import save_encoder
+from aft_bench.options import parse_options
 from aft_bench.probe import (
     LinearProbe,
-    ProbeSpec,
+    ProbeSetup,
     ProbeTarget,
     accuracy,
     clear_probe_memo,
@@ -25,7 +27,8 @@ from aft_bench.probe import (
     probe_target,
     weights_fingerprint,
 )
-from aft_bench.registries import TARGETS
+from aft_bench.registries import TARGETS, TASKS
+from aft_bench.registry import UnknownNameError
 from aft_bench.runner import run
 
 CFG48 = copy.deepcopy(TINY_VIT_CFG)
@@ -33,9 +36,9 @@ CFG48["vision_cfg"]["image_size"] = 48
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(TARGETS._entries, "probe", probe_target)
+    registered(TARGETS, "probe", probe_target)
     clear_probe_memo()
 
 
@@ -108,9 +111,21 @@ def _config(tiny_ckpt: str, out: Path, **options):
     ))
 
 
+def _setup(config) -> ProbeSetup:
+    """The probe setup the run context builds from the task's parsed options."""
+    options = parse_options(TASKS.get(config.task).Options, config.options, config.task)
+    return RunContext.local(config, options).probe_setup()
+
+
+def _batch(labels: list[int], images: torch.Tensor | None = None) -> Batch:
+    images = torch.rand(len(labels), 3, 48, 48) if images is None else images
+    return Batch(ids=[str(i) for i in range(len(labels))], images=images, prompts=["a"] * len(labels),
+                 labels=torch.tensor(labels), masks=None)
+
+
 def test_probe_is_trained_once_and_cached(encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config("tiny", tmp_path, probe_steps=30)
-    spec = ProbeSpec.from_config(config)
+    spec = _setup(config).spec
     assert spec.dataset == "shapes" and spec.split == "train" and dict(spec.dataset_args) == {"size": 40,
                                                                                               "split": "train"}
     calls = []
@@ -126,42 +141,43 @@ def test_probe_is_trained_once_and_cached(encoder, tmp_path: Path, monkeypatch: 
     assert card["weights"] == weights_fingerprint(encoder.visual)
     # other weights, other options: other probes
     get_probe(make_encoder(CFG48, "tiny48", seed=1), spec)
-    get_probe(encoder, ProbeSpec.from_config(_config("tiny", tmp_path, probe_steps=30, probe_weight_decay=0.01)))
+    get_probe(encoder, _setup(_config("tiny", tmp_path, probe_steps=30, probe_weight_decay=0.01)).spec)
     assert len(calls) == 3 and len([p for p in (tmp_path / "cache" / "probes").glob("probe-*") if p.is_dir()]) == 3
 
 
 def test_target_classes(encoder, tmp_path: Path) -> None:
     images = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
-    config = _config("tiny", tmp_path, probe_steps=20)
-    target = probe_target(encoder, ["a"] * 3, torch.tensor([4, 0, 24]), config=config)
+    setup = _setup(_config("tiny", tmp_path, probe_steps=20))
+    target = probe_target(encoder, _batch([4, 0, 24], images), setup)
     assert target.classes.tolist() == [4, 0, 24]
-    top1 = probe_target(encoder, ["a"] * 3, torch.tensor([-1, -1, -1]), config=_config(
-        "tiny", tmp_path, probe_steps=20, probe_class="top1"), images=images)
+    top1 = probe_target(encoder, _batch([-1, -1, -1], images),
+                        _setup(_config("tiny", tmp_path, probe_steps=20, probe_class="top1")))
     with torch.no_grad():
         assert top1.classes.tolist() == target.probe.logits(encoder(images)).argmax(1).tolist()
     with pytest.raises(DataError, match="probe_class=true needs a class label"):
-        probe_target(encoder, ["a"], torch.tensor([-1]), config=config)
-    with pytest.raises(ValueError, match="top1 needs the clean images"):
-        probe_target(encoder, ["a"], torch.tensor([0]), config=_config("tiny", tmp_path, probe_class="top1"))
+        probe_target(encoder, _batch([-1]), setup)
+    with pytest.raises(ValueError, match="needs the run's probe setup"):
+        probe_target(encoder, _batch([0]), None)
 
 
 def test_bad_options_are_refused(encoder, tmp_path: Path) -> None:
-    labels = torch.tensor([0])
-    for options, message in (({"probe_class": "best"}, "probe_class='best'"),
-                             ({"probe_stepz": 3}, r"unknown probe option\(s\) \['probe_stepz'\]"),
-                             ({"probe_holdout": 1.0}, "probe_holdout"), ({"probe_limit": 1}, "probe_limit")):
-        with pytest.raises(ValueError, match=message):
-            probe_target(encoder, ["a"], labels, config=_config("tiny", tmp_path, **options))
+    for options, error, message in (
+            ({"probe_class": "best"}, ValueError, "probe_class='best'"),
+            ({"probe_stepz": 3}, UnknownNameError, "unknown option 'probe_stepz'.*Did you mean 'probe_steps'"),
+            ({"probe_holdout": 1.0}, ValueError, "probe_holdout"), ({"probe_limit": 1}, ValueError, "probe_limit"),
+            ({"probe_dataset": "shapez"}, UnknownNameError, "Did you mean 'shapes'")):
+        with pytest.raises(error, match=message):
+            _setup(_config("tiny", tmp_path, **options))
     with pytest.raises(DataError, match="rejects the arguments"):
-        probe_target(encoder, ["a"], labels, config=_config("tiny", tmp_path, probe_split="train",
-                                                            probe_dataset_args={"colour": "red"}))
+        probe_target(encoder, _batch([0]), _setup(_config("tiny", tmp_path, probe_split="train",
+                                                          probe_dataset_args={"colour": "red"})))
 
 
 # ---------------------------------------------------------------------------------------- end to end
 def test_pointing_game_with_probe_target(tiny_ckpt: str, tmp_path: Path) -> None:
     result = run(_config(tiny_ckpt, tmp_path, probe_steps=30)).results[0]
-    assert result.n == 4 and set(result.metrics) == {"pg", "pg_energy", "pixel_acc", "ap", "mask_iou",
-                                                         "pixel_acc_pooled", "miou_pooled"}
+    assert result.n == 4 and set(result.metrics) == {"pg", "pg_energy", "pixel_acc", "ap", "ap_two_class",
+                                                         "mask_iou", "pixel_acc_pooled", "miou_pooled"}
     assert result.config["options"]["target"] == "probe"
     text = run(resolve_config("pointing_game", dict(
         encoders=[tiny_ckpt], attributions=["simple_gradient"], limit=4, batch_size=4, out=str(tmp_path / "t"),

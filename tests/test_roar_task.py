@@ -20,21 +20,22 @@ from aft_bench.loading import save_encoder
 from aft_bench.metrics.removal import curve_auc, pixel_ranks, removal_count, replace_with_mean
 from aft_bench.probe import probe_target
 from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS, TASKS
+from aft_bench.registry import UnknownNameError
 from aft_bench.results import read_results
-from aft_bench.runner import run
+from aft_bench.runner import check_names, run
 from aft_bench.tasks.road import Road
 from aft_bench.tasks.roar import Roar, RoarOptions
-from aft_bench.tasks.roar_data import RandomBaseline, RemovedSplit, Split, ensure_ranks
+from aft_bench.tasks.roar_data import RemovedSplit, Split, ensure_ranks
 from aft_bench.tasks.roar_retrain import ProbeRetrainer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(autouse=True)
-def _setup(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    monkeypatch.setitem(TASKS._entries, "roar", Roar)
-    monkeypatch.setitem(TASKS._entries, "road", Road)
-    monkeypatch.setitem(TARGETS._entries, "probe", probe_target)
+def _setup(registered, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    registered(TASKS, "roar", Roar)
+    registered(TASKS, "road", Road)
+    registered(TARGETS, "probe", probe_target)
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny problems: threads only add overhead on a busy machine
@@ -69,8 +70,8 @@ class _Counting(SimpleGradient):
 
 
 @pytest.fixture
-def counting(monkeypatch: pytest.MonkeyPatch) -> type[_Counting]:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Counting)
+def counting(registered) -> type[_Counting]:
+    registered(ATTRIBUTIONS, "simple_gradient", _Counting)
     _Counting.images = 0
     return _Counting
 
@@ -170,30 +171,26 @@ class _Flawed(ShapesDataset):
         return super().load(sample_id)
 
 
-def test_roar_bad_samples_and_bad_options(tiny_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DATASETS._entries, "flawed", _Flawed)
+def test_roar_bad_samples_and_bad_options(registered, tiny_ckpt: str, tmp_path: Path) -> None:
+    registered(DATASETS, "flawed", _Flawed)
     options = {"fractions": [0.5], "seeds": 1, "random_baseline": False, "train_limit": 30}
-    with pytest.raises(DataError, match=r"train sample shapes-train-0-3: image .* truncated.*--on-error skip"):
+    with pytest.raises(DataError, match=r"sample shapes-train-0-3: image .* truncated.*--on-error skip"):
         run(_config("roar", tiny_ckpt, tmp_path, options, dataset="flawed"))
     result = run(_config("roar", tiny_ckpt, tmp_path, options, dataset="flawed", on_error="skip")).results[0]
     assert result.skipped == {"image shapes-train-0-3.png is truncated": 1} and result.extra["train_images"] == 29
-    monkeypatch.setitem(DATASETS._entries, "nosplit", lambda image_size, root, on_error, size: ShapesDataset(
+    registered(DATASETS, "nosplit", lambda image_size, root, on_error, size: ShapesDataset(
         image_size, size=size))
     with pytest.raises(DataError, match="train_split"):
         run(_config("roar", tiny_ckpt, tmp_path, options, dataset="nosplit"))
-    for bad, match in (({"fractions": [0.5, 1.5]}, "fractions"), ({"retrain": "svm"}, "retrain"),
-                       ({"order": "up"}, "order"), ({"seeds": 0}, "seeds"), ({"target": "nope"}, "nope"),
-                       ({"train_split": "test", "test_split": "test"}, "both 'test'")):
-        with pytest.raises(Exception, match=match):
-            RoarOptions.from_config(_config("roar", tiny_ckpt, tmp_path, bad))
-
-
-def test_random_baseline_is_a_function_of_the_image(tiny_vit) -> None:
-    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    method = RandomBaseline(seed=4)
-    maps = method(tiny_vit, images, None)
-    assert torch.equal(maps[2], method(tiny_vit, images[2:], None)[0])
-    assert not torch.equal(maps, RandomBaseline(seed=5)(tiny_vit, images, None))
+    for bad, error, match in (({"fractions": [0.5, 1.5]}, ValueError, "fractions"),
+                              ({"retrain": "svm"}, UnknownNameError, "retrainer 'svm'"),
+                              ({"order": "up"}, ValueError, "order"), ({"seeds": 0}, ValueError, "seeds"),
+                              ({"target": "nope"}, UnknownNameError, "nope"),
+                              ({"cnn_epochz": 2}, UnknownNameError, "cnn_epochs"),
+                              ({"train_split": "test", "test_split": "test"}, ValueError, "both 'test'")):
+        with pytest.raises(error, match=match):
+            check_names(_config("roar", tiny_ckpt, tmp_path, bad))
+    assert isinstance(check_names(_config("roar", tiny_ckpt, tmp_path, {"cnn_epochs": 2})), RoarOptions)
 
 
 # ---------------------------------------------------------------------------------------- ROAD

@@ -78,7 +78,10 @@ def test_two_ranks_share_the_samples_and_match_one_process(tiny48_ckpt: str, tmp
         assert records.keys() == two[attribution].keys() and len(records) == 11
         for sample_id, record in records.items():
             for metric, value in record["scores"].items():
-                assert two[attribution][sample_id]["scores"][metric] == pytest.approx(value, rel=1e-5, abs=1e-9)
+                # Other batches, other float rounding (~1e-7 in the maps): AP ranks pixels, so one swapped pair of
+                # near-equal pixels can move an image's AP by about one over its number of pixels.
+                tolerance = {"abs": 2e-3} if metric.startswith("ap") else {"rel": 1e-5, "abs": 1e-9}
+                assert two[attribution][sample_id]["scores"][metric] == pytest.approx(value, **tolerance), metric
     assert not list((tmp_path / "two" / "pointing_game" / "samples").glob("*.rank*"))  # merged and removed
 
     results = {r.attribution: r for r in read_results(tmp_path / "two")}
@@ -86,7 +89,8 @@ def test_two_ranks_share_the_samples_and_match_one_process(tiny48_ckpt: str, tmp
         sharded = results[result.attribution]
         assert sharded.n == result.n == 11 and sharded.run_key == result.run_key
         for metric, summary in result.metrics.items():
-            assert sharded.metrics[metric]["mean"] == pytest.approx(summary["mean"], rel=1e-5)
+            tolerance = {"abs": 0.2} if metric.startswith("ap") else {"rel": 1e-5}  # percent; see above
+            assert sharded.metrics[metric]["mean"] == pytest.approx(summary["mean"], **tolerance), metric
     assert (tmp_path / "two" / "pointing_game" / "leaderboard.md").read_text().count("tiny48") == 2
 
 
@@ -98,7 +102,7 @@ class _Counting(SimpleGradient):
         return super().attribute(encoder, images, target)
 
 
-def test_store_files_of_a_killed_sharded_run_are_merged_first(tiny48_ckpt: str, tmp_path: Path,
+def test_store_files_of_a_killed_sharded_run_are_merged_first(registered, tiny48_ckpt: str, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     first = run(_config(tiny48_ckpt, tmp_path, attributions=["simple_gradient"]))
     samples = next((tmp_path / "pointing_game" / "samples").glob("*.jsonl"))
@@ -107,7 +111,7 @@ def test_store_files_of_a_killed_sharded_run_are_merged_first(tiny48_ckpt: str, 
     samples.write_text("\n".join(lines[:3]) + "\n")
     samples.with_name(f"{samples.stem}.rank0.jsonl").write_text("\n".join(lines[3:7]) + "\n")
     samples.with_name(f"{samples.stem}.rank1.jsonl").write_text("\n".join(lines[7:9]) + "\n")
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Counting)
+    registered(ATTRIBUTIONS, "simple_gradient", _Counting)
     _Counting.calls = 0
     again = run(_config(tiny48_ckpt, tmp_path, attributions=["simple_gradient"]))
     assert _Counting.calls == 2  # only the samples no file held

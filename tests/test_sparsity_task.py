@@ -17,8 +17,8 @@ from aft_bench.tasks.sparsity import Sparsity
 
 
 @pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS._entries, "sparsity", Sparsity)
+def _registered(registered) -> None:
+    registered(TASKS, "sparsity", Sparsity)
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):
@@ -32,7 +32,7 @@ def test_gini_of_real_maps(tiny48_ckpt: str, tmp_path: Path) -> None:
     assert [r.attribution for r in outcome.results] == ["simple_gradient", "gradcam"]
     for result in outcome.results:
         assert set(result.metrics) == {"gini"} and result.metrics["gini"]["higher_is_better"] is True
-        assert result.n + sum(result.excluded.values()) == 6 and result.task_version == 1
+        assert result.n + sum(result.excluded.values()) == 6 and result.task_version == 2
         assert 0.0 < result.metrics["gini"]["mean"] < 100.0 * (1 - 1 / 48**2)
     assert "| gini ↑ |" in outcome.markdown
 
@@ -54,8 +54,8 @@ class _Known(SimpleGradient):
         return maps
 
 
-def test_known_answers_and_zero_maps(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Known)
+def test_known_answers_and_zero_maps(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
+    registered(ATTRIBUTIONS, "simple_gradient", _Known)
     _Known.made = 0
     result = run(_config(tiny48_ckpt, tmp_path, limit=9, batch_size=2)).results[0]
     assert result.excluded == {"zero map": 3} and result.n == 6
@@ -73,22 +73,22 @@ class _NoMasks(ShapesDataset):
         return Sample(sample.id, sample.image, sample.prompt, sample.label, None)
 
 
-def test_runs_without_masks_and_skips_bad_samples(tiny48_ckpt: str, tmp_path: Path,
+def test_runs_without_masks_and_skips_bad_samples(registered, tiny48_ckpt: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DATASETS._entries, "no_masks", _NoMasks)
+    registered(DATASETS, "no_masks", _NoMasks)
     config = _config(tiny48_ckpt, tmp_path, dataset="no_masks", limit=None, on_error="skip", dataset_args={"size": 4})
     result = run(config).results[0]
     assert result.n == 3 and sum(result.skipped.values()) == 1
 
 
-def test_nan_maps_are_bad_samples(tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_maps_are_bad_samples(registered, tiny48_ckpt: str, tmp_path: Path) -> None:
     class NaNFirst(SimpleGradient):
         def attribute(self, encoder, images, target):
             maps = super().attribute(encoder, images, target)
             maps[0, 0, 0] = float("nan")
             return maps
 
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", NaNFirst)
+    registered(ATTRIBUTIONS, "simple_gradient", NaNFirst)
     with pytest.raises(DataError, match="non-finite map: 1 NaN/Inf"):
         run(_config(tiny48_ckpt, tmp_path / "a"))
     result = run(_config(tiny48_ckpt, tmp_path / "b", on_error="skip")).results[0]

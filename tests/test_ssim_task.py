@@ -13,15 +13,15 @@ from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.config import resolve_config
 from aft_bench.data.shapes import ShapesDataset
 from aft_bench.metrics.ssim import normalize_minmax
+from aft_bench.options import parse_levels
 from aft_bench.registries import ATTRIBUTIONS, TASKS
 from aft_bench.runner import run
-from aft_bench.tasks.options import parse_levels
 from aft_bench.tasks.ssim_robustness import SsimRobustness, metric_name, noisy_copies, sample_noise
 
 
 @pytest.fixture(autouse=True)
-def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TASKS._entries, "ssim_robustness", SsimRobustness)
+def _registered(registered) -> None:
+    registered(TASKS, "ssim_robustness", SsimRobustness)
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):
@@ -75,9 +75,9 @@ class _RedChannel(SimpleGradient):
         return images[:, 0].float().clone()
 
 
-def test_maps_compare_noisy_with_clean_as_skimage(tiny48_ckpt: str, tmp_path: Path,
+def test_maps_compare_noisy_with_clean_as_skimage(registered, tiny48_ckpt: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _RedChannel)
+    registered(ATTRIBUTIONS, "simple_gradient", _RedChannel)
     result = run(_config(tiny48_ckpt, tmp_path, options={"sigmas": [3, 9]})).results[0]
     assert list(result.metrics) == ["ssim@3", "ssim@9"] and result.n == 4
     dataset = ShapesDataset(image_size=(48, 48))
@@ -107,9 +107,9 @@ class _Steady(SimpleGradient):
         return maps
 
 
-def test_identical_maps_score_100_and_constant_clean_maps_are_excluded(
+def test_identical_maps_score_100_and_constant_clean_maps_are_excluded(registered, 
         tiny48_ckpt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ATTRIBUTIONS._entries, "simple_gradient", _Steady)
+    registered(ATTRIBUTIONS, "simple_gradient", _Steady)
     result = run(_config(tiny48_ckpt, tmp_path)).results[0]
     assert result.excluded == {"constant map": 2} and result.n == 2  # 2 batches of 2
     for summary in result.metrics.values():

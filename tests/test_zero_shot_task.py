@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from aft_bench.config import resolve_config
-from aft_bench.data.base import DataError
+from aft_bench.data.base import DataError, select_ids
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
-from aft_bench.evaluation import select_ids
 from aft_bench.registries import TASKS
+from aft_bench.registry import UnknownNameError
 from aft_bench.results import SampleStore, read_results
 from aft_bench.runner import run
 from aft_bench.tasks import zero_shot
@@ -77,12 +77,13 @@ def test_the_store_depends_on_the_limit(tiny48_ckpt: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize(("changes", "message"), [
     ({"attributions": ["gradcam"]}, "not attribution maps"),
     ({"options": {"eps": [0]}}, "option eps"),
-    ({"options": {"attacks": ["fgsm"]}}, "option attacks"),
-    ({"options": {"classifier": "knn"}}, "option classifier"),
+    ({"options": {"attacks": ["fgsm"]}}, "unknown attack 'fgsm'"),
+    ({"options": {"classifier": "knn"}}, "unknown classifier 'knn'"),
     ({"options": {"steps": 0}}, "option steps"),
+    ({"options": {"robust": 3}}, "unknown option 'robust'.*Did you mean 'robust_n'"),
 ])
 def test_bad_settings_are_refused_by_name(tiny48_ckpt: str, tmp_path: Path, changes: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, UnknownNameError), match=message):
         run(_config(tiny48_ckpt, tmp_path, **changes))
     assert not (tmp_path / "zero_shot").exists()
 

@@ -18,18 +18,19 @@ import torch
 from torch import Tensor
 
 from aft_bench.attacks.apgd import LogitsFn, apgd
+from aft_bench.registries import ATTACKS
 
 StartFn = Callable[[Tensor, str], Tensor]
 """(indices into the batch, attack tag) -> uniform [-1, 1] start noise for those samples."""
 
 
-def _apgd_ce(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
+def apgd_ce(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
              starts: StartFn, index: Tensor) -> Tensor:
     """APGD with the cross-entropy loss; returns which samples it fooled."""
     return apgd(logits_fn, images, labels, eps, starts(index, "apgd-ce"), steps=steps, loss="ce").fooled
 
 
-def _apgd_t(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
+def apgd_t(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
             starts: StartFn, index: Tensor) -> Tensor:
     """APGD with the targeted DLR loss against the runners-up of the clean logits, one target at a time."""
     with torch.no_grad():
@@ -49,27 +50,23 @@ def _apgd_t(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, ste
     return fooled
 
 
-ATTACKS: dict[str, Callable[..., Tensor]] = {"apgd-ce": _apgd_ce, "apgd-t": _apgd_t}
-
-
 def robust_correct(
     logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, starts: StartFn,
     attacks: Sequence[str] = ("apgd-ce", "apgd-t"), steps: int = 100, n_targets: int = 9,
 ) -> Tensor:
-    """(B,) bool: classified correctly and not fooled by any of ``attacks`` within ``eps`` (pixel units).
+    """(B,) bool: classified correctly and not fooled by any of ``attacks`` (ATTACKS registry names) within
+    ``eps`` (pixel units).
 
     Raises:
-        ValueError: For an unknown attack name.
+        UnknownNameError: For an unknown attack name.
     """
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"unknown attack(s) {unknown}; choose from {sorted(ATTACKS)}")
+    run_attacks = [ATTACKS.get(a) for a in attacks]
     with torch.no_grad():
         robust = logits_fn(images).argmax(dim=1) == labels
-    for attack in attacks:
+    for attack in run_attacks:
         index = torch.nonzero(robust).flatten()
         if not len(index):
             break
-        fooled = ATTACKS[attack](logits_fn, images[index], labels[index], eps, steps, n_targets, starts, index)
+        fooled = attack(logits_fn, images[index], labels[index], eps, steps, n_targets, starts, index)
         robust[index[fooled]] = False
     return robust

@@ -14,6 +14,7 @@ from typing import ClassVar, Protocol
 import torch.nn.functional as F
 from torch import Tensor
 
+from aft_bench.data.base import Batch
 from aft_bench.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 
@@ -42,9 +43,12 @@ class TextTarget:
         return TextTarget(self.embeddings.repeat_interleave(n, dim=0))
 
 
-def text_target(encoder: Encoder, prompts: list[str], labels: Tensor, **_: object) -> TextTarget:
-    """The zero-shot target of a batch: each image's prompt embedding (paper section 4.1)."""
-    return TextTarget(encoder.encode_text(prompts))
+def text_target(encoder: Encoder, batch: Batch, probe: object = None) -> TextTarget:
+    """TARGETS factory ``text``: each image's prompt embedding, the zero-shot target (paper section 4.1).
+
+    Every TARGETS factory takes ``(encoder, batch, probe)``; ``probe`` is the run's probe setup, unused here.
+    """
+    return TextTarget(encoder.encode_text(batch.prompts))
 
 
 class Attribution(ABC):

@@ -7,6 +7,7 @@ where the dataset has them, a pixel mask with 1 = target object, 0 = background,
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -75,6 +76,23 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def select(self, index: Sequence[int]) -> Batch:
+        """The samples at positions ``index``, in that order."""
+        rows = torch.as_tensor(list(index), dtype=torch.long)
+        pick = rows.to(self.images.device)
+        return Batch(ids=[self.ids[i] for i in index], images=self.images[pick],
+                     prompts=[self.prompts[i] for i in index], labels=self.labels[rows.to(self.labels.device)],
+                     masks=None if self.masks is None else self.masks[rows.to(self.masks.device)])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False, pin: bool = False) -> Batch:
+        """The batch's tensors on ``device`` (pinned first when ``pin``, for asynchronous copies to a GPU)."""
+
+        def move(t: Tensor) -> Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=non_blocking)
+
+        return Batch(ids=self.ids, images=move(self.images), prompts=self.prompts, labels=move(self.labels),
+                     masks=None if self.masks is None else move(self.masks))
+
 
 @runtime_checkable
 class Dataset(Protocol):
@@ -101,3 +119,11 @@ def iter_samples(dataset: Dataset, ids: Sequence[str]) -> Iterator[Sample]:
     """Loads ``ids`` in order."""
     for sample_id in ids:
         yield dataset.load(sample_id)
+
+
+def select_ids(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
+    """All ids, or a seeded random subset of ``limit`` of them (kept in dataset order)."""
+    if limit is None or limit >= len(ids):
+        return list(ids)
+    chosen = set(random.Random(seed).sample(range(len(ids)), limit))
+    return [sample_id for i, sample_id in enumerate(ids) if i in chosen]

@@ -1,0 +1,216 @@
+"""The run context: what every task needs, built once per run by the runner.
+
+A :class:`RunContext` holds the resolved config, the task's spec (name, version), the task's parsed options,
+the distributed context (set up once) and the resolved device, and offers the operations every task repeats:
+loading the run's encoders on that device, building the dataset and the run's sample ids, streaming samples
+with the run's bad-sample policy, the run's attribution methods, the target of a batch, the run key of a result
+(one recipe, always including the encoder card) and the :class:`~aft_bench.results.RunResult` of a pair.
+The :class:`~aft_bench.config.RunConfig` stops here: targets, classifiers and retrainers get explicit
+arguments (a probe setup, a dataset, options), never the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aft_bench.attributions.base import Attribution, Target
+from aft_bench.config import RunConfig, TaskSpec
+from aft_bench.data.base import Batch, DataError, Dataset, select_ids
+from aft_bench.distributed import DistContext, resolve_device
+from aft_bench.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.loading import load_encoder
+from aft_bench.probe import ProbeSetup, ProbeSpec
+from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS
+from aft_bench.results import SAMPLES_DIR, RunResult, finite_or_null, run_key, safe_name
+from aft_bench.streaming import BadSamples, Chunk, stream
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_SPLIT = object()
+
+
+@dataclass
+class RunContext:
+    """One run of one task.
+
+    Attributes:
+        config: The resolved run configuration.
+        spec: The task's YAML spec (name, version, defaults).
+        options: The task's options, parsed into its declared dataclass.
+        dist: Where this process sits in a ``torchrun`` job (one process: rank 0 of 1).
+    """
+
+    config: RunConfig
+    spec: TaskSpec
+    options: Any
+    dist: DistContext
+
+    @classmethod
+    def local(cls, config: RunConfig, options: Any = None, spec: TaskSpec | None = None) -> RunContext:
+        """A one-process context on ``config.device`` (figures, notebooks, tests); ``spec`` defaults to a
+        version-0 spec named after ``config.task``."""
+        dist = DistContext(rank=0, world_size=1, local_rank=0, device=resolve_device(config.device, 0))
+        return cls(config=config, spec=spec or TaskSpec(config.task, 0, {}), options=options, dist=dist)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        """This process's device (``cuda:LOCAL_RANK`` for ``cuda``; ``auto`` resolved)."""
+        return self.dist.device
+
+    @property
+    def folder(self) -> Path:
+        """``<out>/<task>``: where the task's results and side files go."""
+        return Path(self.config.out) / self.spec.name
+
+    @property
+    def samples_folder(self) -> Path:
+        """Where per-sample stores and other resumable state go."""
+        return self.folder / SAMPLES_DIR
+
+    def load_encoder(self, spec: str) -> Encoder:
+        """The encoder ``spec`` on the run's device."""
+        return load_encoder(spec, self.device)
+
+    def encoders(self) -> Iterator[tuple[str, Encoder]]:
+        """The run's encoders in order, each loaded on the run's device when its turn comes."""
+        for spec in self.config.encoders:
+            yield spec, self.load_encoder(spec)
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, image_size: tuple[int, int], split: Any = _DEFAULT_SPLIT) -> Dataset:
+        """The run's dataset at ``image_size``; ``split`` (a name, or None for the dataset's own default) replaces
+        the ``split`` of ``--dataset-arg`` when given.
+
+        Raises:
+            DataError: If the dataset rejects the arguments (naming them).
+        """
+        args = dict(self.config.dataset_args)
+        if split is not _DEFAULT_SPLIT:
+            args.pop("split", None)
+            if split is not None:
+                args["split"] = split
+        factory = DATASETS.get(self.config.dataset)
+        try:
+            return factory(image_size=image_size, root=self.config.data_root, on_error=self.config.on_error, **args)
+        except TypeError as exc:
+            raise DataError(f"dataset {self.config.dataset!r} rejects the arguments {args} ({exc}); check "
+                            "--dataset-arg (and the task's split options)") from exc
+
+    def select(self, ids: Sequence[str], limit: int | None = None) -> list[str]:
+        """All ``ids``, or the run's seeded subset of ``limit`` of them (default ``--limit``), in dataset order."""
+        return select_ids(ids, self.config.limit if limit is None else limit, self.config.seed)
+
+    def samples(self, image_size: tuple[int, int]) -> tuple[Dataset, list[str]]:
+        """The run's dataset at ``image_size`` and its sample ids (all, or the seeded ``--limit`` subset).
+
+        Raises:
+            DataError: If the dataset has no samples.
+        """
+        dataset = self.dataset(image_size)
+        ids = self.select(dataset.ids())
+        if not ids:
+            raise DataError(f"dataset {self.config.dataset!r} has no samples (root: {self.config.data_root})")
+        return dataset, ids
+
+    def policy(self, dataset: Dataset | None = None) -> BadSamples:
+        """A fresh bad-sample policy of the run (``--on-error``), counting what ``dataset`` already skipped."""
+        policy = BadSamples(self.config.on_error)
+        policy.counts.update(getattr(dataset, "skipped", {}) or {})
+        return policy
+
+    def stream(self, dataset: Dataset, ids: Sequence[str], policy: BadSamples, desc: str = "",
+               batch_size: int | None = None) -> Iterator[Chunk]:
+        """:func:`aft_bench.streaming.stream` with the run's batch size, workers and device (progress on rank 0)."""
+        return stream(dataset, ids, batch_size=batch_size or self.config.batch_size, policy=policy,
+                      num_workers=self.config.num_workers, device=self.device, desc=desc,
+                      progress=self.dist.is_main)
+
+    def batches(self, dataset: Dataset, ids: Sequence[str], policy: BadSamples, desc: str = "",
+                batch_size: int | None = None) -> Iterator[Batch]:
+        """The batches of :meth:`stream` (bad samples handled and counted by ``policy``)."""
+        for chunk in self.stream(dataset, ids, policy, desc, batch_size):
+            if chunk.batch is not None:
+                yield chunk.batch
+
+    # ------------------------------------------------------------------ methods and targets
+    def attributions(self, encoder: Encoder, refused: list[str]) -> Iterator[tuple[str, Attribution]]:
+        """The run's attribution methods that serve ``encoder``; refusals are logged and appended to ``refused``."""
+        for name in self.config.attributions:
+            method: Attribution = ATTRIBUTIONS.get(name)(**self.config.attribution_args.get(name, {}))
+            try:
+                method.check(encoder)
+            except UnsupportedEncoderError as exc:
+                log.warning("skipping %s x %s: %s", encoder.name, name, exc)
+                refused.append(str(exc))
+                continue
+            yield name, method
+
+    def probe_setup(self, dataset: Dataset | None = None) -> ProbeSetup | None:
+        """The run's linear-probe setup from the task's ``probe_*`` options (None if the task has none)."""
+        options = getattr(self.options, "probe", None)
+        if options is None:
+            return None
+        spec = ProbeSpec.resolve(options, self.config.dataset, self.config.data_root, self.config.dataset_args,
+                                 self.config.seed)
+        classnames = tuple(getattr(dataset, "classnames", ()) or ())
+        return ProbeSetup(spec, options.class_, classnames, self.config.batch_size, self.config.on_error)
+
+    def target(self, encoder: Encoder, batch: Batch, dataset: Dataset | None = None,
+               name: str | None = None) -> Target:
+        """What the maps of ``batch`` explain: the TARGETS entry ``name`` (default: option ``target``, else
+        ``text``)."""
+        chosen = name or getattr(self.options, "target", "text")
+        return TARGETS.get(chosen)(encoder, batch, self.probe_setup(dataset))
+
+    # ------------------------------------------------------------------ keys and results
+    def run_key(self, encoder_spec: str, encoder: Encoder, attribution: str = "-",
+                options: Mapping[str, Any] | None = None, **extra: Any) -> str:
+        """The one run-key recipe: a hash of everything that changes the numbers of a (task, encoder,
+        attribution) result: the config's numbers key, the task version, the encoder spec and card, the method and
+        its arguments, the task's parsed options (or the subset ``options`` a cached artefact depends on) and
+        ``extra``."""
+        parts = {
+            **self.config.numbers_key(), "options": _plain(self.options) if options is None else dict(options),
+            "task_version": self.spec.version, "encoder": encoder_spec,
+            "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
+            "attribution": attribution, "attribution_args": dict(self.config.attribution_args.get(attribution, {})),
+            **extra,
+        }
+        return run_key(parts)
+
+    def store_path(self, encoder_spec: str, attribution: str, key: str, kind: str = "") -> Path:
+        """The per-sample store of a result: ``<out>/<task>/samples/<encoder>__<attribution>__<dataset>__<key>.jsonl``
+        (``kind`` is put before the key for a task's other stores)."""
+        stem = "__".join(safe_name(s) for s in (encoder_spec, attribution, self.config.dataset))
+        return self.samples_folder / f"{stem}__{kind + '__' if kind else ''}{key}.jsonl"
+
+    def result(self, *, encoder: str, attribution: str, key: str, metrics: dict[str, dict[str, Any]], n: int,
+               excluded: Mapping[str, int] | None = None, skipped: Mapping[str, int] | None = None,
+               samples_file: Path | str = "", extra: dict[str, Any] | None = None) -> RunResult:
+        """The :class:`RunResult` of one (encoder, attribution) pair of this run."""
+        samples = samples_file
+        if isinstance(samples_file, Path):
+            samples = str(samples_file.relative_to(self.folder))
+        return RunResult(
+            task=self.spec.name, task_version=self.spec.version, dataset=self.config.dataset, encoder=encoder,
+            attribution=attribution, metrics=finite_or_null(metrics), n=n, excluded=dict(excluded or {}),
+            skipped=dict(skipped or {}),
+            config=self.config.to_dict(), run_key=key, seed=self.config.seed, samples_file=str(samples),
+            extra=finite_or_null({"options": _plain(self.options), **(extra or {})}),
+        )
+
+
+def _plain(options: Any) -> dict[str, Any]:
+    """An options dataclass as plain JSON-friendly values (tuples as lists)."""
+    if not dataclasses.is_dataclass(options):
+        return dict(options or {})
+    return json.loads(json.dumps(dataclasses.asdict(options), default=str))

@@ -1,0 +1,129 @@
+"""The one streaming loop: samples by id, in batches, through a DataLoader, with one policy for bad samples.
+
+Every pass over a dataset (the per-sample tasks, activations for dissection, probe embeddings, ROAR's splits,
+network dissection) goes through :func:`stream`. A sample that cannot be loaded (a :class:`DataError` in the
+dataset's ``load``, in the main process or in a worker) never kills a worker: it travels back as a message and
+:class:`BadSamples` applies the run's policy once: ``raise`` (the default) fails naming the sample, ``skip``
+leaves it out, logs it and counts it by reason. On CUDA the batches' tensors are pinned and copied without
+blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from aft_bench.data.base import Batch, DataError, Dataset, Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BadSamples:
+    """The raise-or-skip-and-count policy for samples that cannot be used (unreadable, inconsistent, a
+    non-finite map), written once.
+
+    Attributes:
+        on_error: ``"raise"`` fails at the first bad sample; ``"skip"`` leaves it out and counts it.
+        counts: Skipped samples per reason (the first part of the message).
+    """
+
+    on_error: str = "raise"
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+
+    def handle(self, sample_id: str, message: str) -> str:
+        """Applies the policy to one bad sample; returns its reason (under ``skip``).
+
+        Raises:
+            DataError: Naming the sample and the problem, under ``raise``.
+        """
+        if self.on_error == "raise":
+            raise DataError(f"sample {sample_id}: {message} (pass --on-error skip to skip and count such samples)")
+        reason = message.split(":")[0][:120]
+        log.warning("skipping sample %s: %s", sample_id, message)
+        self.counts[reason] += 1
+        return reason
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of :func:`stream`: the loaded samples as a batch (None if none loaded) and the ids that could
+    not be loaded, each with its reason (only under ``skip``; under ``raise`` the stream has raised)."""
+
+    batch: Batch | None
+    bad: list[tuple[str, str]]
+
+    @property
+    def size(self) -> int:
+        return (len(self.batch) if self.batch is not None else 0) + len(self.bad)
+
+
+class _ById(torch.utils.data.Dataset):
+    """Loads samples by id; a DataError becomes ``(id, message)`` so that a worker never dies mid-run."""
+
+    def __init__(self, dataset: Dataset, ids: Sequence[str]) -> None:
+        self.dataset, self.ids = dataset, list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample | tuple[str, str]:
+        try:
+            return self.dataset.load(self.ids[index])
+        except DataError as exc:
+            return (self.ids[index], str(exc))
+
+
+def _keep_list(items: list[Sample | tuple[str, str]]) -> list[Sample | tuple[str, str]]:
+    return items
+
+
+def stream(
+    dataset: Dataset, ids: Sequence[str], *, batch_size: int, policy: BadSamples, num_workers: int = 0,
+    device: torch.device | str | None = None, desc: str = "", progress: bool = True,
+) -> Iterator[Chunk]:
+    """Chunks of ``ids`` in order: each the batch of the samples that loaded and the ids that did not.
+
+    Args:
+        dataset: Where samples are loaded from (``dataset.load(id)``).
+        ids: The samples, in the order to stream them.
+        batch_size: Samples per chunk.
+        policy: What a bad sample does (raise, or skip and count).
+        num_workers: DataLoader worker processes (0: load in this process).
+        device: Move each batch here (pinned memory and non-blocking copies on CUDA); None leaves it on the CPU.
+        desc, progress: The progress bar's label, and whether to show it.
+    """
+    target = torch.device(device) if device is not None else None
+    cuda = target is not None and target.type == "cuda"
+    loader = DataLoader(_ById(dataset, ids), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_keep_list, shuffle=False, persistent_workers=False)
+    with tqdm(total=len(ids), desc=desc, unit="img", leave=False, disable=not progress) as bar:
+        for items in loader:
+            samples = [item for item in items if isinstance(item, Sample)]
+            bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in
+                   (item for item in items if not isinstance(item, Sample))]
+            batch = Batch.collate(samples) if samples else None
+            if batch is not None and target is not None:
+                batch = batch.to(target, non_blocking=cuda, pin=cuda)
+            bar.update(len(items))
+            yield Chunk(batch, bad)
+
+
+def stream_batches(dataset: Dataset, ids: Sequence[str], *, batch_size: int, policy: BadSamples,
+                   num_workers: int = 0, device: torch.device | str | None = None, desc: str = "",
+                   progress: bool = True) -> Iterator[Batch]:
+    """The batches of :func:`stream` alone (bad samples are handled by ``policy`` and counted there)."""
+    for chunk in stream(dataset, ids, batch_size=batch_size, policy=policy, num_workers=num_workers, device=device,
+                        desc=desc, progress=progress):
+        if chunk.batch is not None:
+            yield chunk.batch
