@@ -232,9 +232,15 @@ class MapTask(SampleTask):
 
     def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
         """Attribution maps of a batch, ``maps[i]`` of sample i (overridden by tasks that perturb images)."""
-        assert pair.method is not None
-        return pair.method(pair.encoder, batch.images.to(pair.encoder.device),
-                           ctx.target(pair.encoder, batch, pair.dataset))
+        return self.method(pair)(pair.encoder, batch.images.to(pair.encoder.device),
+                                 ctx.target(pair.encoder, batch, pair.dataset))
+
+    @staticmethod
+    def method(pair: Pair) -> Attribution:
+        """The pair's attribution method (map tasks always have one)."""
+        if pair.method is None:
+            raise TypeError(f"pair {pair.encoder_spec} x {pair.name} has no attribution method: map tasks need one")
+        return pair.method
 
     def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
         """:meth:`score` of the finite maps; an error record for each sample whose map is not finite."""

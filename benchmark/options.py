@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, fields
@@ -104,22 +105,51 @@ _SCALARS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a
 
 
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` if it fits a scalar annotation (``float`` takes integers; ``X | None`` takes null)."""
-    args = typing.get_args(annotation)
-    allowed = [a for a in args if a is not type(None)] if args else [annotation]
-    if value is None and (type(None) in args or annotation is Any):
+    """``value`` if it fits the annotation: a scalar (``float`` takes integers), ``X | None`` (takes null), a
+    ``Literal`` (one of its values) or a container (a list for ``list``/``tuple``, a mapping for ``dict``).
+
+    Raises:
+        ValueError: Naming the key, the value and what to give.
+    """
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    allowed = [a for a in typing.get_args(annotation) if a is not type(None)] if union else [annotation]
+    optional = union and type(None) in typing.get_args(annotation)
+    if value is None and (optional or annotation is Any):
         return None
     for kind in allowed:
-        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind in (bool, str) and isinstance(value, kind):
-            return value
-        if kind not in _SCALARS:
-            return value  # containers and other types: the options class validates them
-    wanted = " or ".join(_SCALARS[k] for k in allowed if k in _SCALARS) + (" or null" if type(None) in args else "")
+        fitted = _fit(value, kind)
+        if fitted is not _NO_FIT:
+            return fitted
+    wanted = " or ".join(_describe(k) for k in allowed) + (" or null" if optional else "")
     raise ValueError(f"option {key}={value!r}: give {wanted}")
+
+
+_NO_FIT = object()
+_CONTAINERS: dict[Any, tuple[type, ...]] = {list: (list, tuple), tuple: (list, tuple), dict: (Mapping,),
+                                            Mapping: (Mapping,)}
+
+
+def _fit(value: Any, kind: Any) -> Any:
+    """``value`` converted to ``kind`` (ints to float), or ``_NO_FIT``."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        return value if value in typing.get_args(kind) else _NO_FIT
+    if origin is not None or kind in _CONTAINERS:
+        return value if isinstance(value, _CONTAINERS.get(origin or kind, (object,))) else _NO_FIT
+    if kind is Any:
+        return value
+    if isinstance(value, bool):
+        return value if kind is bool else _NO_FIT
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return value if isinstance(value, kind) else _NO_FIT
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(kind))
+    origin = typing.get_origin(kind) or kind
+    return _SCALARS.get(origin, "a mapping" if origin in (dict, Mapping) else "a list")
 
 
 # ---------------------------------------------------------------------------------------- shared parsers
@@ -192,12 +222,11 @@ def parse_levels(value: Any, key: str) -> tuple[float, ...]:
         ValueError: Naming the option and value, if it is empty, not numeric, not positive and finite, or
             repeats a level.
     """
-    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    try:
-        levels = tuple(float(s) for s in items if not isinstance(s, bool))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"option {key}={value!r}: give levels in 1/255 units, e.g. --option {key}=[1,3,5]") from exc
-    if not levels or len(levels) != len(items) or any(not (math.isfinite(s) and s > 0) for s in levels):
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    if any(isinstance(s, bool) or not isinstance(s, int | float) for s in items):
+        raise ValueError(f"option {key}={value!r}: give levels in 1/255 units, e.g. --option {key}=[1,3,5]")
+    levels = tuple(float(s) for s in items)
+    if not levels or any(not (math.isfinite(s) and s > 0) for s in levels):
         raise ValueError(f"option {key}={value!r}: every level must be a positive finite number (1/255 units)")
     if len(set(levels)) != len(levels):
         raise ValueError(f"option {key}={value!r} repeats a level; list each level once")

@@ -40,13 +40,13 @@ OBJECTIVES.register("aft-supervised", "aft_bench.training.objectives.aft_supervi
 REGULARIZERS.register("box", "aft_bench.training.regularizers:box_regularizer",
                       help="h(v) = eta/(2 eps) ||v||^2 inside the L_inf ball of radius eps (paper Eq. 5)")
 REGULARIZERS.register("box-pixelnorm", "aft_bench.training.regularizers:box_pixelnorm_regularizer",
-                      help="the published code's variant of box: the penalty on per-pixel norms")
+                      help="the published code's penalty: eta/(2 eps) x sum of per-pixel channel L2 norms, in the ball")
 REGULARIZERS.register("group-pixel", "aft_bench.training.regularizers:group_pixel_regularizer",
-                      help="group ball over each pixel's colour channels (paper Eq. 22)")
+                      help="eta/(2 eps) ||v||^2, each pixel's channel L2 norm <= eps (conjugate of paper Eq. 22)")
 REGULARIZERS.register("group-patch", "aft_bench.training.regularizers:group_patch_regularizer",
-                      help="group ball over patches of --group-patch pixels (paper Eq. 22)")
+                      help="the same with groups of --group-patch x --group-patch pixels (conjugate of paper Eq. 22)")
 REGULARIZERS.register("elastic-net", "aft_bench.training.regularizers:elastic_net_regularizer",
-                      help="L1 + L2 penalty inside the box (paper Eq. 21)")
+                      help="the conjugate of the smoothed elastic net (paper Eq. 21): separable, no hard ball")
 
 ATTRIBUTIONS.register(
     "simple_gradient",
@@ -150,7 +150,7 @@ METRICS.register("pg_energy", "aft_bench.metrics.pointing:PG_ENERGY", help="shar
 METRICS.register("pixel_acc", "aft_bench.metrics.segmentation:PIXEL_ACCURACY",
                  help="pixel accuracy of the map thresholded at its mean")
 METRICS.register("ap", "aft_bench.metrics.segmentation:AVERAGE_PRECISION",
-                 help="average precision of the map as a pixel score")
+                 help="foreground AP: the map ranks the pixels as scores of the object alone")
 METRICS.register("ap_two_class", "aft_bench.metrics.segmentation:AVERAGE_PRECISION_TWO_CLASS",
                  help="AP pooled over both classes (map vs foreground, 1 - map vs background), Chefer et al.'s code")
 METRICS.register("mask_iou", "aft_bench.metrics.segmentation:MASK_IOU",

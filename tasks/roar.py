@@ -54,7 +54,7 @@ from aft_bench.evaluation import Reported, Task
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.removal import curve_auc, fraction_label, replace_with_mean
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.options import nested, option, optional_positive_int
+from aft_bench.options import nested, option, optional_positive_int, positive_int
 from aft_bench.registries import RETRAINERS
 from aft_bench.results import RunResult, SampleStore
 from aft_bench.tasks.removal import RemovalOptions, curve_metrics, removal_methods
@@ -83,7 +83,7 @@ def _retrain(value: Any, key: str) -> str:
 class RoarOptions(RemovalOptions):
     """ROAR's options (see the module docstring)."""
 
-    seeds: int = option(3, parse=lambda v, k: optional_positive_int(v, k) or 3, help="retrainings per fraction")
+    seeds: int = option(3, parse=positive_int, help="retrainings per fraction")
     retrain: str = option("probe", parse=_retrain, help="probe or cnn (RETRAINERS registry)")
     subsample: float | None = option(None, parse=_subsample,
                                      help="share of training images per seed; null = 0.8 for probe, 1.0 for cnn")

@@ -87,11 +87,10 @@ class SsimRobustness(MapTask):
 
     def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
         """B x (1 + S) x H x W maps: the clean image's, then one per noise level."""
-        assert pair.method is not None
         images = noisy_copies(batch.images, batch.ids, ctx.options.sigmas, ctx.config.seed, ctx.options.clip)
         b, levels = images.shape[:2]
         target = ctx.target(pair.encoder, batch, pair.dataset).repeat_interleave(levels)
-        maps = pair.method(pair.encoder, images.flatten(0, 1).to(pair.encoder.device), target)
+        maps = self.method(pair)(pair.encoder, images.flatten(0, 1).to(pair.encoder.device), target)
         return maps.view(b, levels, *maps.shape[1:])
 
     def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:

@@ -11,6 +11,7 @@ import torch
 
 from aft_bench.encoder import Encoder
 from aft_bench.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.toy.recipe import ToyRecipe
 
 TINY_VIT_CFG = {
     "embed_dim": 32,
@@ -29,6 +30,12 @@ TINY_TIMM_CFG = {  # a timm image tower (ConvNeXt), as open_clip's convnext_* mo
                    "timm_proj": "linear", "image_size": 64},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
+
+
+# A toy-CLIP recipe small enough to train in well under a second: the real one trains for a minute or more.
+TINY_TOY = ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+                     text_width=32, text_layers=1, text_heads=2, embed_dim=16, steps=3, batch_size=8,
+                     warmup=1, pool_size=12, eval_size=10)
 
 
 def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:

@@ -1,17 +1,30 @@
-"""The command line: fast help, listings, exit codes, a run and the leaderboard rebuild."""
+"""The command line: fast help, listings, exit codes (unknown names 2, user errors one line, bugs with their
+traceback and "internal error"; ``train`` too), a run and the leaderboard rebuild."""
 
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench.cli import main
+from aft_bench import config as config_module
+from aft_bench import runner as runner_module
+from aft_bench.cli import LISTS, main
+from aft_bench.config import TaskSpec
+from aft_bench.context import RunContext
+from aft_bench.data.base import DataError, Sample
+from aft_bench.data.shapes import ShapesDataset
+from aft_bench.errors import UserError
+from aft_bench.evaluation import Task
 from aft_bench.loading import save_encoder
+from aft_bench.registries import DATASETS, ENCODERS, TASKS
+from aft_bench.results import RunResult
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +106,166 @@ def test_default_world_on_the_toy(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert main(args) == 0  # everything stored: recomputes nothing, same numbers, a second result file each
     assert capsys.readouterr().out.splitlines()[:6] == first.splitlines()[:6]
     assert len(list((out / "pointing_game").glob("*.json"))) == 6
+
+
+# ---------------------------------------------------------------------------------------- error handling
+class _Boom(Task):
+    """Raises ``error`` as soon as it runs (before yielding any result)."""
+
+    error: BaseException = RuntimeError("boom")
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        raise self.error
+        yield  # a generator, as real tasks are
+
+
+def _boom_task(error: BaseException) -> type[Task]:
+    return type("BoomTask", (_Boom,), {"error": error})
+
+
+@pytest.fixture
+def boom_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tasks/boom.yaml`` for the fake task: a version and no defaults (other tasks read their real YAML)."""
+    real = config_module.load_task_spec
+
+    def load(task: str) -> TaskSpec:
+        return TaskSpec(task, 1, {}) if task == "boom" else real(task)
+
+    monkeypatch.setattr(config_module, "load_task_spec", load)
+    monkeypatch.setattr(runner_module, "load_task_spec", load)
+
+
+def _no_loading(device: str = "cpu") -> None:
+    raise AssertionError("an encoder was loaded")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom in the task"), TypeError("boom in the task"),
+                                   KeyError("boom in the task"), AssertionError("boom in the task")])
+def test_unexpected_exception_prints_traceback_and_internal_error(
+        error: BaseException, boom_spec: None, registered, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    registered(TASKS, "boom", _boom_task(error))
+    assert main(["run", "--task", "boom", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback (most recent call last)" in err and f"{type(error).__name__}: " in err
+    assert "boom in the task" in err and "in run" in err  # the task's frame is in the traceback
+    last = err.strip().splitlines()[-1]
+    assert "internal error" in last and err.index("Traceback") < err.index("internal error")
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("error", [DataError("sample s-3: mask of the wrong size"),
+                                   FileNotFoundError("/nowhere/x.png does not exist"),
+                                   UserError("non-finite loss at step 3")])
+def test_user_error_in_a_task_is_one_line(error: BaseException, boom_spec: None, registered, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    registered(TASKS, "boom", _boom_task(error))
+    assert main(["run", "--task", "boom", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"aft-bench: error: {error}"]
+    with pytest.raises(type(error)):  # -vv shows the traceback: the error propagates
+        main(["-vv", "run", "--task", "boom", "--out", str(tmp_path)])
+
+
+def _messages(err: str) -> list[str]:
+    """The lines of ``err`` without the progress bars (tqdm's, which a real run draws on stderr)."""
+    return [line for line in err.splitlines() if line.strip() and not re.search(r"\d+/\d+ \[", line)]
+
+
+class _BrokenShapes(ShapesDataset):
+    """Shapes whose sample 1 cannot be read."""
+
+    def load(self, sample_id: str) -> Sample:
+        if sample_id.endswith("-1"):
+            raise DataError(f"{sample_id}.png: cannot decode image")
+        return super().load(sample_id)
+
+
+def test_bad_sample_in_a_real_run_is_one_line_and_skip_counts_it(registered, tmp_path: Path, tiny_ckpt: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    registered(DATASETS, "broken_shapes", _BrokenShapes)
+    args = ["run", "--task", "pointing_game", "--encoders", tiny_ckpt, "--attributions", "simple_gradient",
+            "--dataset", "broken_shapes", "--dataset-arg", "size=4", "--batch-size", "2", "--out", str(tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _messages(err) == ["aft-bench: error: sample shapes-test-0-1: shapes-test-0-1.png: cannot decode image "
+                     "(pass --on-error skip to skip and count such samples)"]
+    assert main([*args, "--on-error", "skip"]) == 0
+    assert "| 3 |" in capsys.readouterr().out  # n = 3 of the 4 samples
+
+
+def test_misspelt_option_exits_2_before_any_encoder_loads(registered, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    registered(ENCODERS, "toy", _no_loading)
+    base = ["run", "--task", "pointing_game", "--encoders", "toy", "--out", str(tmp_path)]
+    assert main([*base, "--option", "tolerence=15"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aft-bench: error: unknown option 'tolerence' for task 'pointing_game'.")
+    assert "Did you mean 'tolerance'" in err and "AssertionError" not in err
+    assert main([*base, "--option", "tolerance=-1"]) == 1  # a bad value, also before loading
+    assert capsys.readouterr().err.splitlines() == ["aft-bench: error: option tolerance=-1: give a number >= 0"]
+    # the control: with a valid option the run reaches the encoder, which raises
+    assert main([*base, "--option", "tolerance=15"]) == 1
+    err = capsys.readouterr().err
+    assert "AssertionError: an encoder was loaded" in err and "internal error" in err
+    assert not (tmp_path / "pointing_game").exists() or not list((tmp_path / "pointing_game").glob("*.json"))
+
+
+# ---------------------------------------------------------------------------------------- train
+def test_train_bad_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--no-such-flag"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_train_bad_value_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["train", "--batch-size", "0", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == ["aft-bench: error: invalid training option(s) batch_size=0"]
+
+
+def test_train_missing_data_folder_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               tiny_ckpt: str) -> None:
+    missing = tmp_path / "no-such-folder"
+    assert main(["train", "--encoder", tiny_ckpt, "--data", str(missing), "--device", "cpu",
+                 "--out", str(tmp_path / "run")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"aft-bench: error: --data '{missing}': not 'shapes[:N]'")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_train_unknown_objective_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["train", "--objective", "far", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown objective 'far'" in err and "Did you mean 'fare'" in err
+
+
+# ---------------------------------------------------------------------------------------- ls
+@pytest.mark.parametrize(("what", "names"), [
+    ("classifiers", ["zero_shot", "probe"]),
+    ("retrainers", ["probe", "cnn"]),
+    ("attacks", ["apgd-ce", "apgd-t"]),
+    ("regularizers", ["box", "box-pixelnorm", "group-pixel", "group-patch", "elastic-net"]),
+])
+def test_ls_new_registries(what: str, names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", what]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == names
+    registry = LISTS[what]
+    for name, line in zip(names, lines, strict=True):
+        assert registry.help(name) and line.split(None, 1)[1] == registry.help(name)
+
+
+def test_ls_new_registries_do_not_import_torch() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from aft_bench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for what in ('classifiers', 'retrainers', 'attacks', 'regularizers'):\n"
+        "        assert main(['ls', what]) == 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

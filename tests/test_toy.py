@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TOY
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -22,10 +23,7 @@ from aft_bench.training.config import TrainConfig
 from aft_bench.training.presets import PRESETS
 from aft_bench.training.trainer import TRAINER_VERSION
 
-# A recipe small enough to train in well under a second: the real one trains for a minute or more.
-TINY = toy.ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
-                     text_width=32, text_layers=1, text_heads=2, embed_dim=16, steps=3, batch_size=8,
-                     warmup=1, pool_size=12, eval_size=10)
+TINY = TINY_TOY
 
 
 # ---------------------------------------------------------------------------------------- recipe
