@@ -6,8 +6,9 @@ name with ``os.replace`` (atomic on POSIX and Windows within one file system). A
 leaves at most a hidden ``.<name>.<pid>.<token>.tmp`` file, never a truncated result, and an existing
 file is replaced only by a complete new one.
 
-The temporary file is created with the process umask's permissions, as a plain ``open`` would, so
-outputs in a shared results folder or ``$AFT_BENCH_CACHE`` stay readable by the group
+The temporary file is created with the process umask's permissions, as a plain ``open`` would, and keeps
+them after the writer is done (some writers, such as safetensors' ``save_file``, recreate the file private to
+the owner), so outputs in a shared results folder or ``$AFT_BENCH_CACHE`` stay readable by the group
 (``tempfile.mkstemp`` would make them private to the owner).
 """
 
@@ -37,8 +38,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.touch(exist_ok=False)
+    mode = tmp.stat().st_mode & 0o777  # 0o666 less the umask, without changing the process umask to read it
     try:
         write(tmp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -6,6 +6,9 @@ Encoder specs understood by :func:`load_encoder`:
 - ``ARCH:TAG`` (``ViT-B-16:openai``): an open_clip architecture with a pretrained tag, weights from
   the user's open_clip cache (``ARCH`` alone gives random weights, for tests);
 - ``hf-hub:ORG/NAME``: an open_clip model published on the Hugging Face hub (from the local cache);
+
+  both look in the local caches first and run the hub client offline, so a missing file fails at once naming
+  the folder searched; ``AFT_BENCH_ONLINE=1`` lets open_clip download what is missing;
 - ``ckpt:PATH``: a checkpoint written by aft-bench (safetensors + ``.json`` card naming the
   architecture and the pretrained tag it started from);
 - ``ARCH[:TAG]@PATH``: architecture (and tag, for the text tower) with weights from ``PATH``, a full
@@ -18,10 +21,12 @@ unpickle arbitrary objects is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +40,16 @@ from torch import Tensor
 from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.encoder import OPENAI_MEAN, OPENAI_STD, Encoder
 from aft_bench.registries import ENCODERS
+from aft_bench.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
 
 NESTED_KEYS = ("vision_encoder_state_dict", "state_dict", "model_state_dict", "model")
 CARD_SUFFIX = ".json"
+ENV_ONLINE = "AFT_BENCH_ONLINE"  # "1": let open_clip download missing weights (default: local caches only)
+URL_CACHE = Path("~/.cache/clip")  # where open_clip keeps weights it downloads by URL
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+HUB_CONFIG = "open_clip_config.json"
 
 
 class CheckpointError(ValueError):
@@ -63,8 +73,6 @@ def model_config(arch: str) -> dict[str, Any]:
     """The open_clip architecture config of ``arch`` (raises with the known names if unknown)."""
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
-        from aft_bench.registry import UnknownNameError
-
         raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
     return cfg
 
@@ -173,14 +181,95 @@ def check_encoder_spec(spec: str) -> None:
     """Fails fast (before any model is built) on a spec that names no encoder.
 
     Raises:
-        UnknownNameError: For a plain name that is neither registered nor an open_clip architecture.
+        UnknownNameError: For a plain name that is neither registered nor an open_clip architecture, an unknown
+            architecture before ``:`` or ``@``, or a pretrained tag open_clip does not know for the architecture.
     """
-    if spec in ENCODERS or spec.startswith(("ckpt:", "hf-hub:")) or ":" in spec or "@" in spec:
+    if spec in ENCODERS or spec.startswith(("ckpt:", "hf-hub:")):
         return
-    if spec not in open_clip.list_models():
-        from aft_bench.registry import UnknownNameError
+    arch_tag, at, _ = spec.partition("@")
+    arch, colon, tag = arch_tag.partition(":")
+    if arch not in open_clip.list_models():
+        if not (at or colon):
+            raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
+        raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if tag and tag.lower() not in tags:
+        raise UnknownNameError(f"{arch} pretrained tag", tag, tags)
 
-        raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
+
+def online() -> bool:
+    """Whether open_clip may download missing weights (``AFT_BENCH_ONLINE=1``); by default only caches are read."""
+    return os.environ.get(ENV_ONLINE, "").strip().lower() in ("1", "true", "yes")
+
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _hub_file(repo: str, names: tuple[str, ...]) -> bool:
+    """Whether one of ``names`` of hub repository ``repo`` is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=_hub_cache()), str) for name in names)
+
+
+def cached_weights_folder(arch: str, tag: str | None) -> tuple[bool, Path]:
+    """Whether open_clip would find the weights of ``arch`` (pretrained ``tag``, or ``hf-hub:ORG/NAME`` as
+    ``arch``) in its local caches, and the folder it looks in.
+
+    open_clip prefers the Hugging Face hub copy when a tag lists one (``HF_HUB_CACHE``, by default
+    ``~/.cache/huggingface/hub``), else the URL's file in ``~/.cache/clip``.
+    """
+    if arch.startswith("hf-hub:"):
+        repo = arch.removeprefix("hf-hub:")
+        return _hub_file(repo, (HUB_CONFIG,)) and _hub_file(repo, HUB_WEIGHTS), _hub_folder(repo)
+    cfg = open_clip.get_pretrained_cfg(arch, tag or "")
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = (filename, filename.rsplit(".", 1)[0] + ".safetensors") if filename else HUB_WEIGHTS
+        return _hub_file(repo, names), _hub_folder(repo)
+    folder = URL_CACHE.expanduser()
+    return (folder / os.path.basename(cfg.get("url", ""))).is_file(), folder
+
+
+def _hub_folder(repo: str) -> Path:
+    return _hub_cache() / f"models--{repo.replace('/', '--')}"
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """The Hugging Face hub client answers from its cache only while the block runs (no requests, no retries)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+@contextlib.contextmanager
+def _weights_access(arch: str, tag: str | None, spec: str) -> Iterator[None]:
+    """Checks the local cache for pretrained weights, then runs the block offline (unless :func:`online`).
+
+    Raises:
+        FileNotFoundError: Naming the folder searched and how to place the weights there.
+    """
+    if online() or not (tag or arch.startswith("hf-hub:")):
+        yield
+        return
+    found, folder = cached_weights_folder(arch, tag)
+    if not found:
+        fetch = (f"open_clip.create_model('{arch}'" + (f", pretrained='{tag}')" if tag else ")"))
+        raise FileNotFoundError(
+            f"{spec}: the weights are not in the local cache (searched {folder}); on a machine with a connection "
+            f"run python -c \"import open_clip; {fetch}\" and copy {folder} to the same place here, or set "
+            f"{ENV_ONLINE}=1 to download them, or give the weights file as ARCH[:TAG]@PATH")
+    with _offline_hub():
+        yield
 
 
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
@@ -206,11 +295,13 @@ def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
 
 
 def _load_open_clip(arch: str, tag: str | None, name: str) -> Encoder:
-    model = open_clip.create_model(arch, pretrained=tag, weights_only=True)
+    with _weights_access(arch, tag, name):
+        model = open_clip.create_model(arch, pretrained=tag, weights_only=True)
+        tokenizer = open_clip.get_tokenizer(arch)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     return Encoder(
         model,
-        open_clip.get_tokenizer(arch),
+        tokenizer,
         name=name,
         mean=cfg.get("mean", OPENAI_MEAN),
         std=cfg.get("std", OPENAI_STD),
@@ -226,13 +317,22 @@ def _load_card_checkpoint(spec: str) -> Encoder:
             f"{path}: no card {card_path.name} beside it. For a checkpoint without a card give the "
             f"architecture: --encoders ARCH[:TAG]@{path}"
         )
-    card = json.loads(card_path.read_text())
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"card {card_path} is not valid JSON ({exc}); rewrite it or give "
+                              f"--encoders ARCH[:TAG]@{path}") from exc
+    if not isinstance(card, dict) or not {"arch", "model_cfg"} & set(card):
+        raise CheckpointError(f"card {card_path} names no architecture: add 'arch' (an open_clip name) or "
+                              f"'model_cfg' to it, or give --encoders ARCH[:TAG]@{path}")
     if "model_cfg" in card:
         model = build_model(card["model_cfg"])
         tokenizer = tokenizer_for(card["model_cfg"])
     else:
-        model = open_clip.create_model(card["arch"], pretrained=card.get("pretrained"), weights_only=True)
-        tokenizer = open_clip.get_tokenizer(card["arch"])
+        model_config(card["arch"])
+        with _weights_access(card["arch"], card.get("pretrained"), f"{path} (card arch {card['arch']!r})"):
+            model = open_clip.create_model(card["arch"], pretrained=card.get("pretrained"), weights_only=True)
+            tokenizer = open_clip.get_tokenizer(card["arch"])
     apply_state_dict(model, load_state_dict_safely(path), str(path))
     return Encoder(
         model,

@@ -4,24 +4,46 @@ Every pass over a dataset (the per-sample tasks, activations for dissection, pro
 network dissection) goes through :func:`stream`. A sample that cannot be loaded (a :class:`DataError` in the
 dataset's ``load``, in the main process or in a worker) never kills a worker: it travels back as a message and
 :class:`BadSamples` applies the run's policy once: ``raise`` (the default) fails naming the sample, ``skip``
-leaves it out, logs it and counts it by reason. On CUDA the batches' tensors are pinned and copied without
-blocking.
+leaves it out, logs it with its file and counts it by the kind of problem (:func:`problem_kind`). On CUDA the
+batches' tensors are pinned and copied without blocking.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
+from aft_bench.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+SKIP_HINT = "--on-error skip"
+EXAMPLES_PER_KIND = 5  # skipped samples kept (with their files) per kind of problem
+
+
+def problem_kind(message: str) -> tuple[str, str]:
+    """Splits a bad sample's message into the kind of problem and where it happened.
+
+    Messages name the place first (``"<file>: unreadable or corrupt image (OSError: ...); re-download ..."``):
+    the kind is what follows the place, without the details in parentheses, the remedy after ``;`` and
+    numbers (written ``N``), so that samples with the same problem are counted together.
+
+    Returns:
+        ``(kind, where)``; ``where`` is empty when the message names no place.
+    """
+    where, sep, rest = message.partition(": ")
+    if not sep or not rest.strip():
+        where, rest = "", message
+    kind = re.split(r"[;(]", rest, maxsplit=1)[0]
+    kind = re.sub(r"\d+", "N", " ".join(kind.split())).rstrip(" .,:")
+    return (kind[:80] or "unknown problem"), where
 
 
 @dataclass
@@ -31,28 +53,34 @@ class BadSamples:
 
     Attributes:
         on_error: ``"raise"`` fails at the first bad sample; ``"skip"`` leaves it out and counts it.
-        counts: Skipped samples per reason (the first part of the message).
+        counts: Skipped samples per kind of problem (:func:`problem_kind`).
+        examples: Per kind, the first skipped samples as ``(sample id, file or place)``.
     """
 
     on_error: str = "raise"
     counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
     def handle(self, sample_id: str, message: str) -> str:
-        """Applies the policy to one bad sample; returns its reason (under ``skip``).
+        """Applies the policy to one bad sample; returns the kind of problem (under ``skip``).
 
         Raises:
-            DataError: Naming the sample and the problem, under ``raise``.
+            DataError: Naming the sample and the problem (and, once, how to skip such samples), under ``raise``.
         """
         if self.on_error == "raise":
-            raise DataError(f"sample {sample_id}: {message} (pass --on-error skip to skip and count such samples)")
-        reason = message.split(":")[0][:120]
-        log.warning("skipping sample %s: %s", sample_id, message)
-        self.counts[reason] += 1
-        return reason
+            hint = "" if SKIP_HINT in message else f" (pass {SKIP_HINT} to skip and count such samples)"
+            raise DataError(f"sample {sample_id}: {message}{hint}")
+        kind, where = problem_kind(message)
+        log.warning("skipping sample %s (%s): %s", sample_id, where or "no file named", message)
+        self.counts[kind] += 1
+        kept = self.examples.setdefault(kind, [])
+        if len(kept) < EXAMPLES_PER_KIND:
+            kept.append((sample_id, where))
+        return kind
 
 
 @dataclass(frozen=True)
@@ -101,13 +129,13 @@ def stream(
         policy: What a bad sample does (raise, or skip and count).
         num_workers: DataLoader worker processes (0: load in this process).
         device: Move each batch here (pinned memory and non-blocking copies on CUDA); None leaves it on the CPU.
-        desc, progress: The progress bar's label, and whether to show it.
+        desc, progress: The progress report's label, and whether to show it (:func:`aft_bench.progress.progress_bar`).
     """
     target = torch.device(device) if device is not None else None
     cuda = target is not None and target.type == "cuda"
     loader = DataLoader(_ById(dataset, ids), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_keep_list, shuffle=False, persistent_workers=False)
-    with tqdm(total=len(ids), desc=desc, unit="img", leave=False, disable=not progress) as bar:
+    with progress_bar(total=len(ids), desc=desc, unit="img", leave=False, enabled=progress) as bar:
         for items in loader:
             samples = [item for item in items if isinstance(item, Sample)]
             bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in

@@ -112,7 +112,7 @@ class Road(MapTask):
 
     def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
         opts: RoadOptions = ctx.options
-        records: list[Record] = [{"error": "no class label: ROAD classifies the images and needs labels"}
+        records: list[Record] = [{"error": "no class label (ROAD classifies the images and needs labels)"}
                                  if int(label) < 0 else {"scores": {}} for label in batch.labels.tolist()]
         keep = [i for i, r in enumerate(records) if "scores" in r]
         if not keep:

@@ -137,7 +137,7 @@ class ZeroShot(SampleTask):
         records: list[Record] = []
         for i in range(len(batch)):
             if int(batch.labels[i]) < 0:
-                records.append({"error": "no class label: zero-shot accuracy needs labelled images"})
+                records.append({"error": "no class label (zero-shot accuracy needs labelled images)"})
                 continue
             scores = {CLEAN.name: float(correct[i])}
             if i in row_of:

@@ -150,3 +150,19 @@ def test_cached_artefact_keeps_the_umask_permissions(tmp_path: Path) -> None:
 def test_cached_rejects_unsafe_keys(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="cache key"):
         cache.cached(key, lambda d: None, root=tmp_path)
+
+
+def test_an_encoder_saved_into_the_cache_keeps_the_umask_permissions(tmp_path: Path) -> None:
+    """safetensors writes its file private to the owner; atomic_write gives it the umask's mode back."""
+    from conftest import TINY_VIT_CFG, make_encoder
+
+    from aft_bench.loading import save_encoder
+
+    encoder = make_encoder(TINY_VIT_CFG, "tiny")
+    old = os.umask(0o022)
+    try:
+        folder = cache.cached("enc-1", lambda d: save_encoder(encoder, d / "e.safetensors", encoder.card),
+                              root=tmp_path)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"e.safetensors": 0o644, "e.json": 0o644}

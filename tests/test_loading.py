@@ -105,3 +105,60 @@ def test_bad_files_and_names(tmp_path) -> None:
         load_encoder(f"ckpt:{tmp_path / 'x.safetensors'}")
     with pytest.raises(UnknownNameError, match="Did you mean 'toy'"):
         load_encoder("tyo")
+
+
+def test_unknown_architecture_before_at_is_an_unknown_name(tmp_path) -> None:
+    with pytest.raises(UnknownNameError, match="unknown open_clip architecture 'ViT-B-166'. Did you mean 'ViT-B-16'"):
+        load_encoder(f"ViT-B-166@{tmp_path / 'w.pt'}")
+    with pytest.raises(UnknownNameError, match="Did you mean 'openai'"):
+        load_encoder("ViT-B-16:opena")
+
+
+def test_a_card_without_an_architecture_names_the_file(tmp_path) -> None:
+    encoder = make_encoder(TINY_VIT_CFG, "tiny")
+    path = save_encoder(encoder, tmp_path / "enc.safetensors", {"model_cfg": TINY_VIT_CFG})
+    card = path.with_suffix(".json")
+    card.write_text(json.dumps({"name": "tiny"}))
+    with pytest.raises(CheckpointError, match=f"card {card} names no architecture"):
+        load_encoder(f"ckpt:{path}")
+    card.write_text("{not json")
+    with pytest.raises(CheckpointError, match=f"card {card} is not valid JSON"):
+        load_encoder(f"ckpt:{path}")
+
+
+def test_pretrained_weights_missing_from_the_cache_fail_at_once_naming_the_folder(tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("AFT_BENCH_ONLINE", raising=False)
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: pytest.fail("open_clip was asked to download"))
+    folder = tmp_path / "models--timm--vit_base_patch16_clip_224.openai"
+    with pytest.raises(FileNotFoundError, match=f"searched {folder}.*AFT_BENCH_ONLINE=1"):
+        load_encoder("ViT-B-16:openai")
+    with pytest.raises(FileNotFoundError, match="models--laion--CLIP-ViT-B-16-laion2B-s34B-b88K"):
+        load_encoder("hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K")
+
+
+def test_cached_pretrained_weights_load_with_the_hub_offline(tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    snapshot = tmp_path / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"weights")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    seen = []
+
+    def create_model(arch, pretrained=None, **kwargs):
+        seen.append((arch, pretrained, constants.HF_HUB_OFFLINE))
+        return make_encoder(TINY_VIT_CFG, "tiny").model
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    monkeypatch.setattr(open_clip, "get_tokenizer", lambda arch: None)
+    before = constants.HF_HUB_OFFLINE
+    load_encoder("ViT-B-16:openai")
+    monkeypatch.setenv("AFT_BENCH_ONLINE", "1")
+    load_encoder("ViT-B-16:laion2b_s34b_b88k")  # not cached, but downloads are allowed: no check, hub online
+    assert seen == [("ViT-B-16", "openai", True), ("ViT-B-16", "laion2b_s34b_b88k", before)]
+    assert constants.HF_HUB_OFFLINE == before

@@ -12,7 +12,7 @@ from torch.utils.data import get_worker_info
 
 from aft_bench.data.base import Batch, DataError, Sample, select_ids
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.streaming import BadSamples, Chunk, stream, stream_batches
+from aft_bench.streaming import EXAMPLES_PER_KIND, BadSamples, Chunk, problem_kind, stream, stream_batches
 
 SIZE = 8
 
@@ -50,18 +50,42 @@ def _chunks(dataset: FlakyShapes, policy: BadSamples, batch_size: int = 3, num_w
                        progress=False))
 
 
-BAD = {1: "unreadable image: broken header", 4: "unreadable image: truncated", 5: "mask of the wrong size: 3 x 3"}
+BAD = {1: "/d/1.png: unreadable image; broken header", 4: "/d/4.png: unreadable image; truncated",
+       5: "/d/5.png: mask of the wrong size; 3 x 3"}
 
 
 # ---------------------------------------------------------------------------------------- BadSamples
-def test_policy_skip_counts_by_reason_before_the_colon() -> None:
+def test_policy_skip_counts_by_kind_of_problem_and_keeps_the_files() -> None:
     policy = BadSamples("skip")
-    assert policy.handle("a", "unreadable image: a.png") == "unreadable image"
-    assert policy.handle("b", "unreadable image: b.png") == "unreadable image"
-    assert policy.handle("c", "no colon here") == "no colon here"
-    long = "x" * 200 + ": tail"
-    assert policy.handle("d", long) == "x" * 120
-    assert policy.counts == Counter({"unreadable image": 2, "no colon here": 1, "x" * 120: 1})
+    remedy = "re-download or regenerate the file, or pass --on-error skip to skip it"
+    first = f"/data/very/long/folder/{'x' * 150}/a.png: unreadable or corrupt image (OSError: truncated); {remedy}"
+    assert policy.handle("a", first) == "unreadable or corrupt image"
+    assert policy.handle("b", f"/data/b.jpg: unreadable or corrupt image (SyntaxError: bad); {remedy}") == \
+        "unreadable or corrupt image"
+    assert policy.handle("c", "/m/c.png: mask of 10 x 12 pixels, image of 12 x 12") == \
+        "mask of N x N pixels, image of N x N"
+    assert policy.handle("d", "/m/d.png: mask of 7 x 7 pixels, image of 9 x 9") == \
+        "mask of N x N pixels, image of N x N"
+    assert policy.handle("e", "no place named") == "no place named"
+    assert policy.counts == Counter({"unreadable or corrupt image": 2, "mask of N x N pixels, image of N x N": 2,
+                                     "no place named": 1})
+    assert policy.examples["unreadable or corrupt image"] == [("a", first.split(": ")[0]), ("b", "/data/b.jpg")]
+    assert policy.examples["no place named"] == [("e", "")]
+
+
+def test_policy_keeps_a_few_examples_per_kind() -> None:
+    policy = BadSamples("skip")
+    for index in range(EXAMPLES_PER_KIND + 3):
+        policy.handle(str(index), f"f{index}.png: unreadable")
+    assert policy.counts == Counter({"unreadable": EXAMPLES_PER_KIND + 3})
+    assert len(policy.examples["unreadable"]) == EXAMPLES_PER_KIND
+
+
+def test_problem_kind_splits_place_and_problem() -> None:
+    assert problem_kind("/a/b.png: unreadable or corrupt image (OSError: x); fix it") == (
+        "unreadable or corrupt image", "/a/b.png")
+    assert problem_kind("broken: ") == ("broken", "")  # a place with no problem after it: the whole message
+    assert problem_kind(": ") == ("unknown problem", "")
 
 
 def test_policy_raise_names_the_sample_and_the_skip_flag() -> None:
@@ -72,6 +96,12 @@ def test_policy_raise_names_the_sample_and_the_skip_flag() -> None:
     message = str(info.value)
     assert "img-42" in message and "unreadable image: img-42.png" in message and "--on-error skip" in message
     assert policy.counts == Counter()
+
+
+def test_the_skip_hint_is_given_once_when_the_dataset_already_gives_it() -> None:
+    with pytest.raises(DataError) as info:
+        BadSamples().handle("s1", "/a.png: unreadable; re-download it, or pass --on-error skip to skip it")
+    assert str(info.value).count("--on-error skip") == 1 and str(info.value).startswith("sample s1: /a.png")
 
 
 @pytest.mark.parametrize("value", ["fail", "Skip", "", None])
@@ -101,15 +131,15 @@ def test_skip_reports_bad_ids_in_their_chunks_and_batches_the_rest_in_order() ->
 
 def test_stream_batches_yields_only_the_good_batches() -> None:
     policy = BadSamples("skip")
-    batches = list(stream_batches(FlakyShapes({2: "gone: x", 3: "gone: y"}), FlakyShapes().ids()[:6], batch_size=2,
-                                  policy=policy, progress=False))
+    flaky = FlakyShapes({2: "x.png: gone", 3: "y.png: gone"})
+    batches = list(stream_batches(flaky, FlakyShapes().ids()[:6], batch_size=2, policy=policy, progress=False))
     assert [b.ids for b in batches] == [[_id(0), _id(1)], [_id(4), _id(5)]]
     assert policy.counts == Counter({"gone": 2})
 
 
 def test_a_chunk_of_only_bad_samples_has_no_batch() -> None:
     policy = BadSamples("skip")
-    chunks = _chunks(FlakyShapes({2: "gone: x", 3: "gone: y"}), policy, batch_size=2)
+    chunks = _chunks(FlakyShapes({2: "x.png: gone", 3: "y.png: gone"}), policy, batch_size=2)
     assert chunks[1].batch is None and chunks[1].bad == [(_id(2), "gone"), (_id(3), "gone")] and chunks[1].size == 2
     assert [c.batch.ids for c in chunks if c.batch is not None] == [[_id(0), _id(1)], [_id(4), _id(5)],
                                                                      [_id(6), _id(7)]]
@@ -117,7 +147,7 @@ def test_a_chunk_of_only_bad_samples_has_no_batch() -> None:
 
 def test_every_sample_bad_gives_no_batch_at_all() -> None:
     policy = BadSamples("skip")
-    chunks = _chunks(FlakyShapes({i: "gone: all" for i in range(SIZE)}), policy, batch_size=5)
+    chunks = _chunks(FlakyShapes({i: f"{i}.png: gone" for i in range(SIZE)}), policy, batch_size=5)
     assert [c.batch for c in chunks] == [None, None] and [c.size for c in chunks] == [5, 3]
     assert policy.counts == Counter({"gone": SIZE})
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -80,11 +79,11 @@ def _probe_embeddings(encoder: nn.Module) -> tuple[Tensor, Tensor]:
 
 def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> None:
     rng_before = torch.get_rng_state()
-    encoder, metrics = toy.fit_toy(TINY, progress=False, threads=1)
+    encoder, metrics = toy.fit_toy(TINY, progress=False)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left as it was
     assert metrics["steps"] == TINY.steps and 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
 
-    written = toy.train_toy(TINY, tmp_path / "a", progress=False, threads=1)  # trains again from the same recipe
+    written = toy.train_toy(TINY, tmp_path / "a", progress=False)  # trains again from the same recipe
     path = tmp_path / "a" / toy.CHECKPOINT_NAME
     state = load_file(str(path))
     assert all(torch.equal(state[k], v) for k, v in encoder.model.state_dict().items())
@@ -103,8 +102,8 @@ def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> 
 
 
 def test_different_seed_gives_different_weights() -> None:
-    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False, threads=1)
-    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False, threads=1)
+    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False)
+    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False)
     assert not torch.equal(a.model.visual.conv1.weight, b.model.visual.conv1.weight)
 
 
@@ -137,17 +136,33 @@ def test_world_fingerprint_follows_the_generator(monkeypatch: pytest.MonkeyPatch
     assert toy.world_fingerprint(TINY) != before
 
 
-def test_pick_threads_prefers_the_faster_setting() -> None:
+def test_builds_with_different_available_threads_give_identical_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy trains on TRAINING_THREADS threads whatever torch's setting and the CPUs, and records the count."""
     before = torch.get_num_threads()
-    calls: list[int] = []
+    builds = []
+    for threads in (2, 1):
+        monkeypatch.setattr("aft_bench.training.threads.available_cpus", lambda n=threads: n)
+        torch.set_num_threads(threads)
+        seen: list[int] = []
 
-    def probe() -> None:  # pretend that more than one thread is slow (a busy machine)
-        calls.append(torch.get_num_threads())
-        time.sleep(0.1 if torch.get_num_threads() > 1 else 0.0)
+        def loss(*args: Tensor, seen: list[int] = seen) -> Tensor:
+            seen.append(torch.get_num_threads())
+            return toy.deduplicated_clip_loss(*args)
 
-    assert toy.pick_threads(probe, 2) == 1 and sorted(set(calls)) == [1, 2]
-    assert toy.pick_threads(probe, 1) == 1 and toy.available_cpus() >= 1
+        monkeypatch.setattr("aft_bench.toy.fit.deduplicated_clip_loss", loss)
+        encoder, metrics = toy.fit_toy(TINY, progress=False)
+        assert torch.get_num_threads() == threads  # restored
+        assert set(seen) == {toy.TRAINING_THREADS} and metrics["threads"] == toy.TRAINING_THREADS == 1
+        builds.append(encoder.model.state_dict())
     torch.set_num_threads(before)
+    assert builds[0].keys() == builds[1].keys()
+    assert all(torch.equal(builds[0][k], builds[1][k]) for k in builds[0])
+
+
+def test_the_toy_presets_train_on_one_thread_outside_the_recipe() -> None:
+    for preset in ("toy-aft", "toy-fare"):
+        config = TrainConfig(**PRESETS[preset], preset=preset)
+        assert config.threads == 1 and "threads" not in config.recipe()
 
 
 def test_dihedral_codes_cover_the_eight_symmetries() -> None:

@@ -45,6 +45,7 @@ KNOWN: dict[str, tuple[list[str], object]] = {
     "compile": (["--compile"], True),
     "channels_last": (["--channels-last"], True),
     "workers": (["--workers", "2"], 2),
+    "threads": (["--threads", "3"], 3),
     "on_error": (["--on-error", "skip"], "skip"),
     "save_every": (["--save-every", "25"], 25),
     "log_every": (["--log-every", "1"], 1),
@@ -121,15 +122,34 @@ def test_the_docstring_lists_every_field_with_its_help():
 
 def test_fixed_choices_are_checked_when_the_config_is_built():
     assert TrainConfig().on_error == "raise"  # bad input fails unless the user asks to skip
-    with pytest.raises(ValueError, match="on_error='ignore'"):
+    with pytest.raises(ValueError, match="--on-error 'ignore': use one of raise, skip"):
         TrainConfig(on_error="ignore")
-    with pytest.raises(ValueError, match="precision='fp16'"):
+    with pytest.raises(ValueError, match="--precision 'fp16'"):
         TrainConfig(precision="fp16")
 
 
-def test_on_error_does_not_change_the_recipe():
-    """A run stopped by a corrupt image continues with --on-error skip (same recipe hash, so the resume is allowed)."""
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-steps", "0"], "--max-steps 0 must be positive"),
+    (["--eps", "-4"], "--eps -4.0 must be positive"),
+    (["--lr", "0"], "--lr 0.0 must be positive"),
+    (["--pgd-steps", "0"], "--pgd-steps 0 must be positive"),
+    (["--pgd-step-size", "-1"], "--pgd-step-size -1.0 must be positive"),
+    (["--sigma", "-1"], "--sigma -1.0 must be 0 or more"),
+    (["--threads", "0"], "--threads 0 must be positive"),
+    (["--epochs", "0"], "--epochs 0.0 must be positive (or give --max-steps)"),
+    (["--warmup", "1"], "--warmup 1.0 must be in [0, 1)"),
+])
+def test_non_positive_steps_radii_and_rates_name_the_flag_in_one_line(argv, message):
+    with pytest.raises(ValueError) as info:
+        config_from_args(argv)
+    assert str(info.value) == f"invalid training option: {message}"
+
+
+def test_on_error_and_threads_do_not_change_the_recipe():
+    """A run stopped by a corrupt image continues with --on-error skip (same recipe hash, so the resume is allowed);
+    the thread count is chosen per machine."""
     assert TrainConfig(on_error="skip").recipe_hash() == TrainConfig().recipe_hash()
+    assert TrainConfig(threads=4).recipe_hash() == TrainConfig().recipe_hash()
     assert TrainConfig(eps=2.0).recipe_hash() != TrainConfig().recipe_hash()
 
 
@@ -139,3 +159,43 @@ def test_parsing_and_the_presets_import_neither_torch_nor_the_trainer():
             "print(sorted(m for m in ('torch', 'aft_bench.training.trainer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture()
+def no_weights(monkeypatch):
+    """Fails the test if training gets as far as loading an encoder."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the inputs were checked")
+
+    monkeypatch.setattr("aft_bench.training.trainer.load_encoder", refuse)
+
+
+def test_misspelt_encoder_is_an_unknown_name_with_a_did_you_mean(no_weights):
+    from aft_bench.registry import UnknownNameError
+    from aft_bench.training.arguments import run_train
+
+    with pytest.raises(UnknownNameError, match="Did you mean 'toy'"):
+        run_train(["--encoder", "toyy"])
+
+
+def test_cuda_without_cuda_fails_with_the_device_message(no_weights, monkeypatch):
+    import torch
+
+    from aft_bench.training.arguments import run_train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device 'cuda': torch sees no CUDA device"):
+        run_train(["--device", "cuda", "--max-steps", "1"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--preset", "vit-b-16-aft-eps4"], "--data 'imagenet-train': not 'shapes"),
+    (["--data", "shapes:0"], "positive number"),
+    (["--data", "/no/such/rows.csv"], "does not exist"),
+])
+def test_data_is_checked_before_any_weights_load(no_weights, argv, message):
+    from aft_bench.data.base import DataError
+    from aft_bench.training.arguments import run_train
+
+    with pytest.raises(DataError, match=message):
+        run_train(argv)

@@ -35,7 +35,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 def _argv(ckpt: Path, out: Path, *extra: str) -> list[str]:
     return ["--encoder", f"ckpt:{ckpt}", "--data", "shapes:48", "--batch-size", "4", "--max-steps", "5",
-            "--pgd-steps", "2", "--lr", "1e-3", "--save-every", "2", "--out", str(out), *extra]
+            "--pgd-steps", "2", "--lr", "1e-3", "--save-every", "2", "--threads", "1", "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")

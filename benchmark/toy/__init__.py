@@ -16,7 +16,8 @@ learn slowly; two published remedies that keep the architecture a plain ViT make
 the fixed 2-D sine-cosine position embedding and the mimetic initialisation of attention (Trockman &
 Kolter 2023), which together start the attention local. The training images are rendered once into
 a uint8 pool (rendering is as costly as a training step), the token table gets sparse updates, and
-the thread count is picked by timing (see :func:`aft_bench.toy.threads.pick_threads`).
+training runs on a fixed number of threads (:data:`aft_bench.toy.fit.TRAINING_THREADS`), so the weights
+are the same on every machine, busy or idle.
 
 The trained encoder is cached in the user cache directory (:mod:`aft_bench.cache`) under the hash of
 its :class:`ToyRecipe` and a fingerprint of the world, so a change to either retrains;
@@ -24,7 +25,7 @@ its :class:`ToyRecipe` and a fingerprint of the world, so a change to either ret
 """
 
 from aft_bench.toy.data import dihedral
-from aft_bench.toy.fit import CHECKPOINT_NAME, fit_toy, toy_card, train_toy
+from aft_bench.toy.fit import CHECKPOINT_NAME, TRAINING_THREADS, fit_toy, toy_card, train_toy
 from aft_bench.toy.loss import deduplicated_clip_loss
 from aft_bench.toy.model import build_toy_model, mimetic_init
 from aft_bench.toy.recipe import (
@@ -36,12 +37,11 @@ from aft_bench.toy.recipe import (
     world_fingerprint,
 )
 from aft_bench.toy.store import load_toy_encoder, toy_checkpoint
-from aft_bench.toy.threads import available_cpus, pick_threads
 from aft_bench.toy.zero_shot import zero_shot_accuracy
 
 __all__ = [
-    "AUGMENTATIONS", "CHECKPOINT_NAME", "DEFAULT_RECIPE", "TRAINER_VERSION", "ToyRecipe", "available_cpus",
+    "AUGMENTATIONS", "CHECKPOINT_NAME", "DEFAULT_RECIPE", "TRAINER_VERSION", "TRAINING_THREADS", "ToyRecipe",
     "build_toy_model", "deduplicated_clip_loss", "dihedral", "fit_toy", "load_toy_encoder", "mimetic_init",
-    "pick_threads", "toy_cache_key", "toy_checkpoint", "toy_card", "train_toy", "world_fingerprint",
+    "toy_cache_key", "toy_checkpoint", "toy_card", "train_toy", "world_fingerprint",
     "zero_shot_accuracy",
 ]

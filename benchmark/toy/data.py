@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from aft_bench.data.shapes import generate_batch
+from aft_bench.progress import progress_bar
 from aft_bench.toy.recipe import ToyRecipe
 
 _RENDER_CHUNK = 500
@@ -23,7 +23,7 @@ def render_pool(recipe: ToyRecipe, progress: bool = True) -> tuple[Tensor, Tenso
     images = torch.empty((recipe.pool_size, 3, recipe.image_size, recipe.image_size), dtype=torch.uint8)
     labels = torch.empty(recipe.pool_size, dtype=torch.long)
     starts = range(0, recipe.pool_size, _RENDER_CHUNK)
-    for start in tqdm(starts, desc="toy: rendering shapes", unit="chunk", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc="toy: rendering shapes", unit="chunk", enabled=progress, leave=False):
         count = min(_RENDER_CHUNK, recipe.pool_size - start)
         chunk, _, chunk_labels = generate_batch(recipe.data_seed, "train", start, count, recipe.image_size)
         images[start : start + count] = (chunk * 255).round_().to(torch.uint8)

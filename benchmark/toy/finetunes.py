@@ -3,7 +3,8 @@
 :func:`load_toy_aft` and :func:`load_toy_fare` are the encoder registry's factories. Each trains its
 preset (:data:`aft_bench.training.presets.PRESETS`) from the cached toy CLIP with the project's own
 trainer, once, into the user cache under :func:`finetune_key`; a killed fine-tune continues from its
-last checkpoint on the next call (a resumable cache build).
+last checkpoint on the next call (a resumable cache build). The presets train on one CPU thread
+(``threads=1``), so the cached weights are the same on every machine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import torch
 from aft_bench.cache import cached
 from aft_bench.encoder import Encoder
 from aft_bench.loading import load_encoder
-from aft_bench.toy.threads import restore_threads
 from aft_bench.training.checkpoint import CHECKPOINT_NAME
 from aft_bench.training.config import TrainConfig
 from aft_bench.training.presets import PRESETS
@@ -44,8 +44,7 @@ def load_toy_finetune(preset: str, device: str | torch.device = "cpu") -> Encode
 
     def build(directory: Path) -> None:
         log.info("fine-tuning %s from the toy CLIP once (recipe %s); it is cached for later runs", preset, key)
-        with restore_threads():
-            train(config.replace(out=str(directory)))
+        train(config.replace(out=str(directory)))
         (directory / CHECKPOINT_NAME).unlink(missing_ok=True)
 
     path = cached(key, build, resumable=True) / ENCODER_NAME

@@ -2,7 +2,8 @@
 
 AdamW with a linear warm-up and cosine decay on the de-duplicated contrastive loss
 (:mod:`aft_bench.toy.loss`), a sparse Adam for the token table, batches from a pre-rendered pool
-(:mod:`aft_bench.toy.data`), and the thread count picked by timing (:mod:`aft_bench.toy.threads`).
+(:mod:`aft_bench.toy.data`), on a fixed number of CPU threads (:data:`TRAINING_THREADS`) so that the
+weights do not depend on the machine or on how busy it is.
 """
 
 from __future__ import annotations
@@ -15,22 +16,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from aft_bench.data.shapes import CLASSNAMES, caption
 from aft_bench.encoder import Encoder
 from aft_bench.loading import save_encoder, tokenizer_for
+from aft_bench.progress import progress_bar
 from aft_bench.results import package_versions
 from aft_bench.toy.data import batch_indices, dihedral, render_pool
 from aft_bench.toy.loss import deduplicated_clip_loss
 from aft_bench.toy.model import build_toy_model
 from aft_bench.toy.recipe import AUGMENTATIONS, TRAINER_VERSION, ToyRecipe, toy_cache_key, world_fingerprint
-from aft_bench.toy.threads import available_cpus, pick_threads, restore_threads
 from aft_bench.toy.zero_shot import zero_shot_accuracy
+from aft_bench.training.threads import use_threads
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "toy.safetensors"
+# torch's CPU reductions split their work by thread, so the thread count changes the trained weights: the toy
+# always trains on one. One thread is also the fastest choice on a busy machine (a loaded 2-core machine ran a
+# step several times slower on 2 threads) and costs little on an idle one.
+TRAINING_THREADS = 1
 
 
 def _optimisers(model: torch.nn.Module, recipe: ToyRecipe) -> list[torch.optim.Optimizer]:
@@ -64,35 +69,29 @@ def _schedule(recipe: ToyRecipe) -> Any:
     return factor
 
 
-def fit_toy(recipe: ToyRecipe, progress: bool = True, threads: int | None = None) -> tuple[Encoder, dict[str, Any]]:
+def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str, Any]]:
     """Trains the toy CLIP from scratch in memory; returns the encoder and its training metrics.
 
-    Deterministic on CPU for a given recipe and thread count: the initial weights and the batch order
+    Deterministic on CPU for a given recipe, whatever the machine: the initial weights and the batch order
     come from ``recipe.seed`` (the global torch RNG state is restored afterwards), the images from
-    ``recipe.data_seed``. torch's CPU reductions split work by thread, so a different thread count
-    gives slightly different weights; the card records the count used.
+    ``recipe.data_seed``, and training runs on :data:`TRAINING_THREADS` threads (the previous setting is
+    restored afterwards); the card records the count.
 
     Args:
         recipe: Architecture and hyper-parameters.
-        progress: Show tqdm bars (rendering, and training with running loss and batch accuracy).
-        threads: torch intra-op threads; ``None`` picks the faster of 1 and all available CPUs
-            (:func:`aft_bench.toy.threads.pick_threads`). The previous setting is restored afterwards.
+        progress: Report progress (rendering, and training with running loss and batch accuracy): a bar on a
+            terminal, log lines otherwise (:func:`aft_bench.progress.progress_bar`).
 
     Returns:
         The encoder (eval mode) and ``training_seconds``, ``zero_shot_accuracy``, ``final_loss``, ...
     """
     started = time.perf_counter()
-    with restore_threads(), torch.random.fork_rng(devices=[]):
+    with use_threads(TRAINING_THREADS, "training the toy CLIP"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = build_toy_model(recipe)
         encoder = Encoder(model, tokenizer_for(recipe.model_cfg()), name="toy", mean=recipe.mean, std=recipe.std)
         pool_images, pool_labels = render_pool(recipe, progress)
         rendered = time.perf_counter()
-        if threads is None:
-            probe_batch = pool_images[: recipe.batch_size].float().div(255)
-            with torch.no_grad():
-                threads = pick_threads(lambda: encoder(probe_batch), min(torch.get_num_threads(), available_cpus()))
-        torch.set_num_threads(threads)
         tokens = encoder.tokenizer([caption(c) for c in range(len(CLASSNAMES))])
         optimisers = _optimisers(model, recipe)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe)) for opt in optimisers]
@@ -100,8 +99,8 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True, threads: int | None = None
         generator = torch.Generator().manual_seed(recipe.seed)
         max_scale = math.log(100.0)
         encoder.train()
-        bar = tqdm(batch_indices(recipe.pool_size, recipe.batch_size, recipe.steps, generator), total=recipe.steps,
-                   desc="toy: training CLIP", unit="step", disable=not progress)
+        bar = progress_bar(batch_indices(recipe.pool_size, recipe.batch_size, recipe.steps, generator),
+                           total=recipe.steps, desc="toy: training CLIP", unit="step", enabled=progress)
         loss_avg = acc_avg = 0.0
         for step, index in enumerate(bar):
             codes = torch.randint(0, AUGMENTATIONS[recipe.augment], (index.numel(),), generator=generator)
@@ -135,7 +134,7 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True, threads: int | None = None
         "training_seconds": round(trained - started, 2),
         "render_seconds": round(rendered - started, 2),
         "optimisation_seconds": round(trained - rendered, 2),
-        "threads": threads,
+        "threads": TRAINING_THREADS,
         "steps": recipe.steps,
         "final_loss": round(loss_avg, 4),
         "final_batch_accuracy": round(acc_avg, 4),
@@ -146,7 +145,7 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True, threads: int | None = None
         "zero_shot_seed": recipe.eval_seed,
     }
     log.info("toy CLIP trained in %.1f s (%d steps, %d threads): zero-shot top-1 %.1f%% on %d test images",
-             metrics["training_seconds"], recipe.steps, threads, 100 * accuracy, recipe.eval_size)
+             metrics["training_seconds"], recipe.steps, TRAINING_THREADS, 100 * accuracy, recipe.eval_size)
     return encoder, metrics
 
 
@@ -169,13 +168,12 @@ def toy_card(recipe: ToyRecipe, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_toy(recipe: ToyRecipe, out_dir: str | Path, progress: bool = True,
-              threads: int | None = None) -> dict[str, Any]:
+def train_toy(recipe: ToyRecipe, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Trains the toy CLIP (:func:`fit_toy`) and writes ``out_dir/toy.safetensors`` with its JSON card.
 
     Returns:
         The training metrics (also on the card).
     """
-    encoder, metrics = fit_toy(recipe, progress, threads)
+    encoder, metrics = fit_toy(recipe, progress)
     save_encoder(encoder, Path(out_dir) / CHECKPOINT_NAME, toy_card(recipe, metrics))
     return metrics

@@ -35,6 +35,11 @@ def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
     return field(default=default, metadata={"help": help, "choices": choices, "names": names})
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of field ``name`` (``max_steps`` -> ``--max-steps``)."""
+    return f"--{name.replace('_', '-')}"
+
+
 def _document(cls: type) -> type:
     """Appends a Google-style ``Attributes`` section, built from the fields' help texts, to the docstring."""
     lines = [f"        {f.name}: {f.metadata['help']}" for f in dataclasses.fields(cls)]
@@ -84,6 +89,9 @@ class TrainConfig:
     compile: bool = option(False, "torch.compile the image tower (the PGD loop stays eager).")
     channels_last: bool = option(False, "Channels-last inputs (helps convolutions on GPU).")
     workers: int = option(0, "Data-loading worker processes.")
+    threads: int | None = option(None, "CPU threads for torch (default: the CPUs not already busy, from the load "
+                                       "average, so a loaded machine is not slowed further; the toy presets use 1, "
+                                       "so their weights are the same on every machine).")
     on_error: str = option("raise", "Unreadable training images: raise (fail, naming the file) or skip (leave "
                                     "them out, counted in the log and the encoder card).", choices=("raise", "skip"))
     save_every: int = option(500, "Checkpoint every this many steps (and at the end).")
@@ -96,25 +104,33 @@ class TrainConfig:
                                       "options not given keep its values.", names=PRESETS)
 
     def __post_init__(self) -> None:
-        checks = {
-            "batch_size": self.batch_size >= 1,
-            "save_every": self.save_every >= 1,
-            "lr": self.lr > 0,
-            "epochs": self.epochs > 0 or self.max_steps is not None,
-            "warmup": 0 <= self.warmup < 1,
-            "max_steps": self.max_steps is None or self.max_steps >= 1,
+        optional = {"max_steps", "stop_at_step", "threads"}  # None (unset) is valid for these
+        rules = {
+            "must be positive": ("eps", "pgd_step_size", "lr", "batch_size", "max_steps", "pgd_steps", "save_every",
+                                 "log_every", "group_patch", "threads", "stop_at_step"),
+            "must be 0 or more": ("eta", "eps2", "sigma", "weight_decay", "grad_clip", "workers"),
+            "must be in [0, 1)": ("warmup", "pgd_momentum", "beta1", "beta2"),
+            "must be in [0, 1]": ("min_lr_ratio",),
         }
-        checks.update({f.name: getattr(self, f.name) in f.metadata["choices"]
-                       for f in dataclasses.fields(self) if f.metadata["choices"] is not None})
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid training option(s) {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        tests = {"must be positive": lambda v: v > 0, "must be 0 or more": lambda v: v >= 0,
+                 "must be in [0, 1)": lambda v: 0 <= v < 1, "must be in [0, 1]": lambda v: 0 <= v <= 1}
+        problems = [f"{_flag(name)} {getattr(self, name)!r} {rule}" for rule, names in rules.items() for name in names
+                    if not (getattr(self, name) is None and name in optional) and not tests[rule](getattr(self, name))]
+        if self.max_steps is None and not self.epochs > 0:
+            problems.append(f"--epochs {self.epochs!r} must be positive (or give --max-steps)")
+        problems += [f"{_flag(f.name)} {getattr(self, f.name)!r}: use one of {', '.join(f.metadata['choices'])}"
+                     for f in dataclasses.fields(self)
+                     if f.metadata["choices"] is not None and getattr(self, f.name) not in f.metadata["choices"]]
+        if problems:
+            raise ValueError(f"invalid training option: {'; '.join(problems)}")
 
     # Fields that do not change the trained weights (where and how the run is carried out). ``on_error``
     # is one: a run that finishes under ``raise`` read every image, so ``skip`` would train the same, and a
     # run stopped by a corrupt image can be resumed with ``--on-error skip``.
-    NON_RECIPE = ("out", "device", "workers", "log_every", "save_every", "stop_at_step", "name", "compile",
-                  "on_error")
+    # ``threads`` is another: it can change the last bits of CPU results, but it is chosen per machine (the toy
+    # presets fix it, and their cache key names the trainer version instead).
+    NON_RECIPE = ("out", "device", "workers", "threads", "log_every", "save_every", "stop_at_step", "name",
+                  "compile", "on_error")
 
     def recipe(self) -> dict[str, Any]:
         """The fields that determine the result (used for cache keys and cards)."""

@@ -156,19 +156,39 @@ def _column(row: dict, names: tuple[str, ...], path: Path) -> str:
 CAPTION_SUFFIXES: dict[str, Callable[..., TrainSource]] = {".csv": CaptionSource, ".jsonl": CaptionSource}
 
 
+def check_data(spec: str) -> None:
+    """Checks ``--data`` without reading any image: ``shapes[:N]`` with a positive N, an existing folder, or an
+    existing ``.csv``/``.jsonl`` caption file.
+
+    Raises:
+        DataError: Naming the value and what it should be.
+    """
+    name, colon, arg = spec.partition(":")
+    if name == "shapes":
+        if colon and not (arg.isdigit() and int(arg) > 0):
+            raise DataError(f"--data {spec!r}: give shapes or shapes:N with a positive number N of training samples")
+        return
+    path = Path(spec)
+    if path.is_dir():
+        return
+    if path.suffix.lower() in CAPTION_SUFFIXES:
+        if not path.is_file():
+            raise DataError(f"--data {spec!r}: caption file {path} does not exist")
+        return
+    raise DataError(f"--data {spec!r}: not 'shapes[:N]', an existing folder of images, or a .csv/.jsonl caption "
+                    "file (the paper presets need --data /path/to/imagenet/train)")
+
+
 def make_source(spec: str, image_size: tuple[int, int], seed: int = 0, root: str | None = None) -> TrainSource:
-    """The training source named by ``spec`` (``shapes[:N]``, a folder, or a caption file)."""
+    """The training source named by ``spec`` (``shapes[:N]``, a folder, or a caption file; see :func:`check_data`)."""
+    check_data(spec)
     name, _, arg = spec.partition(":")
     if name == "shapes":
-        size = int(arg) if arg else DEFAULT_SHAPES_SIZE
-        return ShapesSource(size, image_size, seed)
+        return ShapesSource(int(arg) if arg else DEFAULT_SHAPES_SIZE, image_size, seed)
     path = Path(spec)
     if path.is_dir():
         return ImageFolderSource(path, image_size)
-    factory = CAPTION_SUFFIXES.get(path.suffix.lower())
-    if factory is not None:
-        return factory(path, image_size, root)
-    raise DataError(f"--data {spec!r}: not 'shapes[:N]', an existing folder of images, or a .csv/.jsonl caption file")
+    return CAPTION_SUFFIXES[path.suffix.lower()](path, image_size, root)
 
 
 class _LocalBatches(TorchDataset):

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from aft_bench import distributed as dist_utils
 from aft_bench.atomic import atomic_write_text
 from aft_bench.errors import UserError
-from aft_bench.loading import load_encoder, save_encoder
+from aft_bench.loading import check_encoder_spec, load_encoder, save_encoder
+from aft_bench.progress import progress_bar
 from aft_bench.registries import OBJECTIVES
 from aft_bench.results import package_versions
 from aft_bench.training.checkpoint import (
@@ -41,9 +42,10 @@ from aft_bench.training.checkpoint import (
     set_rng_state,
 )
 from aft_bench.training.config import TrainConfig
-from aft_bench.training.data import ShardedBatches, make_source
+from aft_bench.training.data import ShardedBatches, check_data, make_source
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.schedule import warmup_cosine
+from aft_bench.training.threads import auto_threads, use_threads
 from aft_bench.training.tower import ImageTower, Reference
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ METRICS_NAME = "metrics.jsonl"
 # Bump when a code change alters what a recipe trains (the random streams, the loop, the objectives): it keys
 # the cached toy fine-tunes (aft_bench.toy.finetunes), so stale ones are trained again rather than reused.
 # 2: per-sample noise and PGD starts seeded by aft_bench.seeding (SHA-256) instead of numpy SeedSequence.
-TRAINER_VERSION = 2
+# 3: the toy presets train on 1 CPU thread (was torch's default, the machine's core count).
+TRAINER_VERSION = 3
 
 
 class NonFiniteError(UserError):
@@ -92,10 +95,11 @@ class Trainer:
     Args:
         config: The recipe and run options.
         ctx: This process's place in the (possibly distributed) job.
+        threads: CPU threads the run uses (recorded in the encoder card).
     """
 
-    def __init__(self, config: TrainConfig, ctx: dist_utils.DistContext) -> None:
-        self.config, self.ctx = config, ctx
+    def __init__(self, config: TrainConfig, ctx: dist_utils.DistContext, threads: int = 1) -> None:
+        self.config, self.ctx, self.threads = config, ctx, threads
         self.out = Path(config.out)
         torch.manual_seed(config.seed + ctx.rank)
         self.objective = OBJECTIVES.get(config.objective).from_config(config)
@@ -223,8 +227,8 @@ class Trainer:
             atomic_write_text(self.out / "config.json", text)
         outer, inner = self._models()
         metrics = self._open_metrics()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.config.objective}",
-                   disable=None if self.ctx.is_main else True)
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"train {self.config.objective}",
+                           unit="step", enabled=self.ctx.is_main)
         batches = iter(self.batches)
         stop = self.total_steps if self.config.stop_at_step is None else min(self.config.stop_at_step,
                                                                               self.total_steps)
@@ -280,15 +284,37 @@ class Trainer:
             recipe=self.config.recipe(),
             recipe_hash=self.config.recipe_hash(),
             world_size=self.ctx.world_size,
+            threads=self.threads,
             versions=package_versions(),
         )
         return save_encoder(self.encoder, path, card)
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """The checks that need no weights, run before any model loads: the encoder spec, the data and the device.
+
+    Raises:
+        UnknownNameError: For an unknown encoder or objective name (with a did-you-mean).
+        DataError: For a ``--data`` that is neither ``shapes[:N]`` nor an existing folder or caption file.
+        ValueError: For a device that is not one, or CUDA on a machine without it.
+    """
+    check_encoder_spec(config.encoder)
+    OBJECTIVES.get(config.objective)
+    check_data(config.data)
+    dist_utils.resolve_device(config.device, 0)
+
+
 def train(config: TrainConfig) -> TrainResult:
-    """Runs (or resumes) training as described by ``config`` in this process."""
+    """Runs (or resumes) training as described by ``config`` in this process.
+
+    The inputs are checked first (:func:`check_inputs`); training runs on ``config.threads`` CPU threads, or
+    on those not already busy (:func:`aft_bench.training.threads.auto_threads`), and the setting is restored.
+    """
+    check_inputs(config)
     ctx = dist_utils.setup(config.device)
+    threads = config.threads or auto_threads(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     try:
-        return Trainer(config, ctx).run()
+        with use_threads(threads, f"training {config.name or config.preset or config.objective}"):
+            return Trainer(config, ctx, threads).run()
     finally:
         dist_utils.teardown(ctx)
