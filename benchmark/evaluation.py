@@ -14,6 +14,12 @@ samples still to score over the ranks, without padding: rank ``r`` scores ``todo
 appends to its own store file; rank 0 then merges the files by sample id and returns the result, so the numbers
 are those of one process. Store files that a killed sharded run left are merged first, so a rerun (with any
 number of processes) recomputes only what is missing.
+
+Two runs of the same pair into one folder (two processes started with the same command) share the work through
+the pair's store: whoever scores the pair holds its lock (``<out>/<task>/.locks/<store>.lock``, taken by rank 0 of
+a ``torchrun`` job, so the ranks of one job never lock each other out); another process that finds the lock held
+says so, waits until it is released and then reads the finished store, recomputing nothing. A run with another
+run key has another store and lock and never waits.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from filelock import FileLock, Timeout
 from torch import Tensor
 
 from aft_bench import distributed as dist_utils
@@ -44,6 +52,9 @@ from aft_bench.results import RunResult, SampleStore
 from aft_bench.streaming import BadSamples
 
 log = logging.getLogger(__name__)
+LOCKS_DIR = ".locks"
+#: seconds between two looks at a store lock that another process holds
+LOCK_POLL_S = 0.5
 Record = dict[str, Any]
 Reported = Metric | PooledMetric
 
@@ -142,9 +153,18 @@ class SampleTask(Task):
         return {}
 
     def run_pair(self, ctx: RunContext, pair: Pair, ids: list[str], **key_extra: Any) -> RunResult | None:
-        """Scores ``ids`` for ``pair`` (resuming from the store) and returns the result (None off rank 0)."""
+        """Scores ``ids`` for ``pair`` (resuming from the store) and returns the result (None off rank 0).
+
+        While it scores, rank 0 holds the store's lock: another process scoring the same pair waits for it and
+        then reads the finished store instead of scoring the samples again (:func:`store_lock`).
+        """
         key = ctx.run_key(pair.encoder_spec, pair.encoder, pair.name, **key_extra)
         samples_path = ctx.store_path(pair.encoder_spec, pair.name, key)
+        with store_lock(ctx, samples_path, f"{pair.encoder_spec} x {pair.name}"):
+            return self._score_pair(ctx, pair, ids, key, samples_path)
+
+    def _score_pair(self, ctx: RunContext, pair: Pair, ids: list[str], key: str,
+                    samples_path: Path) -> RunResult | None:
         store = self._open_store(ctx, samples_path)
         todo = [i for i in ids if i not in store]
         if len(todo) < len(ids) and ctx.dist.is_main:
@@ -213,9 +233,36 @@ def _shard_files(samples_path: Path) -> list[Path]:
     return sorted(samples_path.parent.glob(f"{samples_path.stem}.rank*.jsonl"))
 
 
+@contextmanager
+def store_lock(ctx: RunContext, samples_path: Path, what: str) -> Iterator[None]:
+    """Holds the lock of the store ``samples_path`` on rank 0 (other ranks of the job follow rank 0's barriers).
+
+    The lock is taken without blocking; if another process holds it (the same pair, scored by another run of the
+    same command), a warning says so and this process waits, polling every :data:`LOCK_POLL_S` seconds, until
+    it is released: then the store holds the other process's scores. The lock of a killed process is released
+    by the operating system.
+    """
+    if not ctx.dist.is_main:
+        yield
+        return
+    path = ctx.folder / LOCKS_DIR / f"{samples_path.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        log.warning("%s: another process is scoring these samples (it holds %s); waiting for it to finish, then "
+                    "reading its scores", what, path)
+        lock.acquire(poll_interval=LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def non_finite_message(maps: Tensor) -> str:
     """The error of a sample whose map holds NaN or Inf values."""
-    return f"non-finite map: {int((~torch.isfinite(maps)).sum())} NaN/Inf values"
+    return f"non-finite map ({int((~torch.isfinite(maps)).sum())} NaN/Inf values)"
 
 
 class MapTask(SampleTask):

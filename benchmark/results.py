@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aft_bench.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 RESULT_SCHEMA_VERSION = 1
 SAMPLES_DIR = "samples"
@@ -71,8 +74,35 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
-        known = {f for f in cls.__dataclass_fields__}
+        """The result a :meth:`to_dict` record describes (unknown keys are ignored).
+
+        Raises:
+            ValueError: Naming the missing fields, or the fields that should be objects and are not.
+        """
+        missing = [f.name for f in fields(cls) if f.name != "attachments" and f.name not in data
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ValueError(f"it lacks the fields {missing}")
+        wrong = [name for name in _OBJECT_FIELDS if not isinstance(data[name], Mapping)]
+        if wrong:
+            raise ValueError(f"its fields {wrong} are not JSON objects")
+        known = {f.name for f in fields(cls)} - {"attachments"}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def row_key(self) -> tuple[str, ...]:
+        """What tells two results' numbers apart: the run key (task version, encoder and card, method and its
+        arguments, options, data root and dataset arguments, seed) plus the ``--limit``, which the run key of a
+        per-sample task leaves out (its store is shared by every subset); a leaderboard has one row per key."""
+        limit = json.dumps(self.config.get("limit"))
+        return (self.task, self.dataset, self.encoder, self.attribution, self.run_key, limit)
+
+    def numbers(self) -> Any:
+        """The numbers of the result as they are stored (metrics, n, excluded and skipped counts)."""
+        return _copy(finite_or_null([self.metrics, self.n, self.excluded, self.skipped]))
+
+
+#: the fields of a result record that must be JSON objects
+_OBJECT_FIELDS = ("metrics", "excluded", "skipped", "config")
 
 
 # ---------------------------------------------------------------------------------------- provenance
@@ -113,18 +143,31 @@ def safe_name(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------- writing
 def write_result(result: RunResult, out_dir: str | Path) -> Path:
-    """Writes ``result`` under ``out_dir/<task>/``; never overwrites an existing file."""
-    folder = Path(out_dir) / result.task
+    """Writes ``result`` under ``out_dir/<task>/``; never overwrites an existing file.
+
+    Side files (:attr:`RunResult.attachments`) are written before the result file, so a run killed while writing
+    them leaves no result that lacks them.
+    """
+    return _write(result, Path(out_dir) / result.task)
+
+
+def result_stem(result: RunResult) -> str:
+    """The start of the result's file name: ``<encoder>__<attribution>__<dataset>`` (file-name safe)."""
+    return "__".join(safe_name(s) for s in (result.encoder, result.attribution, result.dataset))
+
+
+def _write(result: RunResult, folder: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    stem = "__".join(safe_name(s) for s in (result.encoder, result.attribution, result.dataset))
+    stem = result_stem(result)
     path = folder / f"{stem}__{stamp}.json"
     suffix = 1
     while path.exists():
         path = folder / f"{stem}__{stamp}-{suffix}.json"
         suffix += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    for ending, writer in result.attachments.items():  # side files first: a result file that exists has them
+        writer(path.with_suffix(ending))
     atomic_write_text(path, json.dumps(finite_or_null(result.to_dict()), indent=2, allow_nan=False) + "\n")
-    for suffix, writer in result.attachments.items():
-        writer(path.with_suffix(suffix))
     return path
 
 
@@ -145,18 +188,81 @@ def finite_or_null(value: Any) -> Any:
 
 
 def read_results(folder: str | Path) -> list[RunResult]:
-    """Every result file under ``folder`` (recursively), oldest first; sidecars are skipped."""
-    results = []
+    """Every result file under ``folder`` (recursively), oldest first; sidecars are skipped.
+
+    A ``.json`` file that is no readable result (corrupt, foreign, or lacking fields) is skipped with a warning
+    naming it, so one stray file never stops a run or a table.
+    """
+    return [result for _, result in read_result_files(folder)]
+
+
+def read_result_files(folder: str | Path) -> list[tuple[Path, RunResult]]:
+    """The result files under ``folder`` (recursively) with their results, oldest first (as :func:`read_results`)."""
+    found = []
     for path in sorted(Path(folder).rglob("*.json")):
         if SAMPLES_DIR in path.parts or path.name.startswith("."):
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"result file {path} is not readable JSON ({exc}); move it aside") from exc
-        if isinstance(data, dict) and "run_key" in data and "metrics" in data:
-            results.append(RunResult.from_dict(data))
-    return sorted(results, key=lambda r: r.date)
+        result = read_result_file(path)
+        if result is not None:
+            found.append((path, result))
+    return sorted(found, key=lambda item: item[1].date)
+
+
+def read_result_file(path: Path) -> RunResult | None:
+    """The result in ``path``, or None (with a warning naming the file and why) if it holds none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("skipping %s: not readable JSON (%s); move it out of the results folder", path, exc)
+        return None
+    if not isinstance(data, dict) or "run_key" not in data or "metrics" not in data:
+        log.warning("skipping %s: not an aft-bench result (no run_key and metrics)", path)
+        return None
+    try:
+        return RunResult.from_dict(data)
+    except ValueError as exc:
+        log.warning("skipping %s: not a complete aft-bench result (%s)", path, exc)
+        return None
+
+
+class ResultsFolder:
+    """The results of one task folder (``<out>/<task>``): read once, then kept up to date in memory.
+
+    :meth:`add` writes a new result, unless the newest stored result of its row (:meth:`RunResult.row_key`)
+    has the same numbers: then that one stands and nothing is written. Files that another process wrote into
+    the folder meanwhile are picked up for the result's own file stem only, so adding stays cheap.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._files: dict[Path, RunResult] = dict(read_result_files(self.folder)) if self.folder.is_dir() else {}
+
+    @property
+    def results(self) -> list[RunResult]:
+        """Every result known, oldest first."""
+        return sorted(self._files.values(), key=lambda r: r.date)
+
+    def add(self, result: RunResult) -> tuple[Path, RunResult, bool]:
+        """Writes ``result`` (atomically, never overwriting), or reuses the stored result it repeats.
+
+        Returns:
+            The result's file, the result that stands (``result`` or the stored one) and whether it was reused.
+        """
+        stem = result_stem(result)
+        for path in sorted(set(self.folder.glob(f"{stem}__*.json")) - set(self._files)):
+            stored = read_result_file(path)
+            if stored is not None:
+                self._files[path] = stored
+        same_row = [(path, stored) for path, stored in self._files.items() if stored.row_key() == result.row_key()]
+        if same_row:
+            path, newest = max(same_row, key=lambda item: (item[1].date, item[0].name))
+            if newest.numbers() == result.numbers():
+                log.info("%s x %s: same numbers as %s, which stands (nothing written)", result.encoder,
+                         result.attribution, path)
+                return path, newest, True
+        path = _write(result, self.folder)
+        self._files[path] = result
+        return path, result, False
 
 
 # ---------------------------------------------------------------------------------------- samples

@@ -1,8 +1,12 @@
 """Leaderboards: a results folder turned into Markdown or CSV (``aft-bench table``).
 
-One table per (task, dataset); one row per (encoder, attribution, task options), the latest result
-of each; one column per metric with an arrow from the metric's ``higher_is_better`` and the 95%
-interval beside the mean. Nothing is read but the result files, so the table can be rebuilt at any time.
+One table per (task, dataset); one row per distinct run configuration (:meth:`RunResult.row_key`: the run key
+plus ``--limit``), the newest result of each, rows in first-seen order (the order of each row's oldest result,
+so a rerun never moves a row). Beside encoder and attribution, a table shows the fields that tell its rows apart
+(data root, dataset arguments, limit, seed, method arguments, task options, task version; the run key if rows
+still look alike) as columns, each only when its values differ within the table; then n, excluded and skipped
+counts and one column per metric with an arrow from the metric's ``higher_is_better`` and the 95% interval
+beside the mean. Nothing is read but the result files, so the table can be rebuilt at any time.
 ``aft-bench table --metric M`` lays one metric out across datasets instead, with their average, as the
 paper's Table 2 does (:func:`pivot`).
 """
@@ -11,9 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aft_bench.atomic import atomic_write_text
 from aft_bench.results import RunResult, read_results
@@ -22,16 +26,11 @@ FORMATS = ("md", "csv")
 
 
 def latest(results: Iterable[RunResult]) -> list[RunResult]:
-    """The newest result per (task, dataset, encoder, attribution, options), in first-seen order."""
+    """The newest result per row key (:meth:`RunResult.row_key`), rows in first-seen order (oldest first)."""
     chosen: dict[tuple[str, ...], RunResult] = {}
     for result in sorted(results, key=lambda r: r.date):
-        chosen[_row_key(result)] = result
+        chosen[result.row_key()] = result
     return list(chosen.values())
-
-
-def _row_key(result: RunResult) -> tuple[str, ...]:
-    options = json.dumps(result.config.get("options", {}), sort_keys=True)
-    return (result.task, result.dataset, result.encoder, result.attribution, options)
 
 
 def _groups(results: list[RunResult]) -> dict[tuple[str, str], list[RunResult]]:
@@ -54,9 +53,43 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _pairs(values: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((values or {}).items())) or "-"
+
+
 def _options_label(result: RunResult) -> str:
-    options = result.config.get("options", {}) or {}
-    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "-"
+    return _pairs(result.config.get("options"))
+
+
+def _method_args(result: RunResult) -> str:
+    return _pairs((result.config.get("attribution_args") or {}).get(result.attribution))
+
+
+def _limit(result: RunResult) -> str:
+    limit = result.config.get("limit")
+    return "all" if limit is None else str(limit)
+
+
+#: the fields that can tell the rows of one table apart: (column, its text for a result)
+DISTINGUISHING: tuple[tuple[str, Callable[[RunResult], str]], ...] = (
+    ("data root", lambda r: str(r.config.get("data_root") or "-")),
+    ("dataset args", lambda r: _pairs(r.config.get("dataset_args"))),
+    ("limit", _limit),
+    ("seed", lambda r: str(r.seed)),
+    ("method args", _method_args),
+    ("options", _options_label),
+    ("task version", lambda r: str(r.task_version)),
+)
+
+
+def _columns(rows: list[RunResult]) -> list[tuple[str, Callable[[RunResult], str]]]:
+    """The distinguishing columns whose values differ within ``rows`` (plus the run key where rows still look
+    alike, as a retrained checkpoint under the same path does)."""
+    shown = [(name, cell) for name, cell in DISTINGUISHING if len({cell(r) for r in rows}) > 1]
+    labels = {(r.encoder, r.attribution, *(cell(r) for _, cell in shown)) for r in rows}
+    if len(labels) < len(rows):
+        shown.append(("run key", lambda r: r.run_key))
+    return shown
 
 
 def make_markdown(results: Iterable[RunResult]) -> str:
@@ -64,15 +97,16 @@ def make_markdown(results: Iterable[RunResult]) -> str:
     blocks = []
     for (task, dataset), rows in _groups(latest(results)).items():
         metrics = _metric_names(rows)
-        show_options = len({_options_label(r) for r in rows}) > 1
+        columns = _columns(rows)
         arrows = {m: ("↑" if _higher(rows, m) else "↓") for m in metrics}
-        head = ["encoder", "attribution"] + (["options"] if show_options else []) + ["n", "excluded"]
+        head = ["encoder", "attribution"] + [name for name, _ in columns] + ["n", "excluded", "skipped"]
         head += [f"{m} {arrows[m]}" for m in metrics]
-        lines = [f"### {task} · {dataset} (task v{rows[0].task_version})", "",
+        versions = sorted({r.task_version for r in rows})
+        lines = [f"### {task} · {dataset} (task v{', v'.join(map(str, versions))})", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
-            cells = [r.encoder, r.attribution] + ([_options_label(r)] if show_options else [])
-            cells += [str(r.n), str(sum(r.excluded.values()) + sum(r.skipped.values()))]
+            cells = [r.encoder, r.attribution] + [cell(r) for _, cell in columns]
+            cells += [str(r.n), str(sum(r.excluded.values())), str(sum(r.skipped.values()))]
             for m in metrics:
                 s = r.metrics.get(m)
                 cells.append(f"{_fmt(s['mean'])} ± {_fmt(s['ci95'])}" if s else "-")
@@ -80,24 +114,26 @@ def make_markdown(results: Iterable[RunResult]) -> str:
         blocks.append("\n".join(lines))
     if not blocks:
         return "No results found.\n"
-    note = ("Means (in %) with the half-width of the 95% interval; excluded = samples left out "
-            "(empty mask, skipped).")
+    note = ("Means (in %) with the half-width of the 95% interval; n = samples scored, excluded = samples the "
+            "task leaves out (empty mask, ...), skipped = bad samples skipped under --on-error skip.")
     return "\n\n".join(blocks) + f"\n\n{note}\n"
 
 
 def make_csv(results: Iterable[RunResult]) -> str:
-    """CSV leaderboard: one row per result, mean and ci95 columns per metric."""
+    """CSV leaderboard: one row per row key, every distinguishing field, mean and ci95 columns per metric."""
     rows = latest(results)
     metrics = _metric_names(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    header = ["task", "task_version", "dataset", "encoder", "attribution", "options", "n", "excluded", "skipped"]
+    header = ["task", "task_version", "dataset", "data_root", "dataset_args", "encoder", "attribution",
+              "attribution_args", "options", "seed", "limit", "n", "excluded", "skipped"]
     for m in metrics:
         header += [m, f"{m}_ci95", f"{m}_higher_is_better"]
     writer.writerow(header + ["date", "git", "result_key"])
     for r in rows:
-        line = [r.task, r.task_version, r.dataset, r.encoder, r.attribution, _options_label(r), r.n,
-                sum(r.excluded.values()), sum(r.skipped.values())]
+        line = [r.task, r.task_version, r.dataset, r.config.get("data_root") or "",
+                _pairs(r.config.get("dataset_args")), r.encoder, r.attribution, _method_args(r), _options_label(r),
+                r.seed, _limit(r), r.n, sum(r.excluded.values()), sum(r.skipped.values())]
         for m in metrics:
             s = r.metrics.get(m)
             line += [s["mean"], s["ci95"], s["higher_is_better"]] if s else ["", "", ""]

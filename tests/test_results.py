@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from aft_bench.results import RunResult, SampleStore, read_results, safe_name, write_result
 
@@ -28,6 +31,22 @@ def test_write_never_overwrites_and_is_strict_json(tmp_path) -> None:
     assert data["versions"]["python"] and "date" in data
     assert [r.encoder for r in read_results(tmp_path)] == ["ViT-B-16:openai"] * 2
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_side_files_are_written_before_the_result_file(tmp_path) -> None:
+    def killed(path: Path) -> None:
+        path.write_text("half")
+        raise KeyboardInterrupt
+
+    result = _result()
+    result.attachments = {".neurons.csv": killed}
+    with pytest.raises(KeyboardInterrupt):
+        write_result(result, tmp_path)
+    assert [p.suffixes for p in (tmp_path / "pointing_game").iterdir()] == [[".neurons", ".csv"]]
+    assert not read_results(tmp_path)  # no result file without its side files
+    result.attachments = {".neurons.csv": lambda path: path.write_text("ok")}
+    path = write_result(result, tmp_path)
+    assert path.with_suffix(".neurons.csv").read_text() == "ok" and len(read_results(tmp_path)) == 1
 
 
 def test_read_results_skips_samples_and_other_json(tmp_path) -> None:

@@ -107,12 +107,13 @@ def test_roar_results_figure_cache_and_resume(tiny_ckpt: str, tmp_path: Path, co
         figure = tmp_path / "roar" / result.extra["figure"]
         assert figure.read_bytes()[:8] == PNG_MAGIC
     assert "| acc@25 ↓ |" in outcome.markdown and "| auc ↓ |" in outcome.markdown
-    # a finished run started again retrains and attributes nothing and gives the same numbers
+    # a finished run started again retrains and attributes nothing, gives the same numbers, and so writes no
+    # second copy of its results
     counting.images, retrains[:] = 0, []
-    again = run(_config("roar", tiny_ckpt, tmp_path)).results
+    again = run(_config("roar", tiny_ckpt, tmp_path))
     assert counting.images == 0 and retrains == []
-    assert [r.metrics for r in again] == [r.metrics for r in outcome.results]
-    assert len(read_results(tmp_path / "roar")) == 4
+    assert [r.metrics for r in again.results] == [r.metrics for r in outcome.results]
+    assert len(read_results(tmp_path / "roar")) == 2 and again.reused == again.paths
     # a new fraction reuses the cached saliency and the stored accuracies of the others
     more = run(_config("roar", tiny_ckpt, tmp_path, {"fractions": [0.25, 0.5, 0.75, 0.9]})).results
     assert counting.images == 0 and sorted(retrains) == [(0.9, [0, 1])] * 2
@@ -167,17 +168,17 @@ def test_roar_lerf_cnn_and_probe_target(tiny_ckpt: str, tmp_path: Path, counting
 class _Flawed(ShapesDataset):
     def load(self, sample_id: str) -> Sample:
         if sample_id.endswith("-3") and self.split == "train":
-            raise DataError(f"image {sample_id}.png is truncated: re-generate it")
+            raise DataError(f"{sample_id}.png: truncated image; re-generate it")
         return super().load(sample_id)
 
 
 def test_roar_bad_samples_and_bad_options(registered, tiny_ckpt: str, tmp_path: Path) -> None:
     registered(DATASETS, "flawed", _Flawed)
     options = {"fractions": [0.5], "seeds": 1, "random_baseline": False, "train_limit": 30}
-    with pytest.raises(DataError, match=r"sample shapes-train-0-3: image .* truncated.*--on-error skip"):
+    with pytest.raises(DataError, match=r"sample shapes-train-0-3: .*truncated image.*--on-error skip"):
         run(_config("roar", tiny_ckpt, tmp_path, options, dataset="flawed"))
     result = run(_config("roar", tiny_ckpt, tmp_path, options, dataset="flawed", on_error="skip")).results[0]
-    assert result.skipped == {"image shapes-train-0-3.png is truncated": 1} and result.extra["train_images"] == 29
+    assert result.skipped == {"truncated image": 1} and result.extra["train_images"] == 29
     registered(DATASETS, "nosplit", lambda image_size, root, on_error, size: ShapesDataset(
         image_size, size=size))
     with pytest.raises(DataError, match="train_split"):
