@@ -5,15 +5,24 @@ names and option keys exit with status 2 and the list of known ones; bad inputs 
 exit with status 1 and a message naming the file or value, without a traceback; any other exception is a bug:
 its traceback is printed with a request to report it (status 1). ``train`` shares the same logging setup and
 error handling.
+
+Logging: warnings and errors by default (``train``: progress at INFO too); each ``-v`` one level more verbose,
+each ``-q`` one level quieter, anywhere on the command line, before or after the subcommand. At debug level
+(``-vv``; ``train -v``) a user error propagates with its traceback. Output folders (``--out``) are checked before
+any work: a path under a file or in a folder that cannot be written is refused with a message.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import re
 import sys
+import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,9 @@ from aft_bench.registries import (
 from aft_bench.registry import Registry, UnknownNameError
 
 log = logging.getLogger("aft_bench")
+LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+DEFAULT_LEVEL = {"train": logging.INFO}
+"""The logging level of a command without ``-v``/``-q`` (WARNING for any command not named here)."""
 LISTS: dict[str, Registry] = {
     "encoders": ENCODERS, "attributions": ATTRIBUTIONS, "tasks": TASKS, "datasets": DATASETS,
     "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS, "classifiers": CLASSIFIERS,
@@ -72,35 +84,118 @@ def _attribution_args(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def split_verbosity(argv: Sequence[str]) -> tuple[int, list[str]]:
+    """The net count of ``-v``/``-q`` flags anywhere in ``argv`` (before a ``--``; ``-vv``, ``--verbose`` and
+    ``--quiet`` too) and the other arguments in order."""
+    net, rest = 0, []
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            rest += argv[index:]
+            break
+        if re.fullmatch(r"-v+|-q+", arg):
+            net += (len(arg) - 1) * (1 if arg[1] == "v" else -1)
+        elif arg in ("--verbose", "--quiet"):
+            net += 1 if arg == "--verbose" else -1
+        else:
+            rest.append(arg)
+    return net, rest
+
+
+def log_level(command: str, verbosity: int) -> int:
+    """The logging level of ``command`` after ``verbosity`` net ``-v`` flags (negative: ``-q`` flags)."""
+    base = LEVELS.index(DEFAULT_LEVEL.get(command, logging.WARNING))
+    return LEVELS[min(max(base - verbosity, 0), len(LEVELS) - 1)]
+
+
+def _logging_flags() -> argparse.ArgumentParser:
+    """``-v``/``-q`` for every parser's help (main reads them from anywhere on the command line first)."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more logging, anywhere on the command line: -v info (progress, sample counts), -vv "
+                            "debug and the traceback of a user error (default: warnings; train: info)")
+    flags.add_argument("-q", "--quiet", action="count", default=0, help="less logging: -q errors only")
+    return flags
+
+
+def check_output_folder(folder: Path, flag: str = "--out") -> None:
+    """Checks, before any work, that ``folder`` is or can become a folder this process can write in.
+
+    Raises:
+        ValueError: If a part of the path is a file, or its first existing folder cannot be written.
+    """
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {folder}: {existing} is a file, not a folder; choose an {flag} path outside it")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".aft-bench-check-", dir=existing))
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder}: cannot create folders in {existing} ({exc.strerror}); choose an {flag} "
+                         "in a folder you can write to") from exc
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Runs the block on ``threads`` intra-op CPU threads (``torch.set_num_threads``; None: torch's default).
+
+    Raises:
+        ValueError: If ``threads`` is below 1 (before any work).
+    """
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"--threads {threads}: give a positive number of CPU threads, or leave --threads out for "
+                         "torch's default")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    flags = _logging_flags()
     parser = argparse.ArgumentParser(
-        prog="aft-bench",
+        prog="aft-bench", parents=[flags],
         description="Interpretability benchmark for CLIP image encoders (AFT paper evaluations).",
     )
     parser.add_argument("--version", action="version", version=f"aft-bench {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True)
+    threads_help = "intra-op CPU threads for the run (torch.set_num_threads; default: torch's choice)"
 
-    run = sub.add_parser("run", help="evaluate encoders x attributions on a task, write results and a leaderboard")
+    run = sub.add_parser("run", parents=[flags],
+                         help="evaluate encoders x attributions on a task, write results and a leaderboard")
     run.add_argument("--task", default="pointing_game", help="task name (aft-bench ls tasks)")
     run.add_argument("--encoders", nargs="+", help="encoder names or specs (aft-bench ls encoders)")
     run.add_argument("--attributions", nargs="+", help="attribution methods (aft-bench ls attributions)")
     run.add_argument("--dataset", help="dataset name (aft-bench ls datasets)")
     run.add_argument("--data-root", help="dataset folder on disk (real datasets)")
-    run.add_argument("--limit", type=int, help="evaluate a seeded random subset of N samples")
-    run.add_argument("--batch-size", type=int)
+    run.add_argument("--limit", type=int, metavar="N",
+                     help="evaluate a seeded random subset of N samples (default: all samples of the dataset; "
+                          "the shapes world has 200 test images)")
+    run.add_argument("--batch-size", type=int, metavar="N",
+                     help="samples per batch (default: the task's); per-sample scores agree across batch sizes "
+                          "to float rounding")
     run.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     run.add_argument("--seed", type=int)
-    run.add_argument("--num-workers", type=int, help="data-loading worker processes")
+    run.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    run.add_argument("--threads", type=int, metavar="N", help=threads_help)
     run.add_argument("--out", help="results folder (default: results)")
     run.add_argument("--on-error", choices=("raise", "skip"), help="bad samples: fail (default) or skip and count")
     run.add_argument("--fresh", action="store_true", default=None, help="recompute stored per-sample scores")
     run.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option, e.g. tolerance=15")
-    run.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. smoothgrad.n=50")
-    run.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. size=1000 for shapes")
+    run.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE",
+                     help="a hyperparameter of one of the run's methods, e.g. smoothgrad.n_samples=50")
+    run.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE",
+                     help="a keyword argument of the dataset, e.g. size=1000 for shapes")
 
-    fig = sub.add_parser("figure", help="draw the saliency maps of encoders x attributions on the same images "
-                                        "(paper Figs. 1-4)")
+    fig = sub.add_parser("figure", parents=[flags],
+                         help="draw the saliency maps of encoders x attributions on the same images (paper Figs. 1-4)")
     fig.add_argument("--encoders", nargs="+", default=["toy", "toy-aft"], help="encoder names or specs")
     fig.add_argument("--attributions", nargs="+", default=["simple_gradient", "gradcam"], help="attribution methods")
     fig.add_argument("--dataset", default="shapes", help="dataset name (aft-bench ls datasets)")
@@ -108,19 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--images", type=int, default=6, help="number of images (a seeded subset)")
     fig.add_argument("--seed", type=int, default=0)
     fig.add_argument("--device", default="cpu")
+    fig.add_argument("--threads", type=int, metavar="N", help=threads_help)
     fig.add_argument("--overlay", action="store_true", help="draw the maps over the image in grey")
     fig.add_argument("--option", action="append", metavar="KEY=VALUE", help="target=probe, probe options")
     fig.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. gradcam.block=-1")
     fig.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. split=val")
-    fig.add_argument("--out", default="figures/saliency.png", help="PNG path (a .json panel list goes beside it)")
+    fig.add_argument("--out", default="figures/saliency.png",
+                     help="image path: .png, .jpg, .jpeg, .pdf or .svg (a .json panel list goes beside it)")
 
-    table = sub.add_parser("table", help="rebuild the leaderboard from result files")
+    table = sub.add_parser("table", parents=[flags], help="rebuild the leaderboard from result files")
     table.add_argument("folder", nargs="?", default="results")
     table.add_argument("--format", choices=("md", "csv"), default="md")
     table.add_argument("--metric", help="one metric across datasets with their average (paper Table 2 layout), "
                                         "e.g. --metric clean")
 
-    ls = sub.add_parser("ls", help="list registered names")
+    ls = sub.add_parser("ls", parents=[flags], help="list registered names")
     ls.add_argument("what", choices=sorted(LISTS))
 
     sub.add_parser("train", help="adversarially fine-tune an encoder (AFT / FARE); see aft-bench train --help",
@@ -170,7 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
     }
     config = resolve_config(task, overrides)
-    outcome = run(config)
+    check_output_folder(Path(config.out))
+    with cpu_threads(args.threads):
+        outcome = run(config)
     if outcome.leaderboard is None:  # a rank other than 0 of a torchrun job: rank 0 reports
         return 0
     print(outcome.markdown, end="")
@@ -183,13 +282,17 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from aft_bench.config import RunConfig
     from aft_bench.figures import saliency_figure
 
+    if args.images < 1:
+        raise ValueError(f"--images {args.images}: give a positive number of images")
+    check_output_folder(Path(args.out).parent)
     config = RunConfig(
         task="figure", encoders=tuple(args.encoders), attributions=tuple(args.attributions), dataset=args.dataset,
         data_root=args.data_root, limit=args.images, device=args.device, seed=args.seed,
         options=_key_values(args.option, "--option"), attribution_args=_attribution_args(args.attr_arg),
         dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
     )
-    path = saliency_figure(config, args.out, overlay=args.overlay)
+    with cpu_threads(args.threads):
+        path = saliency_figure(config, args.out, overlay=args.overlay)
     print(f"figure: {path} (panels: {path.with_suffix('.json')})")
     return 0
 
@@ -202,17 +305,18 @@ def cmd_train(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aft-bench`` and ``python -m aft_bench``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its own parser (generated from TrainConfig); progress is logged at INFO
-        verbose, command = 1, lambda: cmd_train(argv[1:])
+    verbosity, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
+    command: Callable[[], int]
+    if argv[:1] == ["train"]:  # its own parser (generated from TrainConfig)
+        name, command = "train", lambda: cmd_train(argv[1:])
     else:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
-        verbose, command = args.verbose, lambda: commands[args.command](args)
-    logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+        name, command = args.command, lambda: commands[args.command](args)
+    level = log_level(name, verbosity)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    before = log.level
+    log.setLevel(level)
     try:
         return command()
     except UnknownNameError as exc:
@@ -223,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
-        if verbose > 1:
+        if level == logging.DEBUG:
             raise
         print(f"aft-bench: error: {exc}", file=sys.stderr)
         return 1
@@ -232,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("aft-bench: internal error (a bug, not a problem with your input). Please report it to the aft-bench "
               "maintainers with the command line, `aft-bench --version` and the traceback above.", file=sys.stderr)
         return 1
+    finally:
+        log.setLevel(before)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Each task ships ``tasks/<name>.yaml`` with ``metadata.version`` (bumped whenever the task's numbers
 would change) and ``defaults`` for any :class:`RunConfig` field; ``options`` hold task-specific
-settings (for example the pointing-game tolerance).
+settings (for example the pointing-game tolerance). An optional ``dataset_defaults`` maps a dataset name to
+``dataset_args`` used only on that dataset (zero-shot keeps the shapes world's run short with
+``dataset_defaults: {shapes: {size: 100}}``); ``--dataset-arg`` and ``defaults.dataset_args`` win over them.
+No task YAML sets ``limit``: every run scores the whole dataset unless ``--limit`` subsamples it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ class RunConfig:
         encoders: Encoder specs (registry names, ``ARCH:TAG``, ``hf-hub:...``, ``ckpt:PATH``, ``ARCH:TAG@PATH``).
         attributions: Attribution method names (registry ``ATTRIBUTIONS``).
         dataset: Dataset name (registry ``DATASETS``); ``data_root`` its folder on disk.
-        limit: Evaluate at most this many samples (a seeded random subset); None = all.
-        batch_size, device, seed, num_workers: Execution settings (they do not change the numbers).
+        limit: Evaluate a seeded random subset of this many samples; None (the default) = the whole dataset.
+        batch_size, device, num_workers: Execution settings: they change neither which samples are scored nor
+            how, but batched float arithmetic rounds differently at different batch sizes, so per-sample scores
+            agree across batch sizes to rounding only (tests/test_determinism.py states the tolerances).
+        seed: The run's seed (subsets, noise).
         out: Results folder. on_error: ``raise`` (default) or ``skip`` bad samples, counted.
         fresh: Ignore stored per-sample scores and recompute.
         options: Task-specific options. attribution_args: ``{method: {hparam: value}}``.
@@ -55,12 +61,16 @@ class RunConfig:
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be a positive number of samples, got {self.limit}")
+            raise ValueError(f"--limit {self.limit}: give a positive number of samples, or leave --limit out for all")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+            raise ValueError(f"--batch-size {self.batch_size}: give a positive number of samples per batch")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers {self.num_workers}: give 0 (load in the main process) or a positive "
+                             "number of data-loading worker processes")
 
     def numbers_key(self) -> dict[str, Any]:
-        """The fields that change per-sample numbers (execution settings and limit excluded)."""
+        """The fields that change per-sample numbers (execution settings and limit excluded: batch sizes change
+        per-sample scores by float rounding only, within the tolerances tests/test_determinism.py measures)."""
         return {
             "task": self.task, "dataset": self.dataset, "data_root": self.data_root, "seed": self.seed,
             "options": dict(self.options), "dataset_args": dict(self.dataset_args),
@@ -76,12 +86,13 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's YAML: its version and default settings."""
+    """A task's YAML: its version, default settings and per-dataset default dataset arguments."""
 
     name: str
     version: int
     defaults: Mapping[str, Any]
     description: str = ""
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def load_task_spec(task: str) -> TaskSpec:
@@ -94,11 +105,13 @@ def load_task_spec(task: str) -> TaskSpec:
     meta = data.get("metadata", {})
     if "version" not in meta:
         raise ValueError(f"tasks/{task}.yaml lacks metadata.version")
-    return TaskSpec(task, int(meta["version"]), data.get("defaults", {}) or {}, meta.get("description", ""))
+    return TaskSpec(task, int(meta["version"]), data.get("defaults", {}) or {}, meta.get("description", ""),
+                    data.get("dataset_defaults", {}) or {})
 
 
 def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:
-    """Builds the RunConfig: ``overrides`` (command line, None = not given) > task YAML > defaults."""
+    """Builds the RunConfig: ``overrides`` (command line, None = not given) > task YAML > defaults; the YAML's
+    ``dataset_defaults`` of the chosen dataset sit below every given ``dataset_args``."""
     spec = load_task_spec(task)
     names = {f.name for f in fields(RunConfig)}
     unknown = set(spec.defaults) - names
@@ -115,6 +128,9 @@ def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:
     for key in ("encoders", "attributions"):
         if key in merged:
             merged[key] = tuple(merged[key])
+    dataset = merged.get("dataset", RunConfig.dataset)
+    if dataset in spec.dataset_defaults:
+        merged["dataset_args"] = _deep_merge(spec.dataset_defaults[dataset], merged.get("dataset_args", {}))
     return RunConfig(**merged)
 
 

@@ -5,6 +5,9 @@ the distributed context (set up once) and the resolved device, and offers the op
 loading the run's encoders on that device, building the dataset and the run's sample ids, streaming samples
 with the run's bad-sample policy, the run's attribution methods, the target of a batch, the run key of a result
 (one recipe, always including the encoder card) and the :class:`~aft_bench.results.RunResult` of a pair.
+Building a context checks the run's ``--attr-arg`` and ``--dataset-arg`` keys against the methods' and the
+dataset's signatures (:func:`check_arguments`), before any encoder loads. The run scores the whole dataset unless
+``--limit`` subsamples it; each result records the dataset's size and whether the run subsampled it.
 The :class:`~aft_bench.config.RunConfig` stops here: targets, classifiers and retrainers get explicit
 arguments (a probe setup, a dataset, options), never the config.
 """
@@ -12,10 +15,11 @@ arguments (a probe setup, a dataset, options), never the config.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +33,71 @@ from aft_bench.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.loading import load_encoder
 from aft_bench.probe import ProbeSetup, ProbeSpec
 from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS
+from aft_bench.registry import UnknownNameError
 from aft_bench.results import SAMPLES_DIR, RunResult, finite_or_null, run_key, safe_name
 from aft_bench.streaming import BadSamples, Chunk, stream
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_SPLIT = object()
+_SET_BY_THE_RUN = ("image_size", "root", "on_error")  # what RunContext.dataset passes to every dataset itself
+
+
+def _keywords(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword arguments ``factory`` (a class or function) accepts; None if it takes ``**kwargs``."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in named]
+
+
+def check_arguments(config: RunConfig) -> None:
+    """Checks ``--attr-arg`` and ``--dataset-arg`` keys against the run's methods and dataset, before any model loads.
+
+    Raises:
+        ValueError: For arguments of a method the run does not use, or a dataset argument the run sets itself.
+        UnknownNameError: For a hyperparameter or dataset argument the method's or dataset's signature lacks
+            (with a did-you-mean and the known keys).
+    """
+    for method, args in config.attribution_args.items():
+        if method not in config.attributions:
+            used = ", ".join(config.attributions) or "none"
+            raise ValueError(f"--attr-arg {method}.{next(iter(args), '...')}: {method!r} is not one of the run's "
+                             f"--attributions ({used}); add it to --attributions or drop the --attr-arg")
+        known = _keywords(ATTRIBUTIONS.get(method))
+        for key in args:
+            if known is not None and key not in known:
+                raise UnknownNameError(f"{method} hyperparameter", key, known)
+    known = _keywords(DATASETS.get(config.dataset))
+    for key in config.dataset_args:
+        if key in _SET_BY_THE_RUN:
+            raise ValueError(f"--dataset-arg {key}=...: the run sets {key} itself (the encoder's input size, "
+                             "--data-root, --on-error); drop this --dataset-arg")
+        if known is not None and key not in known:
+            raise UnknownNameError(f"{config.dataset} dataset argument", key,
+                                   [k for k in known if k not in _SET_BY_THE_RUN])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The run's sample set: the dataset's size and how many of its samples the run scores.
+
+    Attributes:
+        dataset_size: Samples in the dataset. selected: Samples the run scores (all, or the ``--limit`` subset).
+    """
+
+    dataset_size: int
+    selected: int
+
+    @property
+    def subsampled(self) -> bool:
+        """Whether the run scores a subset of the dataset."""
+        return self.selected < self.dataset_size
+
+    def extra(self) -> dict[str, Any]:
+        """What a :class:`RunResult`'s ``extra`` records of the selection."""
+        return {"dataset_size": self.dataset_size, "selected": self.selected, "subsampled": self.subsampled}
 
 
 @dataclass
@@ -46,12 +109,14 @@ class RunContext:
         spec: The task's YAML spec (name, version, defaults).
         options: The task's options, parsed into its declared dataclass.
         dist: Where this process sits in a ``torchrun`` job (one process: rank 0 of 1).
+        selection: The run's sample set (set by :meth:`select` with the run's ``--limit``; None before).
     """
 
     config: RunConfig
     spec: TaskSpec
     options: Any
     dist: DistContext
+    selection: Selection | None = field(default=None, init=False)
 
     @classmethod
     def local(cls, config: RunConfig, options: Any = None, spec: TaskSpec | None = None) -> RunContext:
@@ -106,8 +171,24 @@ class RunContext:
                             "--dataset-arg (and the task's split options)") from exc
 
     def select(self, ids: Sequence[str], limit: int | None = None) -> list[str]:
-        """All ``ids``, or the run's seeded subset of ``limit`` of them (default ``--limit``), in dataset order."""
-        return select_ids(ids, self.config.limit if limit is None else limit, self.config.seed)
+        """All ``ids``, or the seeded subset of ``limit`` of them, in dataset order.
+
+        Without ``limit`` this is the run's own sample set (``--limit``, default all): it is kept as
+        :attr:`selection` for the results, its size is logged, and a ``--limit`` above the dataset's size is
+        logged as a warning.
+        """
+        if limit is not None:
+            return select_ids(ids, limit, self.config.seed)
+        chosen = select_ids(ids, self.config.limit, self.config.seed)
+        selection = Selection(len(ids), len(chosen))
+        if selection != self.selection and self.dist.is_main:
+            if self.config.limit is not None and self.config.limit > len(ids):
+                log.warning("--limit %d is larger than dataset %r, which has %d samples: scoring all %d",
+                            self.config.limit, self.config.dataset, len(ids), len(ids))
+            log.info("dataset %r: scoring %d of its %d samples%s", self.config.dataset, len(chosen), len(ids),
+                     " (a seeded subset, --limit)" if selection.subsampled else "")
+        self.selection = selection
+        return chosen
 
     def samples(self, image_size: tuple[int, int]) -> tuple[Dataset, list[str]]:
         """The run's dataset at ``image_size`` and its sample ids (all, or the seeded ``--limit`` subset).
@@ -196,7 +277,8 @@ class RunContext:
     def result(self, *, encoder: str, attribution: str, key: str, metrics: dict[str, dict[str, Any]], n: int,
                excluded: Mapping[str, int] | None = None, skipped: Mapping[str, int] | None = None,
                samples_file: Path | str = "", extra: dict[str, Any] | None = None) -> RunResult:
-        """The :class:`RunResult` of one (encoder, attribution) pair of this run."""
+        """The :class:`RunResult` of one (encoder, attribution) pair of this run; its ``extra`` holds the parsed
+        options and, once the run has selected its samples, :meth:`Selection.extra`."""
         samples = samples_file
         if isinstance(samples_file, Path):
             samples = str(samples_file.relative_to(self.folder))
@@ -205,7 +287,8 @@ class RunContext:
             attribution=attribution, metrics=finite_or_null(metrics), n=n, excluded=dict(excluded or {}),
             skipped=dict(skipped or {}),
             config=self.config.to_dict(), run_key=key, seed=self.config.seed, samples_file=str(samples),
-            extra=finite_or_null({"options": _plain(self.options), **(extra or {})}),
+            extra=finite_or_null({"options": _plain(self.options),
+                                  **(self.selection.extra() if self.selection else {}), **(extra or {})}),
         )
 
 

@@ -5,8 +5,9 @@ The top row shows each image with its prompt (and its object mask's outline, whe
 masks); below it one row per (encoder, method) shows the map, min-max normalised per map, either alone or
 over the image in grey (``overlay``). Each encoder sees the images at its own input size, and each map
 explains the image's own prompt (the zero-shot target, paper Section 4.1) unless a linear-probe target is
-asked for. The PNG is drawn with matplotlib's object API on an Agg canvas and written atomically; a JSON
-file beside it lists the panels (encoder, method, sample id, prompt) for captions.
+asked for. The figure is drawn with matplotlib's object API on an Agg canvas and written atomically in the format
+its suffix names (``FORMATS``: PNG, JPEG, PDF, SVG); a JSON file beside it lists the panels (encoder, method,
+sample id, prompt) for captions.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ from aft_bench.runner import check_components
 
 PANEL_INCHES = 1.6
 DEFAULT_IMAGES = 6
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+"""The figure's file format (matplotlib's name) per suffix of its path."""
+
+
+def figure_format(out: str | Path) -> str:
+    """The matplotlib format of the file ``out`` names by its suffix (case-insensitive).
+
+    Raises:
+        ValueError: For a suffix not in :data:`FORMATS`.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"--out {out}: cannot write a {suffix or 'suffix-less'} figure; end the path in one of "
+                         f"{', '.join(FORMATS)}")
+    return FORMATS[suffix]
 
 
 def _normalise(maps: Tensor) -> np.ndarray:
@@ -105,12 +121,18 @@ def draw(batch: Batch, rows: Sequence[tuple[str, str, np.ndarray]], overlay: boo
 
 
 def saliency_figure(config: RunConfig, out: str | Path, overlay: bool = False) -> Path:
-    """Computes and draws the grid of ``config`` into ``out`` (PNG) with ``out``'s ``.json`` panel list beside it."""
+    """Computes and draws the grid of ``config`` into ``out`` (in the format of its suffix, see
+    :func:`figure_format`) with ``out``'s ``.json`` panel list beside it.
+
+    Raises:
+        ValueError: For a suffix matplotlib is not asked to write (before any work).
+    """
     out = Path(out)
+    image_format = figure_format(out)
     ctx = figure_context(config)
     batch, rows = compute_panels(ctx)
     figure = draw(batch, rows, overlay)
-    atomic_write(out, lambda tmp: figure.savefig(tmp, format="png"))
+    atomic_write(out, lambda tmp: figure.savefig(tmp, format=image_format))
     panels = {"images": [{"id": i, "prompt": p} for i, p in zip(batch.ids, batch.prompts, strict=True)],
               "rows": [{"encoder": e, "attribution": m} for e, m, _ in rows],
               "dataset": config.dataset, "seed": config.seed, "target": ctx.options.target}

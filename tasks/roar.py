@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from aft_bench.attributions.base import Attribution
 from aft_bench.context import RunContext
-from aft_bench.data.base import Batch, DataError
+from aft_bench.data.base import Batch, DataError, select_ids
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.evaluation import Reported, Task
 from aft_bench.metrics.base import Metric
@@ -170,14 +170,16 @@ class Roar(Task):
     def _splits(self, ctx: RunContext, encoder: Encoder) -> tuple[Split, Split]:
         opts: RoarOptions = ctx.options
         splits = []
-        for name, split, limit in (("train", opts.train_split, opts.train_limit or ctx.config.limit),
-                                   ("test", opts.test_split, ctx.config.limit)):
+        for name, split in (("train", opts.train_split), ("test", opts.test_split)):
             try:
                 dataset = ctx.dataset(encoder.image_size, split=split)
             except DataError as exc:
                 raise DataError(f"{exc}. ROAR needs a labelled dataset with train and test splits passed as split=...: "
                                 "set them with --option train_split=... --option test_split=...") from exc
-            splits.append(Split(name, dataset, ctx.select(dataset.ids(), limit), encoder.image_size,
+            # the test side is the run's own sample set (--limit); the train side has its own limit
+            ids = ctx.select(dataset.ids()) if name == "test" else \
+                select_ids(dataset.ids(), opts.train_limit or ctx.config.limit, ctx.config.seed)
+            splits.append(Split(name, dataset, ids, encoder.image_size,
                                 ctx.config.on_error, ctx.config.batch_size, ctx.config.num_workers))
             splits[-1].preload(opts.image_cache_mb * 2**20)
         return splits[0], splits[1]

@@ -4,11 +4,13 @@ traceback and "internal error"; ``train`` too), a run and the leaderboard rebuil
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import TINY_VIT_CFG, make_encoder
@@ -88,7 +90,8 @@ def test_run_then_table(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     (out / "pointing_game" / "leaderboard.md").unlink()
     assert main(["table", str(out), "--format", "csv"]) == 0
     csv_text = capsys.readouterr().out
-    assert csv_text.splitlines()[0].startswith("task,task_version,dataset,encoder,attribution,options,n")
+    assert csv_text.splitlines()[0].startswith("task,task_version,dataset,data_root,dataset_args,encoder,attribution,"
+                                               "attribution_args,options,seed,limit,n,excluded,skipped")
     assert len(csv_text.splitlines()) == 3 and "tolerance=2" in csv_text
     assert (out / "leaderboard.md").exists() and (out / "leaderboard.csv").exists()
     assert main(["table", str(tmp_path / "missing")]) == 1
@@ -103,9 +106,9 @@ def test_default_world_on_the_toy(capsys: pytest.CaptureFixture[str], tmp_path: 
     first = capsys.readouterr().out
     for method in ("simple_gradient", "smoothgrad", "gradcam"):
         assert f"| toy | {method} | 8 | 0 |" in first
-    assert main(args) == 0  # everything stored: recomputes nothing, same numbers, a second result file each
+    assert main(args) == 0  # everything stored: recomputes nothing, same numbers, the stored result files stand
     assert capsys.readouterr().out.splitlines()[:6] == first.splitlines()[:6]
-    assert len(list((out / "pointing_game").glob("*.json"))) == 6
+    assert len(list((out / "pointing_game").glob("*.json"))) == 3
 
 
 # ---------------------------------------------------------------------------------------- error handling
@@ -223,7 +226,8 @@ def test_train_bad_flag_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_train_bad_value_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["train", "--batch-size", "0", "--out", str(tmp_path)]) == 1
-    assert capsys.readouterr().err.splitlines() == ["aft-bench: error: invalid training option(s) batch_size=0"]
+    assert capsys.readouterr().err.splitlines() == ["aft-bench: error: invalid training option: --batch-size 0 must be "
+                                                    "positive"]
 
 
 def test_train_missing_data_folder_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -269,3 +273,50 @@ def test_ls_new_registries_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------- logging and threads
+class _Probe(Task):
+    """Records the package's logging level and torch's thread count while it runs."""
+
+    seen: ClassVar[list[tuple[int, int]]] = []
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        import torch
+
+        self.seen.append((logging.getLogger("aft_bench").getEffectiveLevel(), torch.get_num_threads()))
+        return iter(())
+
+
+@pytest.mark.parametrize(("flags", "level"), [
+    ([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG), (["-v", "-v"], logging.DEBUG),
+    (["-q"], logging.ERROR), (["--verbose", "--quiet"], logging.WARNING),
+])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbosity_flags_anywhere(flags: list[str], level: int, where: str, boom_spec: None, registered,
+                                  tmp_path: Path) -> None:
+    registered(TASKS, "boom", _Probe)
+    _Probe.seen.clear()
+    args = ["run", "--task", "boom", "--out", str(tmp_path)]
+    assert main([*flags, *args] if where == "before" else [*args, *flags]) == 0
+    assert _Probe.seen[0][0] == level
+
+
+def test_train_logs_info_by_default_and_run_warnings() -> None:
+    from aft_bench.cli import log_level, split_verbosity
+
+    assert log_level("train", 0) == logging.INFO and log_level("run", 0) == logging.WARNING
+    assert log_level("train", 1) == logging.DEBUG and log_level("train", -1) == logging.WARNING
+    assert log_level("ls", -9) == logging.CRITICAL and log_level("figure", 9) == logging.DEBUG
+    assert split_verbosity(["train", "--steps", "3", "-q", "-vv", "--", "-v"]) == (1, ["train", "--steps", "3",
+                                                                                       "--", "-v"])
+
+
+def test_threads_apply_to_the_run_and_are_restored(boom_spec: None, registered, tmp_path: Path) -> None:
+    import torch
+
+    registered(TASKS, "boom", _Probe)
+    _Probe.seen.clear()
+    before = torch.get_num_threads()
+    assert main(["run", "--task", "boom", "--threads", "3", "--out", str(tmp_path)]) == 0
+    assert _Probe.seen[0][1] == 3 and torch.get_num_threads() == before

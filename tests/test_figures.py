@@ -61,3 +61,34 @@ def test_cli_figure(tiny48_ckpt: str, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "gradcam" in capsys.readouterr().err  # did-you-mean
     assert main(["figure", "--encoders", tiny48_ckpt, "--option", "targt=probe", "--out", str(out)]) == 2
     assert "unknown option 'targt' for the figure command. Did you mean 'target'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".jpg", b"\xff\xd8\xff"), (".JPEG", b"\xff\xd8\xff"),
+                                               (".pdf", b"%PDF"), (".svg", b"<?xml"), (".png", b"\x89PNG")])
+def test_figure_is_written_in_the_format_its_suffix_names(suffix: str, magic: bytes, tiny48_ckpt: str,
+                                                          tmp_path: Path) -> None:
+    out = saliency_figure(_config((tiny48_ckpt,), ("gradcam",)), tmp_path / f"grid{suffix}")
+    assert out.read_bytes().startswith(magic)
+
+
+def _no_loading(device: str = "cpu") -> None:
+    raise AssertionError("an encoder was loaded")
+
+
+@pytest.mark.parametrize(("out", "message"), [
+    ("grid.gif", "--out {tmp}/grid.gif: cannot write a .gif figure; end the path in one of .png, .jpg, .jpeg, .pdf, "
+                 ".svg"),
+    ("grid", "--out {tmp}/grid: cannot write a suffix-less figure"),
+    ("somefile.txt/grid.png", "--out {tmp}/somefile.txt: {tmp}/somefile.txt is a file, not a folder"),
+    ("--images=0", "--images 0: give a positive number of images"),
+])
+def test_cli_figure_refuses_bad_output_before_any_work(out: str, message: str, registered, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from aft_bench.registries import ENCODERS
+
+    registered(ENCODERS, "toy", _no_loading)
+    (tmp_path / "somefile.txt").write_text("not a folder")
+    args = [out] if out.startswith("--") else ["--out", str(tmp_path / out)]
+    assert main(["figure", "--encoders", "toy", "--attributions", "gradcam", *args]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aft-bench: error: " + message.format(tmp=tmp_path))

@@ -200,3 +200,10 @@ def test_foreign_ids_are_refused(sample_id):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(DataError, match=message):
         ShapesDataset(**kwargs)
+
+
+def test_default_size_per_split() -> None:
+    """Without ``size`` the test split has 200 samples (the default pointing game scores them all), train and val
+    500; an explicit size wins."""
+    assert [len(ShapesDataset(split=s)) for s in ("test", "train", "val")] == [200, 500, 500]
+    assert len(ShapesDataset(split="test", size=7)) == 7

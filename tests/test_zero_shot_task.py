@@ -37,7 +37,7 @@ def test_clean_on_all_robust_on_a_seeded_subset(tiny48_ckpt: str, tmp_path: Path
     assert result.metrics["clean"]["n"] == 8 and result.metrics["robust@8/255"]["n"] == 4
     records = _records(tmp_path)
     attacked = [r for r in records.values() if "robust@8/255" in r["scores"]]
-    selected = select_ids(ShapesDataset(48).ids(), 8, 0)  # the run's samples (limit 8, seed 0)
+    selected = select_ids(ShapesDataset(48, size=100).ids(), 8, 0)  # the run's samples (limit 8, seed 0; 100 images)
     assert [r["id"] for r in attacked] == select_ids(selected, 4, 0) != selected[:4]
     for record in attacked:
         scores = record["scores"]

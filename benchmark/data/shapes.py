@@ -86,6 +86,8 @@ CLASSNAMES: list[str] = [f"{colour} {shape}" for colour in COLOURS for shape in 
 VOCABULARY: list[str] = [*SHAPES, *COLOURS]
 PROMPT_TEMPLATE = "a photo of a {}."
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+DEFAULT_SIZES: dict[str, int] = {"train": 500, "val": 500, "test": 200}
+"""Samples of a split when ``ShapesDataset`` is given no ``size`` (the whole shapes "dataset" of a default run)."""
 
 TARGET_DIAMETER = (0.5, 0.7)  # target extent, as a fraction of min(H, W)
 DISTRACTOR_DIAMETER = (0.12, 0.20)
@@ -327,7 +329,9 @@ class ShapesDataset:
     Args:
         image_size: (H, W) the samples are rendered at (no resizing).
         split: "train", "val" or "test".
-        size: Number of samples (ids ``shapes-{split}-{seed}-{index}`` for index < size).
+        size: Number of samples (ids ``shapes-{split}-{seed}-{index}`` for index < size); None: the split's
+            default in ``DEFAULT_SIZES`` (200 test images, so the default pointing game scores 200; 500 train and
+            val images for probes and ROAR's retraining).
         seed: World seed.
         root: Ignored (nothing is read from disk); accepted so task runners pass it uniformly.
         on_error: Ignored (generation cannot fail on a valid id); accepted for the same reason.
@@ -335,10 +339,11 @@ class ShapesDataset:
 
     classnames: list[str] = CLASSNAMES
 
-    def __init__(self, image_size: tuple[int, int] | int = (64, 64), split: str = "test", size: int = 500,
+    def __init__(self, image_size: tuple[int, int] | int = (64, 64), split: str = "test", size: int | None = None,
                  seed: int = 0, root: object = None, on_error: str = "raise") -> None:
         self.image_size = _check_size(image_size)
         _rng(seed, split, 0)  # validates split and seed
+        size = DEFAULT_SIZES[split] if size is None else size
         if not isinstance(size, (int, np.integer)) or size < 1:
             raise DataError(f"ShapesDataset size={size!r}: use a positive integer")
         self.split, self.size, self.seed = split, int(size), int(seed)
