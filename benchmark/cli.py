@@ -46,6 +46,7 @@ from aft_bench.registries import (
 from aft_bench.registry import Registry, UnknownNameError
 
 log = logging.getLogger("aft_bench")
+PROGRESS_LOG = logging.getLogger("aft_bench.progress")  # the progress lines of :mod:`aft_bench.progress`
 LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 DEFAULT_LEVEL = {"train": logging.INFO}
 """The logging level of a command without ``-v``/``-q`` (WARNING for any command not named here)."""
@@ -111,9 +112,10 @@ def _logging_flags() -> argparse.ArgumentParser:
     """``-v``/``-q`` for every parser's help (main reads them from anywhere on the command line first)."""
     flags = argparse.ArgumentParser(add_help=False)
     flags.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more logging, anywhere on the command line: -v info (progress, sample counts), -vv "
-                            "debug and the traceback of a user error (default: warnings; train: info)")
-    flags.add_argument("-q", "--quiet", action="count", default=0, help="less logging: -q errors only")
+                       help="more logging, anywhere on the command line: -v info (sample counts, steps), -vv "
+                            "debug and the traceback of a user error (default: warnings and progress, a bar on a "
+                            "terminal, a line every few seconds otherwise; train: info)")
+    flags.add_argument("-q", "--quiet", action="count", default=0, help="less logging: -q errors only, no progress")
     return flags
 
 
@@ -315,8 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, command = args.command, lambda: commands[args.command](args)
     level = log_level(name, verbosity)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    before = log.level
+    before, progress_before = log.level, PROGRESS_LOG.level
     log.setLevel(level)
+    PROGRESS_LOG.setLevel(min(level, logging.INFO) if verbosity >= 0 else level)  # progress shows unless -q
     try:
         return command()
     except UnknownNameError as exc:
@@ -338,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         log.setLevel(before)
+        PROGRESS_LOG.setLevel(progress_before)
 
 
 if __name__ == "__main__":

@@ -183,8 +183,12 @@ def check_encoder_spec(spec: str) -> None:
     Raises:
         UnknownNameError: For a plain name that is neither registered nor an open_clip architecture, an unknown
             architecture before ``:`` or ``@``, or a pretrained tag open_clip does not know for the architecture.
+        CheckpointError: For a ``ckpt:`` spec whose card is missing, unreadable or names no architecture.
     """
-    if spec in ENCODERS or spec.startswith(("ckpt:", "hf-hub:")):
+    if spec.startswith("ckpt:") and spec not in ENCODERS:
+        read_card(spec)
+        return
+    if spec in ENCODERS or spec.startswith("hf-hub:"):
         return
     arch_tag, at, _ = spec.partition("@")
     arch, colon, tag = arch_tag.partition(":")
@@ -309,7 +313,12 @@ def _load_open_clip(arch: str, tag: str | None, name: str) -> Encoder:
     )
 
 
-def _load_card_checkpoint(spec: str) -> Encoder:
+def read_card(spec: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint path of a ``ckpt:PATH`` spec and its card, checked to name an architecture.
+
+    Raises:
+        CheckpointError: Naming the card, when it is missing, not JSON, or names no architecture.
+    """
     path = Path(spec.removeprefix("ckpt:"))
     card_path = path.with_suffix(CARD_SUFFIX)
     if not card_path.is_file():
@@ -325,6 +334,11 @@ def _load_card_checkpoint(spec: str) -> Encoder:
     if not isinstance(card, dict) or not {"arch", "model_cfg"} & set(card):
         raise CheckpointError(f"card {card_path} names no architecture: add 'arch' (an open_clip name) or "
                               f"'model_cfg' to it, or give --encoders ARCH[:TAG]@{path}")
+    return path, card
+
+
+def _load_card_checkpoint(spec: str) -> Encoder:
+    path, card = read_card(spec)
     if "model_cfg" in card:
         model = build_model(card["model_cfg"])
         tokenizer = tokenizer_for(card["model_cfg"])

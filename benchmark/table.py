@@ -141,9 +141,16 @@ def make_csv(results: Iterable[RunResult]) -> str:
     return buffer.getvalue()
 
 
+#: what tells two rows of :func:`pivot` apart besides task, encoder and attribution (the dataset is the column)
+PIVOT_DISTINGUISHING: tuple[tuple[str, Callable[[RunResult], str]], ...] = tuple(
+    (name, cell) for name, cell in DISTINGUISHING if name not in ("data root", "dataset args"))
+
+
 def pivot(results: Iterable[RunResult], metric: str) -> tuple[list[str], list[list[str]]]:
     """One metric across datasets, as the paper's Table 2 lays it out: a row per (task, encoder, attribution,
-    options), a column per dataset (first-seen order) and, with two or more datasets, their average.
+    and what else tells runs apart: limit, seed, method arguments, options, task version), a column per dataset
+    (first-seen order) and, with two or more datasets, their average. The distinguishing columns are shown
+    where the rows differ in them.
 
     The average is taken only over rows that have every dataset (else ``-``), so rows stay comparable.
 
@@ -158,16 +165,18 @@ def pivot(results: Iterable[RunResult], metric: str) -> tuple[list[str], list[li
         known = sorted({m for r in latest(results) for m in r.metrics})
         raise ValueError(f"no result has the metric {metric!r}; the results have {known or 'no metrics'}")
     datasets = list(dict.fromkeys(r.dataset for r in rows))
+    shown = [(name, cell) for name, cell in PIVOT_DISTINGUISHING if len({cell(r) for r in rows}) > 1]
     table: dict[tuple[str, ...], dict[str, float]] = {}
     for r in rows:
-        key = (r.task, r.encoder, r.attribution, _options_label(r))
+        key = (r.task, r.encoder, r.attribution, *(cell(r) for _, cell in PIVOT_DISTINGUISHING))
         table.setdefault(key, {})[r.dataset] = r.metrics[metric]["mean"]
     arrow = "↑" if _higher(rows, metric) else "↓"
-    header = ["task", "encoder", "attribution", "options"] + [f"{d} {arrow}" for d in datasets]
+    header = ["task", "encoder", "attribution"] + [name for name, _ in shown] + [f"{d} {arrow}" for d in datasets]
     header += ["average"] if len(datasets) > 1 else []
+    positions = [3 + [name for name, _ in PIVOT_DISTINGUISHING].index(name) for name, _ in shown]
     lines = []
     for key, values in table.items():
-        cells = list(key) + [_fmt(values.get(d)) for d in datasets]
+        cells = list(key[:3]) + [key[i] for i in positions] + [_fmt(values.get(d)) for d in datasets]
         if len(datasets) > 1:
             complete = all(d in values and values[d] == values[d] for d in datasets)
             cells.append(_fmt(sum(values[d] for d in datasets) / len(datasets)) if complete else "-")

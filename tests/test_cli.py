@@ -320,3 +320,16 @@ def test_threads_apply_to_the_run_and_are_restored(boom_spec: None, registered, 
     before = torch.get_num_threads()
     assert main(["run", "--task", "boom", "--threads", "3", "--out", str(tmp_path)]) == 0
     assert _Probe.seen[0][1] == 3 and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("flags", "progress_shown"), [([], True), (["-v"], True), (["-q"], False)])
+def test_progress_lines_show_by_default_and_hide_with_quiet(monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                            progress_shown: bool) -> None:
+    import logging
+
+    from aft_bench import cli
+
+    seen: list[bool] = []
+    monkeypatch.setattr(cli, "cmd_ls", lambda args: seen.append(cli.PROGRESS_LOG.isEnabledFor(logging.INFO)) or 0)
+    assert main([*flags, "ls", "tasks"]) == 0
+    assert seen == [progress_shown]

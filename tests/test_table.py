@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,28 @@ def test_latest_keeps_the_newest_result_per_row() -> None:
 
 def test_pivot_lays_one_metric_across_datasets_with_the_average() -> None:
     header, rows = pivot(RESULTS, "clean")
-    assert header == ["task", "encoder", "attribution", "options", "cifar10 ↑", "stl10 ↑", "pcam ↑", "average"]
-    cells = {row[1]: row[4:] for row in rows}
+    assert header == ["task", "encoder", "attribution", "cifar10 ↑", "stl10 ↑", "pcam ↑", "average"]
+    cells = {row[1]: row[3:] for row in rows}
     assert cells["clip"] == ["90.00", "99.00", "51.00", "80.00"]  # (90 + 99 + 51) / 3
     assert cells["aft"] == ["80.00", "96.00", "50.00", "75.33"]
     assert cells["fare"] == ["79.00", "-", "-", "-"]  # no average over a partial row
-    assert pivot_csv(RESULTS, "clean").splitlines()[1].startswith("zero_shot,clip,apgd-ce+apgd-t,-,90.00,99.00")
+    assert pivot_csv(RESULTS, "clean").splitlines()[1].startswith("zero_shot,clip,apgd-ce+apgd-t,90.00,99.00")
+
+
+def test_pivot_keeps_runs_apart_that_differ_in_seed_limit_or_method_arguments() -> None:
+    base = _result("clip", "cifar10", 90.0)
+    other_seed = dataclasses.replace(base, seed=1, run_key="k1",
+                                     metrics={"clean": {**base.metrics["clean"], "mean": 70.0}})
+    subset = dataclasses.replace(base, config={"options": {}, "limit": 100}, run_key="k",
+                                 metrics={"clean": {**base.metrics["clean"], "mean": 60.0}})
+    header, rows = pivot([base, other_seed, subset], "clean")
+    assert header == ["task", "encoder", "attribution", "limit", "seed", "cifar10 ↑"]
+    assert [row[3:] for row in rows] == [["all", "0", "90.00"], ["all", "1", "70.00"], ["100", "0", "60.00"]]
 
 
 def test_pivot_edge_cases() -> None:
     header, rows = pivot([_result("clip", "pcam", 51.0, higher=False)], "clean")
-    assert header[-1] == "pcam ↓" and rows == [["zero_shot", "clip", "apgd-ce+apgd-t", "-", "51.00"]]
+    assert header[-1] == "pcam ↓" and rows == [["zero_shot", "clip", "apgd-ce+apgd-t", "51.00"]]
     with pytest.raises(ValueError, match=r"no result has the metric 'robust@4/255'; the results have \['clean'\]"):
         pivot(RESULTS, "robust@4/255")
     assert make_markdown([]) == "No results found.\n"
@@ -59,5 +71,5 @@ def test_cli_table_by_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert out.startswith("### clean by dataset")
     assert "| cifar10 ↑ | pcam ↑ | stl10 ↑ | average |" in out  # first seen in the files, read in path order
-    assert "| zero_shot | aft | apgd-ce+apgd-t | - | 80.00 | 50.00 | 96.00 | 75.33 |" in out
+    assert "| zero_shot | aft | apgd-ce+apgd-t | 80.00 | 50.00 | 96.00 | 75.33 |" in out
     assert main(["table", str(tmp_path), "--metric", "nope"]) == 1

@@ -152,17 +152,17 @@ def test_builds_with_different_available_threads_give_identical_weights(monkeypa
         monkeypatch.setattr("aft_bench.toy.fit.deduplicated_clip_loss", loss)
         encoder, metrics = toy.fit_toy(TINY, progress=False)
         assert torch.get_num_threads() == threads  # restored
-        assert set(seen) == {toy.TRAINING_THREADS} and metrics["threads"] == toy.TRAINING_THREADS == 1
+        assert set(seen) == {toy.TRAINING_THREADS} and metrics["threads"] == toy.TRAINING_THREADS == 2
         builds.append(encoder.model.state_dict())
     torch.set_num_threads(before)
     assert builds[0].keys() == builds[1].keys()
     assert all(torch.equal(builds[0][k], builds[1][k]) for k in builds[0])
 
 
-def test_the_toy_presets_train_on_one_thread_outside_the_recipe() -> None:
+def test_the_toy_presets_train_on_the_toys_fixed_threads_outside_the_recipe() -> None:
     for preset in ("toy-aft", "toy-fare"):
         config = TrainConfig(**PRESETS[preset], preset=preset)
-        assert config.threads == 1 and "threads" not in config.recipe()
+        assert config.threads == toy.TRAINING_THREADS == 2 and "threads" not in config.recipe()
 
 
 def test_dihedral_codes_cover_the_eight_symmetries() -> None:

@@ -3,8 +3,8 @@
 :func:`load_toy_aft` and :func:`load_toy_fare` are the encoder registry's factories. Each trains its
 preset (:data:`aft_bench.training.presets.PRESETS`) from the cached toy CLIP with the project's own
 trainer, once, into the user cache under :func:`finetune_key`; a killed fine-tune continues from its
-last checkpoint on the next call (a resumable cache build). The presets train on one CPU thread
-(``threads=1``), so the cached weights are the same on every machine.
+last checkpoint on the next call (a resumable cache build). The presets train on the toy CLIP's fixed
+thread count (``threads=2``), so the cached weights are the same on every machine.
 """
 
 from __future__ import annotations
