@@ -39,11 +39,13 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
     ckpt = save_encoder(encoder, tmp_path / "tiny.safetensors", encoder.card)
     # fork: the children inherit the imported modules (spawn would re-import torch and open_clip).
-    mp.start_processes(_worker, args=(2, _free_port(), _argv(ckpt, tmp_path / "ddp")), nprocs=2, join=True,
-                       start_method="fork")
+    # One thread in the parent at fork time and in each rank: a forked child that enters a multi-threaded
+    # OpenMP region the parent's pool already used can deadlock (libgomp is not fork-safe).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        mp.start_processes(_worker, args=(2, _free_port(), [*_argv(ckpt, tmp_path / "ddp"), "--threads", "1"]),
+                           nprocs=2, join=True, start_method="fork")
         single = train(config_from_args(_argv(ckpt, tmp_path / "one")))
     finally:
         torch.set_num_threads(threads)
