@@ -35,6 +35,10 @@ OBJECTIVES.register("fare", "aft_bench.training.objectives.fare:FAREObjective",
                     help="FARE (Schlarmann et al. 2024): L_inf-bounded embedding attack, no penalty")
 OBJECTIVES.register("aft-supervised", "aft_bench.training.objectives.aft_supervised:SupervisedAFTObjective",
                     help="supervised AFT, paper Eq. 1 (image-caption similarity; needs captions)")
+OBJECTIVES.register("tecoa", "aft_bench.training.objectives.tecoa:TeCoAObjective",
+                    help="TeCoA (Mao et al. 2023): zero-shot cross-entropy under L_inf PGD; needs class labels")
+OBJECTIVES.register("pmg-aft", "aft_bench.training.objectives.pmg_aft:PMGAFTObjective",
+                    help="PMG-AFT (Wang et al. 2024): TeCoA + alpha KL to the original model + beta KL to clean")
 
 # Regularisers h of the AFT inner maximisation (factories taking a TrainConfig; radii in its 1/255 units).
 REGULARIZERS.register("box", "aft_bench.training.regularizers:box_regularizer",

@@ -57,7 +57,8 @@ class TrainConfig:
 
     encoder: str = option("toy", "Encoder spec to start from (ViT-B-16:openai, ckpt:PATH, toy, ...).")
     objective: str = option("aft", "Name in the objective registry (aft-bench ls objectives): aft (paper Eq. 7), "
-                                   "fare (Schlarmann et al. 2024) or aft-supervised (Eq. 1).")
+                                   "fare (Schlarmann et al. 2024), aft-supervised (Eq. 1), tecoa (Mao et al. 2023) "
+                                   "or pmg-aft (Wang et al. 2024).")
     regularizer: str = option("box", "Penalty h of the aft objectives, a name in the regularizer registry (aft-bench "
                                      "ls regularizers); box is paper Eq. 5.", names=REGULARIZERS)
     eps: float = option(4.0, "Radius of the perturbation ball in 1/255 units (4 = 4/255).")

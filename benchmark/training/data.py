@@ -3,9 +3,12 @@
 Sources (all return pixels in [0, 1] at the encoder's input size, resized and centre-cropped with
 CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
 
-- ``shapes`` or ``shapes:N``: the generated shapes world (train split, N samples, default 10000);
+- ``shapes`` or ``shapes:N``: the generated shapes world (train split, N samples, default 10000), with
+  class labels (the "{colour} {shape}" classes);
 - a folder: every image below it, searched recursively in sorted order (so the ImageNet train
-  layout ``class/xxx.JPEG`` and any image-only collection work alike);
+  layout ``class/xxx.JPEG`` and any image-only collection work alike); when every image lies directly in
+  a sub-folder (``root/<class>/*.jpg``), the sub-folders are its classes (ImageNet wnids get CLIP's
+  class names), which the class-supervised objectives (TeCoA, PMG-AFT) need;
 - a ``.csv`` or ``.jsonl`` file of (path, caption) rows, e.g. COCO captions, for supervised AFT.
 
 :class:`ShardedBatches` draws one permutation per epoch from the seed, cuts it into global batches
@@ -31,7 +34,9 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from aft_bench.data.base import DataError
+from aft_bench.data.classnames import imagenet_classname, is_imagenet_wnid
 from aft_bench.data.io import read_image
+from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
 from aft_bench.data.shapes import caption as shapes_caption
 from aft_bench.data.shapes import render_shapes_sample
 from aft_bench.data.transforms import resize_center_crop
@@ -59,8 +64,25 @@ class TrainSource(Protocol):
         ...
 
 
+class LabelledSource(TrainSource, Protocol):
+    """A training set with one class label per image (TeCoA and PMG-AFT train on these).
+
+    Attributes:
+        classnames: The class names, in label order.
+    """
+
+    classnames: tuple[str, ...]
+
+    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
+        """(pixels, caption or None, class index); raises DataError naming the file."""
+        ...
+
+
 class ShapesSource:
-    """The train split of the generated shapes world (captions ``"a photo of a {colour} {shape}."``)."""
+    """The train split of the generated shapes world (captions ``"a photo of a {colour} {shape}."``, labels
+    index :data:`aft_bench.data.shapes.CLASSNAMES`)."""
+
+    classnames: tuple[str, ...] = tuple(SHAPES_CLASSNAMES)
 
     def __init__(self, size: int, image_size: tuple[int, int], seed: int = 0) -> None:
         if size < 1:
@@ -71,8 +93,12 @@ class ShapesSource:
         return self.size
 
     def load(self, index: int) -> tuple[Tensor, str | None]:
+        image, text, _ = self.load_labelled(index)
+        return image, text
+
+    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
         image, _, label = render_shapes_sample(self.seed, "train", index, self.image_size)
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), shapes_caption(label)
+        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), shapes_caption(label), int(label)
 
     def describe(self) -> str:
         return f"shapes:{self.size} (seed {self.seed}, train split, {self.image_size[0]}x{self.image_size[1]})"
@@ -81,9 +107,10 @@ class ShapesSource:
 class ImageFolderSource:
     """Every image file below ``root`` (recursive, sorted), without captions."""
 
-    def __init__(self, root: str | Path, image_size: tuple[int, int]) -> None:
+    def __init__(self, root: str | Path, image_size: tuple[int, int], files: list[Path] | None = None) -> None:
         self.root, self.image_size = Path(root), image_size
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = files if files is not None else sorted(
+            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise DataError(f"{self.root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found below it")
 
@@ -95,6 +122,32 @@ class ImageFolderSource:
 
     def describe(self) -> str:
         return f"{self.root} ({len(self.files)} images)"
+
+
+class ClassFolderSource(ImageFolderSource):
+    """An ImageNet-train-style tree ``root/<class>/*.jpg``: the same images as :class:`ImageFolderSource`, in the
+    same order, each labelled by its sub-folder (sorted folder names; wnids get CLIP's ImageNet class names,
+    other folder names are used with underscores as spaces)."""
+
+    def __init__(self, root: str | Path, image_size: tuple[int, int], files: list[Path] | None = None) -> None:
+        super().__init__(root, image_size, files)
+        folders = sorted({p.parent.name for p in self.files})
+        self.classnames = tuple(imagenet_classname(f) if is_imagenet_wnid(f) else f.replace("_", " ")
+                                for f in folders)
+        index = {folder: i for i, folder in enumerate(folders)}
+        self.labels = [index[p.parent.name] for p in self.files]
+
+    @staticmethod
+    def applies(files: list[Path], root: Path) -> bool:
+        """Whether every image lies directly in a sub-folder of ``root`` (the class-folder layout)."""
+        return bool(files) and all(p.parent.parent == root for p in files)
+
+    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
+        image, text = self.load(index)
+        return image, text, self.labels[index]
+
+    def describe(self) -> str:
+        return f"{self.root} ({len(self.files)} images in {len(self.classnames)} class folders)"
 
 
 class CaptionSource:
@@ -187,7 +240,10 @@ def make_source(spec: str, image_size: tuple[int, int], seed: int = 0, root: str
         return ShapesSource(int(arg) if arg else DEFAULT_SHAPES_SIZE, image_size, seed)
     path = Path(spec)
     if path.is_dir():
-        return ImageFolderSource(path, image_size)
+        folder = ImageFolderSource(path, image_size)
+        if ClassFolderSource.applies(folder.files, folder.root):
+            return ClassFolderSource(path, image_size, folder.files)
+        return folder
     return CAPTION_SUFFIXES[path.suffix.lower()](path, image_size, root)
 
 
@@ -202,12 +258,13 @@ class _LocalBatches(TorchDataset):
     def __len__(self) -> int:
         return len(self.order) // self.batch_size
 
-    def __getitem__(self, j: int) -> tuple[Tensor, list[int], list[str | None], list[str]]:
+    def __getitem__(self, j: int) -> tuple[Tensor, list[int], list[str | None], list[int] | None, list[str]]:
         start = j * self.batch_size + self.rank * self.local
-        images, indices, captions, skipped = [], [], [], []
+        labelled = hasattr(self.source, "load_labelled")
+        images, indices, captions, labels, skipped = [], [], [], [], []
         for index in self.order[start : start + self.local].tolist():
             try:
-                image, text = self.source.load(index)
+                image, text, label = self.source.load_labelled(index) if labelled else (*self.source.load(index), -1)
             except DataError as exc:
                 if self.on_error == "raise":
                     raise
@@ -216,9 +273,10 @@ class _LocalBatches(TorchDataset):
             images.append(image)
             indices.append(index)
             captions.append(text)
+            labels.append(label)
         if not images:
             raise DataError(f"every image of global batch {j} on rank {self.rank} is unreadable: {skipped[:3]}")
-        return torch.stack(images), indices, captions, skipped
+        return torch.stack(images), indices, captions, labels if labelled else None, skipped
 
 
 class ShardedBatches:
@@ -267,10 +325,13 @@ class ShardedBatches:
                                     self.on_error)
             loader = DataLoader(dataset, batch_size=None, sampler=range(self.batch, len(dataset)),
                                 num_workers=self.workers, collate_fn=None)
-            for images, indices, captions, skipped in loader:
+            classnames = getattr(self.source, "classnames", None)
+            for images, indices, captions, labels, skipped in loader:
                 for message in skipped:
                     log.warning("skipped unreadable image: %s", message)
                 self.skipped += len(skipped)
                 self.batch += 1
-                yield TrainBatch(images=images, indices=list(indices), captions=list(captions))
+                yield TrainBatch(images=images, indices=list(indices), captions=list(captions),
+                                 labels=None if labels is None else torch.as_tensor(labels, dtype=torch.long),
+                                 classnames=None if labels is None else tuple(classnames))
             self.epoch, self.batch = self.epoch + 1, 0

@@ -8,8 +8,9 @@ Paper runs (appendix A.3): ImageNet train set at 224 x 224, 2 epochs, PGD 10 ste
 ViT-L-14), sigma = eta = 1/255. ``--data`` must point at the ImageNet train folder. Names:
 ``{arch}-aft-eps{1,2,4}`` for ViT-B-16, RN50, ViT-L-14 and ``vit-b-16-fare-eps{1,2,4}``.
 
-Toy runs (``toy-aft``, ``toy-fare``): fine-tune the bundled toy CLIP on the shapes world in about a
-minute on two CPU cores.
+Toy runs (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``): fine-tune the bundled toy CLIP on the
+shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels). They are presets
+only: no encoder name trains them on first use.
 """
 
 from __future__ import annotations
@@ -50,4 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     **_paper_presets(),
     "toy-aft": {**_TOY_COMMON, "objective": "aft", "eta": 1.0, "sigma": 1.0},
     "toy-fare": {**_TOY_COMMON, "objective": "fare", "eta": 0.0, "sigma": 0.0},
+    # TeCoA / PMG-AFT on the shapes world's classes, same budget (no penalty or noise, as in those papers).
+    "toy-tecoa": {**_TOY_COMMON, "objective": "tecoa", "eta": 0.0, "sigma": 0.0},
+    "toy-pmg-aft": {**_TOY_COMMON, "objective": "pmg-aft", "eta": 0.0, "sigma": 0.0},
 }

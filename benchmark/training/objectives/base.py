@@ -36,11 +36,15 @@ class TrainBatch:
         images: B x 3 x H x W pixels in [0, 1] on the training device.
         indices: Global dataset indices (key the per-sample random streams).
         captions: One caption per image (``None`` entries for image-only data).
+        labels: (B,) class indices into ``classnames`` for class-labelled data, else ``None``.
+        classnames: The training set's class names (class-labelled data only).
     """
 
     images: Tensor
     indices: list[int]
     captions: list[str | None]
+    labels: Tensor | None = None
+    classnames: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -113,6 +117,15 @@ class AdversarialObjective(ABC):
     def discrepancy(self, embedding: Tensor, targets: Any) -> Tensor:
         """Per-sample loss (B,) between embeddings and targets."""
 
+    def outer_loss(self, model: nn.Module, reference: Reference, clean: Tensor, adversarial: Tensor,
+                   targets: Any) -> Tensor:
+        """Per-sample outer loss (B,) at the attack's point ``adversarial``: by default the inner discrepancy.
+
+        Objectives whose outer loss has more terms than the attacked one (PMG-AFT) override this; ``clean``
+        are the unperturbed pixels.
+        """
+        return self.discrepancy(self.embed(model, adversarial), targets)
+
     def embed(self, model: nn.Module, pixels: Tensor) -> Tensor:
         """Image embeddings of ``model`` (unit-normalised unless the objective says otherwise)."""
         features = model(pixels).float()
@@ -143,7 +156,7 @@ class AdversarialObjective(ABC):
         result = pgd_maximize(inner_loss, x, self.regularizer, self.pgd, rng=rng)
         adversarial = x + result.delta
         outer_input = self._smooth(adversarial, rng) if self.outer_noise else adversarial
-        per_sample = self.discrepancy(self.embed(model, outer_input), targets)
+        per_sample = self.outer_loss(model, reference, x, outer_input, targets)
         penalty = self.regularizer.penalty(result.delta)
         return StepOutput(
             loss=per_sample.mean(),
