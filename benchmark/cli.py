@@ -1,10 +1,11 @@
-"""The ``aft-bench`` command line: ``run``, ``figure``, ``table``, ``ls`` and ``train``.
+"""The ``aft-bench`` command line: ``run``, ``figure``, ``table``, ``ls``, and ``train``, ``compare`` and ``study``
+(each of the last three with its own parser in its own module, :data:`OWN_PARSERS`).
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
 names and option keys exit with status 2 and the list of known ones; bad inputs (:data:`aft_bench.errors.USER_ERRORS`)
 exit with status 1 and a message naming the file or value, without a traceback; any other exception is a bug:
 its traceback is printed with a request to report it (status 1). ``train`` shares the same logging setup and
-error handling.
+error handling, as do ``compare`` and ``study``.
 
 Logging: warnings and errors by default (``train``: progress at INFO too); each ``-v`` one level more verbose,
 each ``-q`` one level quieter, anywhere on the command line, before or after the subcommand. At debug level
@@ -55,6 +56,19 @@ LISTS: dict[str, Registry] = {
     "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS, "classifiers": CLASSIFIERS,
     "retrainers": RETRAINERS, "attacks": ATTACKS, "regularizers": REGULARIZERS,
 }
+
+OWN_PARSERS: dict[str, tuple[str, str, str]] = {
+    "train": ("aft_bench.training.arguments", "run_train",
+              "adversarially fine-tune an encoder (AFT / FARE / TeCoA / PMG-AFT); see aft-bench train --help"),
+    "compare": ("aft_bench.comparison.arguments", "run_compare",
+                "compare encoders on a suite of tasks: a scorecard and paired differences against a baseline with "
+                "significance; see aft-bench compare --help"),
+    "study": ("aft_bench.study.arguments", "run_study",
+              "the HIVE user study (paper appendix A.4, Table 10): build the page, score the answers; see aft-bench "
+              "study --help"),
+}
+"""Subcommands that parse their own arguments: name -> (module, function taking the rest of argv, help line).
+Their modules are imported only when the command runs, so ``aft-bench --help`` stays light."""
 
 SPEC_FORMS = (
     ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),
@@ -222,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", parents=[flags], help="list registered names")
     ls.add_argument("what", choices=sorted(LISTS))
 
-    sub.add_parser("train", help="adversarially fine-tune an encoder (AFT / FARE); see aft-bench train --help",
-                   add_help=False)
+    for name, (_, _, text) in OWN_PARSERS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -299,18 +313,20 @@ def cmd_figure(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(argv: Sequence[str]) -> int:
-    from aft_bench.training.arguments import run_train
+def cmd_own_parser(name: str, argv: Sequence[str]) -> int:
+    """Runs the subcommand ``name`` of :data:`OWN_PARSERS` on the arguments after its name."""
+    import importlib
 
-    return run_train(list(argv))
+    module, function, _ = OWN_PARSERS[name]
+    return int(getattr(importlib.import_module(module), function)(list(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aft-bench`` and ``python -m aft_bench``."""
     verbosity, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
     command: Callable[[], int]
-    if argv[:1] == ["train"]:  # its own parser (generated from TrainConfig)
-        name, command = "train", lambda: cmd_train(argv[1:])
+    if argv[:1] and argv[0] in OWN_PARSERS:
+        name, command = argv[0], lambda: cmd_own_parser(argv[0], argv[1:])
     else:
         args = build_parser().parse_args(argv)
         commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
