@@ -26,8 +26,10 @@ from aft_bench.probe import ProbeSetup, get_probe
 TEMPLATE_SETS: dict[str, tuple[Callable[[str], str], ...]] = {
     "openai_imagenet": tuple(OPENAI_IMAGENET_TEMPLATES),  # CLIP's 80 ImageNet prompts (Radford et al. 2021)
     "simple_imagenet": tuple(SIMPLE_IMAGENET_TEMPLATES),  # the 7 of them CLIP's notebook singles out
+    "this_is_a_photo": ("This is a photo of a {}".format,),  # RobustVLM's TeCoA training prompt ('std')
 }
-"""Named prompt ensembles (open_clip's copies of CLIP's published ImageNet templates)."""
+"""Named prompt ensembles: open_clip's copies of CLIP's published ImageNet templates, and the one prompt with which
+the FARE authors' code (RobustVLM, Schlarmann et al. 2024) trains its TeCoA checkpoints."""
 
 
 def _templates(value: Any, key: str) -> str | tuple[str, ...] | None:

@@ -28,6 +28,10 @@ ENCODERS.register("toy-aft", "aft_bench.toy.finetunes:load_toy_aft",
                   help="the toy CLIP fine-tuned with AFT (eps 4/255, eta = sigma = 1/255), trained on first use")
 ENCODERS.register("toy-fare", "aft_bench.toy.finetunes:load_toy_fare",
                   help="the toy CLIP fine-tuned with FARE (eps 4/255), trained on first use")
+ENCODERS.register("toy-tecoa", "aft_bench.toy.finetunes:load_toy_tecoa",
+                  help="the toy CLIP fine-tuned with TeCoA on the shapes classes (eps 4/255), trained on first use")
+ENCODERS.register("toy-pmg-aft", "aft_bench.toy.finetunes:load_toy_pmg_aft",
+                  help="the toy CLIP fine-tuned with PMG-AFT on the shapes classes (eps 4/255), trained on first use")
 
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
                     help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")

@@ -1,11 +1,14 @@
-"""Times one AFT training step against its cost floor and against a straightforward loop.
+"""Times one training step of each objective against its cost floor, and AFT's against a straightforward loop.
 
-Measured in one run on a random-weight open_clip model (default ViT-B-32):
+Measured in one run on a random-weight open_clip model (default ViT-B-32), for each ``--objectives`` name:
 
-- floor = K x (forward + input-gradient backward, no weight gradients) + 1 frozen forward
-  + 1 forward and backward for the parameters; each part timed on its own;
+- floor = K x (forward + input-gradient backward, no weight gradients) + F frozen forwards
+  + 1 forward and backward for the parameters on P x the batch; each part timed on its own. F and P are
+  the objective's own (:data:`FLOOR_PARTS`): AFT and FARE need the original's embedding of the clean batch
+  (F = 1, P = 1); TeCoA compares with fixed class-prompt embeddings (F = 0, P = 1); PMG-AFT needs the
+  original's logits at the adversarial point and the fine-tuned model's at both points (F = 1, P = 2);
 - ours  = one step of aft_bench's trainer path (objective with PGD, backward, AdamW step);
-- naive = the loop of the published FARE code: PGD with parameter gradients left on (every inner
+- naive (AFT only) = the loop of the published FARE code: PGD with parameter gradients left on (every inner
   backward also computes weight gradients, then zeroes them) and an extra clean forward with grad.
 
 Prints ours / floor (target <= 1.15 on CPU) and naive / ours, images/s and, with a peak given or
@@ -14,6 +17,7 @@ the FLOPs counted over a whole step). On GPU use ``--precision bf16`` and option
 and ``--channels-last``.
 
     python benchmarks/train_step.py --batch 8              # CPU, reduced batch
+    python benchmarks/train_step.py --batch 8 --objectives aft fare tecoa pmg-aft
     python benchmarks/train_step.py --arch ViT-B-16 --batch 128 --precision bf16 --compile
 """
 
@@ -29,12 +33,15 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from aft_bench.loading import load_encoder
+from aft_bench.registries import OBJECTIVES
 from aft_bench.training.config import TrainConfig
-from aft_bench.training.objectives.aft import AFTObjective
 from aft_bench.training.objectives.base import TrainBatch
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.tower import ImageTower, Reference
 
+FLOOR_PARTS: dict[str, tuple[int, int]] = {"aft": (1, 1), "fare": (1, 1), "tecoa": (0, 1), "pmg-aft": (1, 2)}
+"""Per objective: (frozen forwards of the original model, parameter forward-backward batch multiple)."""
+CLASSES = 10  # class labels of the labelled objectives' synthetic batch
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "4090": 165.2, "L40S": 362.0}
 
 
@@ -73,6 +80,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="hardware bf16 peak for MFU")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--objectives", nargs="+", default=["aft"], choices=sorted(FLOOR_PARTS),
+                        help="objectives to time, each against its own floor")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,12 +92,15 @@ def main() -> None:
     reference = Reference.from_encoder(encoder)
     tower = ImageTower.from_encoder(encoder, channels_last=args.channels_last).to(device).eval()
     fast = torch.compile(tower) if args.compile else tower
-    config = TrainConfig(pgd_steps=args.pgd_steps)
-    objective = AFTObjective.from_config(config)
+    objectives = {name: OBJECTIVES.get(name).from_config(TrainConfig(objective=name, pgd_steps=args.pgd_steps))
+                  for name in args.objectives}
     optimizer = torch.optim.AdamW(tower.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=1e-4)
     h, w = encoder.image_size
     x = torch.rand(args.batch, 3, h, w, device=device)
-    batch = TrainBatch(images=x, indices=list(range(args.batch)), captions=[None] * args.batch)
+    batch = TrainBatch(images=x, indices=list(range(args.batch)), captions=[None] * args.batch,
+                       labels=torch.arange(args.batch, device=device) % CLASSES,
+                       classnames=tuple(f"class {i}" for i in range(CLASSES)))
+    x2 = torch.cat([x, x])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     k = args.pgd_steps
 
@@ -102,19 +114,22 @@ def main() -> None:
         with autocast:
             reference.image_features(x)
 
-    def param_step() -> None:
+    def param_step(pixels: torch.Tensor = x) -> None:
         with autocast:
-            loss = F.normalize(fast(x), dim=-1).sum()
+            loss = F.normalize(fast(pixels), dim=-1).sum()
         loss.backward()
         tower.zero_grad(set_to_none=True)
 
-    def ours() -> None:
-        rng = SampleRandom(0, 0, batch.indices, device)
-        with autocast:
-            out = objective(fast, fast, reference, batch, rng)
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step(name: str) -> Callable[[], None]:
+        def run() -> None:
+            rng = SampleRandom(0, 0, batch.indices, device)
+            with autocast:
+                out = objectives[name](fast, fast, reference, batch, rng)
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return run
 
     def naive() -> None:
         with autocast:
@@ -136,13 +151,14 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    parts = {"input": input_grad, "frozen": frozen_forward, "param": param_step, "ours": ours}
-    if not args.skip_naive:
+    parts = {"input": input_grad, "frozen": frozen_forward, "param": param_step, "param x2": lambda: param_step(x2),
+             **{name: step(name) for name in objectives}}
+    if not args.skip_naive and "aft" in objectives:
         parts["naive"] = naive
     t = timed_rounds(parts, device, args.repeats)
-    t_input, t_frozen, t_param, t_ours = t["input"], t["frozen"], t["param"], t["ours"]
+    t_input, t_frozen = t["input"], t["frozen"]
     t_naive = t.get("naive")
-    floor = k * t_input + t_frozen + t_param
+    ours = step(args.objectives[0])
 
     # Forward FLOPs with an input that requires grad: the no-grad inference fast path of
     # nn.MultiheadAttention is invisible to the flop counter.
@@ -158,14 +174,19 @@ def main() -> None:
           f"threads={torch.get_num_threads()}), PGD steps {k}")
     print(f"  forward + input-grad backward (no weight grad): {t_input * 1e3:9.1f} ms")
     print(f"  frozen forward (no grad):                      {t_frozen * 1e3:9.1f} ms")
-    print(f"  forward + parameter backward:                  {t_param * 1e3:9.1f} ms")
-    print(f"  floor = {k} x input + frozen + param:           {floor * 1e3:9.1f} ms")
-    print(f"  ours (aft_bench step incl. AdamW):             {t_ours * 1e3:9.1f} ms  "
-          f"-> ratio to floor {t_ours / floor:.3f} (target <= 1.15)")
+    print(f"  forward + parameter backward (batch, 2 x batch): {t['param'] * 1e3:7.1f} ms, "
+          f"{t['param x2'] * 1e3:.1f} ms")
+    for name in objectives:
+        frozen, multiple = FLOOR_PARTS[name]
+        floor = k * t_input + frozen * t_frozen + t["param" if multiple == 1 else "param x2"]
+        print(f"  {name:<8} step incl. AdamW {t[name] * 1e3:9.1f} ms, floor ({k} x input + {frozen} x frozen + "
+              f"param x{multiple}) {floor * 1e3:9.1f} ms -> ratio to floor {t[name] / floor:.3f} (target <= 1.15)")
     if t_naive is not None:
         print(f"  naive FARE-style loop:                         {t_naive * 1e3:9.1f} ms  "
-              f"-> naive / ours {t_naive / t_ours:.3f}")
-    print(f"  images/s: {args.batch / t_ours:.1f}; forward GFLOPs/batch {forward_flops / 1e9:.1f}, "
+              f"-> naive / aft {t_naive / t['aft']:.3f}")
+    t_ours = t[args.objectives[0]]
+    print(f"  {args.objectives[0]}: images/s {args.batch / t_ours:.1f}; "
+          f"forward GFLOPs/batch {forward_flops / 1e9:.1f}, "
           f"step GFLOPs {step_flops / 1e9:.1f} ({step_flops / max(forward_flops, 1):.1f} x forward)")
     peak = args.peak_tflops
     if not peak and device.type == "cuda":

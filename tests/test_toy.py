@@ -160,7 +160,7 @@ def test_builds_with_different_available_threads_give_identical_weights(monkeypa
 
 
 def test_the_toy_presets_train_on_the_toys_fixed_threads_outside_the_recipe() -> None:
-    for preset in ("toy-aft", "toy-fare"):
+    for preset in ("toy-aft", "toy-fare", "toy-tecoa", "toy-pmg-aft"):
         config = TrainConfig(**PRESETS[preset], preset=preset)
         assert config.threads == toy.TRAINING_THREADS == 2 and "threads" not in config.recipe()
 
@@ -225,6 +225,8 @@ def test_toy_finetunes_train_once_into_the_cache(tmp_path: Path, monkeypatch: py
     for a, b in zip(_probe_embeddings(trained), _probe_embeddings(again), strict=True):
         assert torch.equal(a, b)
     assert ENCODERS.get("toy-aft") is finetunes.load_toy_aft and ENCODERS.get("toy-fare") is finetunes.load_toy_fare
+    assert ENCODERS.get("toy-tecoa") is finetunes.load_toy_tecoa
+    assert ENCODERS.get("toy-pmg-aft") is finetunes.load_toy_pmg_aft
 
 
 # ---------------------------------------------------------------------------------------- zero-shot

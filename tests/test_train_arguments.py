@@ -10,13 +10,13 @@ from collections import Counter
 import pytest
 
 from aft_bench.training.arguments import build_parser, config_from_args
-from aft_bench.training.config import TrainConfig
+from aft_bench.training.config import OBJECTIVE_ONLY, TEMPLATE_NAMES, TrainConfig
 from aft_bench.training.presets import PRESETS
 
 # One command line per field, with the value it must give (and its type): a new field fails until it is added.
 KNOWN: dict[str, tuple[list[str], object]] = {
     "encoder": (["--encoder", "ckpt:/w/x.safetensors"], "ckpt:/w/x.safetensors"),
-    "objective": (["--objective", "fare"], "fare"),
+    "objective": (["--objective", "pmg-aft"], "pmg-aft"),  # the objective that reads every field
     "regularizer": (["--regularizer", "group-patch"], "group-patch"),
     "eps": (["--eps", "2"], 2.0),
     "eta": (["--eta", "0.5"], 0.5),
@@ -28,6 +28,9 @@ KNOWN: dict[str, tuple[list[str], object]] = {
     "pgd_step_size": (["--pgd-step-size", "0.25"], 0.25),
     "pgd_momentum": (["--pgd-momentum", "0.9"], 0.9),
     "random_start": (["--no-random-start"], False),
+    "templates": (["--templates", "simple_imagenet"], "simple_imagenet"),
+    "pmg_alpha": (["--pmg-alpha", "0.5"], 0.5),
+    "pmg_beta": (["--pmg-beta", "2"], 2.0),
     "data": (["--data", "shapes:64"], "shapes:64"),
     "data_root": (["--data-root", "/data/coco"], "/data/coco"),
     "epochs": (["--epochs", "0.5"], 0.5),
@@ -75,10 +78,11 @@ def test_every_field_has_exactly_one_flag_documented_by_its_metadata():
 @pytest.mark.parametrize("name", list(KNOWN))
 def test_each_flag_parses_to_its_typed_value_and_leaves_the_rest_at_the_default(name):
     argv, expected = KNOWN[name]
-    config = config_from_args(argv)
+    users = OBJECTIVE_ONLY.get(name)  # a field only some objectives read goes with one of them
+    config = config_from_args([*argv, "--objective", users[0]] if users else argv)
     value = getattr(config, name)
     assert value == expected and type(value) is type(expected)
-    base = TrainConfig(**PRESETS["toy-fare"]) if name == "preset" else TrainConfig()
+    base = TrainConfig(**PRESETS["toy-fare"]) if name == "preset" else TrainConfig(objective=(users or ["aft"])[0])
     assert config.replace(**{name: getattr(base, name)}) == base
 
 
@@ -199,3 +203,31 @@ def test_data_is_checked_before_any_weights_load(no_weights, argv, message):
 
     with pytest.raises(DataError, match=message):
         run_train(argv)
+
+
+def test_objective_specific_fields_are_refused_for_other_objectives_and_checked():
+    assert TrainConfig(objective="pmg-aft", pmg_alpha=0.0, templates="openai_imagenet").pmg_alpha == 0.0
+    with pytest.raises(ValueError, match="--pmg-alpha 2.0: only the pmg-aft objective uses it"):
+        TrainConfig(objective="tecoa", pmg_alpha=2.0)
+    with pytest.raises(ValueError, match="--templates 'simple_imagenet': only the tecoa and pmg-aft objectives"):
+        TrainConfig(objective="aft", templates="simple_imagenet")
+    with pytest.raises(ValueError, match="--pmg-beta -1.0 must be 0 or more"):
+        TrainConfig(objective="pmg-aft", pmg_beta=-1.0)
+    with pytest.raises(ValueError, match="--templates 'imagenet80': use one of openai_imagenet, simple_imagenet"):
+        TrainConfig(objective="tecoa", templates="imagenet80")
+
+
+def test_the_prompt_set_names_are_the_zero_shot_heads():
+    from aft_bench.classifiers import TEMPLATE_SETS
+
+    assert set(TEMPLATE_NAMES) == set(TEMPLATE_SETS)
+
+
+def test_fields_an_objective_does_not_read_stay_out_of_its_recipe():
+    aft = TrainConfig(objective="aft").recipe()
+    assert not {"templates", "pmg_alpha", "pmg_beta"} & set(aft)
+    assert {"templates"} <= set(TrainConfig(objective="tecoa").recipe()) and "pmg_alpha" not in TrainConfig(
+        objective="tecoa").recipe()
+    pmg = TrainConfig(objective="pmg-aft")
+    assert {"templates", "pmg_alpha", "pmg_beta"} <= set(pmg.recipe())
+    assert pmg.replace(pmg_beta=0.5).recipe_hash() != pmg.recipe_hash()

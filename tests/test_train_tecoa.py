@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -14,6 +16,7 @@ from conftest import TINY_VIT_CFG, make_encoder
 from PIL import Image
 from safetensors.torch import load_file
 
+from aft_bench.cli import main
 from aft_bench.data.base import DataError
 from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
 from aft_bench.loading import load_encoder, save_encoder
@@ -187,7 +190,29 @@ def test_two_gloo_processes_match_one_process(tiny_ckpt, tmp_path, objective):
         a, b = one[key], two[key]
         if key.endswith("attn.in_proj_bias"):
             # The key bias (middle third) has zero gradient in exact arithmetic (softmax is shift invariant), so
-            # AdamW turns its rounding noise into +-lr steps that differ between the two reductions: skip it.
+            # AdamW turns its rounding noise into steps of up to lr that differ between the two reductions: there
+            # the two runs agree only to within 3 steps of lr each, and everywhere else as tightly as other weights.
             third = a.numel() // 3
+            assert (a[third:2 * third] - b[third:2 * third]).abs().max().item() <= 2 * 3 * 1e-4 * 1.01, key
             a, b = torch.cat([a[:third], a[2 * third:]]), torch.cat([b[:third], b[2 * third:]])
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), key
+
+
+@pytest.mark.parametrize("objective", OBJECTIVE_NAMES)
+def test_bf16_training_and_the_card_record_the_objective(tiny_ckpt, tmp_path, objective):
+    extra = ["--templates", "simple_imagenet", *(["--pmg-alpha", "0.5"] if objective == "pmg-aft" else [])]
+    assert run_train(_argv(tiny_ckpt, tmp_path, objective, "--precision", "bf16", "--max-steps", "3", *extra)) == 0
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+    card = json.loads((tmp_path / "encoder.json").read_text())
+    assert card["objective"] == objective and card["templates"] == "simple_imagenet"
+    assert card["recipe"]["precision"] == "bf16" and card["recipe"]["templates"] == "simple_imagenet"
+    if objective == "pmg-aft":
+        assert (card["pmg_alpha"], card["pmg_beta"]) == (0.5, 1.0)
+    assert load_encoder(f"ckpt:{tmp_path / 'encoder.safetensors'}").card["objective"] == objective
+
+
+def test_ls_objectives_names_both_with_their_papers(capsys):
+    assert main(["ls", "objectives"]) == 0
+    listing = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if line.strip())
+    assert "Mao et al. 2023" in listing["tecoa"] and "Wang et al. 2024" in listing["pmg-aft"]

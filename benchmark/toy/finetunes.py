@@ -1,6 +1,8 @@
-"""The toy CLIP after AFT and FARE (``toy-aft``, ``toy-fare``): fine-tuned on first use, then cached.
+"""The toy CLIP after AFT, FARE, TeCoA and PMG-AFT (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``):
+fine-tuned on first use, then cached.
 
-:func:`load_toy_aft` and :func:`load_toy_fare` are the encoder registry's factories. Each trains its
+:func:`load_toy_aft`, :func:`load_toy_fare`, :func:`load_toy_tecoa` and :func:`load_toy_pmg_aft` are the encoder
+registry's factories (the default runs compare the first two; the other two are there to be named). Each trains its
 preset (:data:`aft_bench.training.presets.PRESETS`) from the cached toy CLIP with the project's own
 trainer, once, into the user cache under :func:`finetune_key`; a killed fine-tune continues from its
 last checkpoint on the next call (a resumable cache build). The presets train on the toy CLIP's fixed
@@ -61,3 +63,13 @@ def load_toy_aft(device: str | torch.device = "cpu") -> Encoder:
 def load_toy_fare(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-fare`` encoder: the toy CLIP after FARE (Schlarmann et al. 2024) on the shapes world."""
     return load_toy_finetune("toy-fare", device)
+
+
+def load_toy_tecoa(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-tecoa`` encoder: the toy CLIP after TeCoA (Mao et al. 2023) on the shapes world's classes."""
+    return load_toy_finetune("toy-tecoa", device)
+
+
+def load_toy_pmg_aft(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-pmg-aft`` encoder: the toy CLIP after PMG-AFT (Wang et al. 2024) on the shapes world's classes."""
+    return load_toy_finetune("toy-pmg-aft", device)

@@ -19,6 +19,13 @@ from aft_bench.registries import REGULARIZERS
 from aft_bench.training.presets import PRESETS
 
 PIXEL = 1 / 255  # eps, eta, sigma and the PGD step are given in 1/255 units
+TEMPLATE_NAMES = ("openai_imagenet", "simple_imagenet", "this_is_a_photo")
+"""The prompt sets of :data:`aft_bench.classifiers.TEMPLATE_SETS` (named here so that this module imports no torch;
+a test keeps the two equal)."""
+OBJECTIVE_ONLY: dict[str, tuple[str, ...]] = {"templates": ("tecoa", "pmg-aft"), "pmg_alpha": ("pmg-aft",),
+                                              "pmg_beta": ("pmg-aft",)}
+"""Fields only some objectives read: set away from its default for another objective, a field is refused rather
+than ignored."""
 
 
 def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -71,6 +78,14 @@ class TrainConfig:
     pgd_step_size: float = option(1.0, "PGD step alpha in 1/255 units.")
     pgd_momentum: float = option(0.0, "MI-FGSM momentum (0 = plain sign PGD; the published code uses 0.9).")
     random_start: bool = option(True, "Start PGD uniformly in the ball (else at delta = 0).")
+    templates: str | None = option(None, "Class prompts of the tecoa and pmg-aft zero-shot head: openai_imagenet "
+                                         "(CLIP's 80 ImageNet prompts), simple_imagenet (7 of them) or "
+                                         "this_is_a_photo (RobustVLM's TeCoA prompt); default 'a photo of a {}.'.",
+                                choices=TEMPLATE_NAMES)
+    pmg_alpha: float = option(1.0, "PMG-AFT weight of KL(fine-tuned || original) on the adversarial image "
+                                   "(Wang et al. 2024; 1 in the authors' code).")
+    pmg_beta: float = option(1.0, "PMG-AFT weight of KL(adversarial || clean) of the fine-tuned model "
+                                  "(Wang et al. 2024; 1 in the authors' code).")
     data: str = option("shapes", "shapes[:N], a folder of images (searched recursively; ImageNet train layout), "
                                  "or a .csv/.jsonl file of (path, caption) rows.")
     data_root: str | None = option(None, "Folder that relative image paths of a caption file are resolved against "
@@ -109,7 +124,8 @@ class TrainConfig:
         rules = {
             "must be positive": ("eps", "pgd_step_size", "lr", "batch_size", "max_steps", "pgd_steps", "save_every",
                                  "log_every", "group_patch", "threads", "stop_at_step"),
-            "must be 0 or more": ("eta", "eps2", "sigma", "weight_decay", "grad_clip", "workers"),
+            "must be 0 or more": ("eta", "eps2", "sigma", "weight_decay", "grad_clip", "workers", "pmg_alpha",
+                                  "pmg_beta"),
             "must be in [0, 1)": ("warmup", "pgd_momentum", "beta1", "beta2"),
             "must be in [0, 1]": ("min_lr_ratio",),
         }
@@ -121,7 +137,13 @@ class TrainConfig:
             problems.append(f"--epochs {self.epochs!r} must be positive (or give --max-steps)")
         problems += [f"{_flag(f.name)} {getattr(self, f.name)!r}: use one of {', '.join(f.metadata['choices'])}"
                      for f in dataclasses.fields(self)
-                     if f.metadata["choices"] is not None and getattr(self, f.name) not in f.metadata["choices"]]
+                     if f.metadata["choices"] is not None and getattr(self, f.name) not in f.metadata["choices"]
+                     and not (f.default is None and getattr(self, f.name) is None)]
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        problems += [f"{_flag(name)} {getattr(self, name)!r}: only the {' and '.join(users)} objective"
+                     f"{'s use' if len(users) > 1 else ' uses'} it (--objective {self.objective}); leave it out"
+                     for name, users in OBJECTIVE_ONLY.items()
+                     if self.objective not in users and getattr(self, name) != defaults[name]]
         if problems:
             raise ValueError(f"invalid training option: {'; '.join(problems)}")
 
@@ -134,8 +156,11 @@ class TrainConfig:
                   "compile", "on_error")
 
     def recipe(self) -> dict[str, Any]:
-        """The fields that determine the result (used for cache keys and cards)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NON_RECIPE}
+        """The fields that determine the result (used for cache keys and cards): all but :attr:`NON_RECIPE` and
+        the :data:`OBJECTIVE_ONLY` fields that this run's objective does not read (they hold their defaults), so
+        adding such a field leaves the other objectives' recipes, and their cached encoders, as they were."""
+        unread = {name for name, users in OBJECTIVE_ONLY.items() if self.objective not in users}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NON_RECIPE and k not in unread}
 
     def recipe_hash(self) -> str:
         """Short stable hash of :meth:`recipe`."""

@@ -9,8 +9,8 @@ ViT-L-14), sigma = eta = 1/255. ``--data`` must point at the ImageNet train fold
 ``{arch}-aft-eps{1,2,4}`` for ViT-B-16, RN50, ViT-L-14 and ``vit-b-16-fare-eps{1,2,4}``.
 
 Toy runs (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``): fine-tune the bundled toy CLIP on the
-shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels). They are presets
-only: no encoder name trains them on first use.
+shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels); the encoders of the
+same names train them on first use.
 """
 
 from __future__ import annotations
@@ -21,6 +21,16 @@ _PAPER_COMMON: dict[str, Any] = {
     "data": "imagenet-train",  # placeholder: refused with a message until --data /path/to/imagenet/train
     "epochs": 2.0, "lr": 1e-5, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.95,
     "pgd_steps": 10, "pgd_step_size": 1.0, "eta": 1.0, "sigma": 1.0,
+}
+_ROBUSTVLM: dict[str, Any] = {
+    # The published TeCoA^eps and FARE^eps ViT-L-14 checkpoints (Schlarmann et al. 2024, the RobustVLM README's
+    # training commands): ImageNet, 20000 steps of batch 128 (2 epochs), 1400 warm-up steps then cosine decay to 0,
+    # AdamW with torch's default betas, lr 1e-5, weight decay 1e-4, PGD 10 steps of 1/255 from a uniform start,
+    # no smoothing noise or penalty. TeCoA's head is "This is a photo of a {}" at the model's logit scale (100 for
+    # OpenAI's; the code fixes 100), over CLIP's ImageNet class names (the code uses OpenFlamingo's list).
+    "encoder": "ViT-L-14:openai", "data": "imagenet-train", "max_steps": 20000, "warmup": 1400 / 20000,
+    "batch_size": 128, "lr": 1e-5, "weight_decay": 1e-4, "beta1": 0.9, "beta2": 0.999, "pgd_steps": 10,
+    "pgd_step_size": 1.0, "sigma": 0.0, "eta": 0.0,
 }
 _ARCHS: dict[str, tuple[str, int]] = {"vit-b-16": ("ViT-B-16:openai", 128), "rn50": ("RN50:openai", 128),
                                       "vit-l-14": ("ViT-L-14:openai", 64)}
@@ -35,6 +45,10 @@ def _paper_presets() -> dict[str, dict[str, Any]]:
     for eps in (1, 2, 4):
         out[f"vit-b-16-fare-eps{eps}"] = {**_PAPER_COMMON, "encoder": "ViT-B-16:openai", "batch_size": 128,
                                           "objective": "fare", "eps": float(eps), "sigma": 0.0, "eta": 0.0}
+    for eps in (2, 4):
+        out[f"vit-l-14-tecoa-eps{eps}"] = {**_ROBUSTVLM, "objective": "tecoa", "templates": "this_is_a_photo",
+                                           "eps": float(eps)}
+        out[f"vit-l-14-fare-eps{eps}"] = {**_ROBUSTVLM, "objective": "fare", "eps": float(eps)}
     return out
 
 

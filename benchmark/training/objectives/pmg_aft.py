@@ -56,7 +56,7 @@ class PMGAFTObjective(TeCoAObjective):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> PMGAFTObjective:
-        return cls(pgd_config(config), config.eps * PIXEL)
+        return cls(pgd_config(config), config.eps * PIXEL, config.templates, config.pmg_alpha, config.pmg_beta)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "pmg_alpha": self.alpha, "pmg_beta": self.beta}

@@ -65,7 +65,7 @@ class TeCoAObjective(AdversarialObjective):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> TeCoAObjective:
-        return cls(pgd_config(config), config.eps * PIXEL)
+        return cls(pgd_config(config), config.eps * PIXEL, config.templates)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "templates": self.templates or DEFAULT_TEMPLATE}
