@@ -9,7 +9,11 @@ CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
   layout ``class/xxx.JPEG`` and any image-only collection work alike); when every image lies directly in
   a sub-folder (``root/<class>/*.jpg``), the sub-folders are its classes (ImageNet wnids get CLIP's
   class names), which the class-supervised objectives (TeCoA, PMG-AFT) need;
-- a ``.csv`` or ``.jsonl`` file of (path, caption) rows, e.g. COCO captions, for supervised AFT.
+- a ``.csv`` or ``.jsonl`` file of (path, caption) rows, for supervised AFT;
+- ``coco:ANNOTATIONS.json`` with ``--data-root IMAGES``: COCO's caption annotation file, one of each image's
+  captions per epoch (:mod:`aft_bench.training.coco_captions`).
+
+Every source's ``load(index, epoch)`` may depend on the epoch (COCO's caption draw); the others ignore it.
 
 :class:`ShardedBatches` draws one permutation per epoch from the seed, cuts it into global batches
 and gives each rank a contiguous slice; its position (epoch, batch) is saved in checkpoints so a
@@ -40,6 +44,8 @@ from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
 from aft_bench.data.shapes import caption as shapes_caption
 from aft_bench.data.shapes import render_shapes_sample
 from aft_bench.data.transforms import resize_center_crop
+from aft_bench.training.coco_captions import PREFIX as COCO_PREFIX
+from aft_bench.training.coco_captions import CocoCaptionSource, check_coco
 from aft_bench.training.objectives.base import TrainBatch
 
 log = logging.getLogger(__name__)
@@ -55,8 +61,9 @@ class TrainSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def load(self, index: int) -> tuple[Tensor, str | None]:
-        """(3 x H x W pixels in [0, 1], caption or None); raises DataError naming the file."""
+    def load(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None]:
+        """(3 x H x W pixels in [0, 1], caption or None) of sample ``index`` in ``epoch``; raises DataError naming
+        the file."""
         ...
 
     def describe(self) -> str:
@@ -73,7 +80,7 @@ class LabelledSource(TrainSource, Protocol):
 
     classnames: tuple[str, ...]
 
-    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
+    def load_labelled(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None, int]:
         """(pixels, caption or None, class index); raises DataError naming the file."""
         ...
 
@@ -92,11 +99,11 @@ class ShapesSource:
     def __len__(self) -> int:
         return self.size
 
-    def load(self, index: int) -> tuple[Tensor, str | None]:
+    def load(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None]:
         image, text, _ = self.load_labelled(index)
         return image, text
 
-    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
+    def load_labelled(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None, int]:
         image, _, label = render_shapes_sample(self.seed, "train", index, self.image_size)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), shapes_caption(label), int(label)
 
@@ -117,7 +124,7 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, index: int) -> tuple[Tensor, str | None]:
+    def load(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None]:
         return resize_center_crop(read_image(self.files[index]), self.image_size), None
 
     def describe(self) -> str:
@@ -142,7 +149,7 @@ class ClassFolderSource(ImageFolderSource):
         """Whether every image lies directly in a sub-folder of ``root`` (the class-folder layout)."""
         return bool(files) and all(p.parent.parent == root for p in files)
 
-    def load_labelled(self, index: int) -> tuple[Tensor, str | None, int]:
+    def load_labelled(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None, int]:
         image, text = self.load(index)
         return image, text, self.labels[index]
 
@@ -177,7 +184,7 @@ class CaptionSource:
     def __len__(self) -> int:
         return len(self.items)
 
-    def load(self, index: int) -> tuple[Tensor, str | None]:
+    def load(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None]:
         file, text = self.items[index]
         return resize_center_crop(read_image(file), self.image_size), text
 
@@ -209,17 +216,41 @@ def _column(row: dict, names: tuple[str, ...], path: Path) -> str:
 CAPTION_SUFFIXES: dict[str, Callable[..., TrainSource]] = {".csv": CaptionSource, ".jsonl": CaptionSource}
 
 
-def check_data(spec: str) -> None:
-    """Checks ``--data`` without reading any image: ``shapes[:N]`` with a positive N, an existing folder, or an
-    existing ``.csv``/``.jsonl`` caption file.
+def _check_shapes(arg: str | None, root: str | None) -> None:
+    if arg is not None and not (arg.isdigit() and int(arg) > 0):
+        raise DataError(f"--data shapes:{arg}: give shapes or shapes:N with a positive number N of training samples")
+
+
+def _shapes(arg: str | None, image_size: tuple[int, int], root: str | None, run_seed: int) -> TrainSource:
+    return ShapesSource(int(arg) if arg else DEFAULT_SHAPES_SIZE, image_size)
+
+
+def _check_coco(arg: str | None, root: str | None) -> None:
+    check_coco(Path(arg or ""), root)
+
+
+def _coco(arg: str | None, image_size: tuple[int, int], root: str | None, run_seed: int) -> TrainSource:
+    return CocoCaptionSource(Path(arg or ""), image_size, root or "", seed=run_seed)
+
+
+PREFIXED: dict[str, tuple[Callable[[str | None, str | None], None], Callable[..., TrainSource]]] = {
+    "shapes": (_check_shapes, _shapes),
+    COCO_PREFIX: (_check_coco, _coco),
+}
+"""``--data NAME[:ARG]`` sources: name -> (check of ARG and --data-root, builder)."""
+
+
+def check_data(spec: str, root: str | None = None) -> None:
+    """Checks ``--data`` without reading any image: ``shapes[:N]`` with a positive N, ``coco:FILE`` with an
+    existing file and ``--data-root`` folder (``root``), an existing folder, or an existing ``.csv``/``.jsonl``
+    caption file.
 
     Raises:
         DataError: Naming the value and what it should be.
     """
     name, colon, arg = spec.partition(":")
-    if name == "shapes":
-        if colon and not (arg.isdigit() and int(arg) > 0):
-            raise DataError(f"--data {spec!r}: give shapes or shapes:N with a positive number N of training samples")
+    if name in PREFIXED:
+        PREFIXED[name][0](arg if colon else None, root)
         return
     path = Path(spec)
     if path.is_dir():
@@ -228,16 +259,17 @@ def check_data(spec: str) -> None:
         if not path.is_file():
             raise DataError(f"--data {spec!r}: caption file {path} does not exist")
         return
-    raise DataError(f"--data {spec!r}: not 'shapes[:N]', an existing folder of images, or a .csv/.jsonl caption "
-                    "file (the paper presets need --data /path/to/imagenet/train)")
+    raise DataError(f"--data {spec!r}: not 'shapes[:N]', 'coco:FILE', an existing folder of images, or a "
+                    ".csv/.jsonl caption file (the paper presets need --data /path/to/imagenet/train)")
 
 
-def make_source(spec: str, image_size: tuple[int, int], seed: int = 0, root: str | None = None) -> TrainSource:
-    """The training source named by ``spec`` (``shapes[:N]``, a folder, or a caption file; see :func:`check_data`)."""
-    check_data(spec)
-    name, _, arg = spec.partition(":")
-    if name == "shapes":
-        return ShapesSource(int(arg) if arg else DEFAULT_SHAPES_SIZE, image_size, seed)
+def make_source(spec: str, image_size: tuple[int, int], root: str | None = None, run_seed: int = 0) -> TrainSource:
+    """The training source named by ``spec`` (``shapes[:N]``, ``coco:FILE``, a folder, or a caption file; see
+    :func:`check_data`); ``run_seed`` is the run's seed, for sources that draw per epoch (COCO's captions)."""
+    check_data(spec, root)
+    name, colon, arg = spec.partition(":")
+    if name in PREFIXED:
+        return PREFIXED[name][1](arg if colon else None, image_size, root, run_seed)
     path = Path(spec)
     if path.is_dir():
         folder = ImageFolderSource(path, image_size)
@@ -250,9 +282,9 @@ def make_source(spec: str, image_size: tuple[int, int], seed: int = 0, root: str
 class _LocalBatches(TorchDataset):
     """Item j = this rank's slice of global batch j of one epoch, loaded (possibly in a worker)."""
 
-    def __init__(self, source: TrainSource, order: np.ndarray, batch_size: int, rank: int, local: int,
+    def __init__(self, source: TrainSource, epoch: int, order: np.ndarray, batch_size: int, rank: int, local: int,
                  on_error: str) -> None:
-        self.source, self.order, self.batch_size = source, order, batch_size
+        self.source, self.epoch, self.order, self.batch_size = source, epoch, order, batch_size
         self.rank, self.local, self.on_error = rank, local, on_error
 
     def __len__(self) -> int:
@@ -264,7 +296,8 @@ class _LocalBatches(TorchDataset):
         images, indices, captions, labels, skipped = [], [], [], [], []
         for index in self.order[start : start + self.local].tolist():
             try:
-                image, text, label = self.source.load_labelled(index) if labelled else (*self.source.load(index), -1)
+                image, text, label = (self.source.load_labelled(index, self.epoch) if labelled
+                                      else (*self.source.load(index, self.epoch), -1))
             except DataError as exc:
                 if self.on_error == "raise":
                     raise
@@ -321,8 +354,8 @@ class ShardedBatches:
     def __iter__(self) -> Iterator[TrainBatch]:
         local = self.batch_size // self.world_size
         while True:
-            dataset = _LocalBatches(self.source, self.order(self.epoch), self.batch_size, self.rank, local,
-                                    self.on_error)
+            dataset = _LocalBatches(self.source, self.epoch, self.order(self.epoch), self.batch_size, self.rank,
+                                    local, self.on_error)
             loader = DataLoader(dataset, batch_size=None, sampler=range(self.batch, len(dataset)),
                                 num_workers=self.workers, collate_fn=None)
             classnames = getattr(self.source, "classnames", None)

@@ -24,7 +24,8 @@ class SupervisedAFTObjective(AdversarialObjective):
         if missing:
             raise DataError(
                 f"aft-supervised needs a caption per image; samples {missing[:5]} have none. Train on a "
-                "caption file (--data captions.csv or .jsonl with path and caption columns) or use --objective aft"
+                "caption file (--data captions.csv or .jsonl with path and caption columns, or "
+                "coco:captions_train2017.json with --data-root) or use --objective aft"
             )
         text = reference.text_features([str(c) for c in batch.captions])
         image = reference.image_features(batch.images.float())
