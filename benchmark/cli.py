@@ -1,5 +1,5 @@
-"""The ``aft-bench`` command line: ``run``, ``figure``, ``table``, ``ls``, and ``train``, ``compare`` and ``study``
-(each of the last three with its own parser in its own module, :data:`OWN_PARSERS`).
+"""The ``aft-bench`` command line: ``run``, ``figure``, ``curve``, ``table``, ``ls``, and ``train``, ``compare`` and
+``study`` (each of the last three with its own parser in its own module, :data:`OWN_PARSERS`).
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
 names and option keys exit with status 2 and the list of known ones; bad inputs (:data:`aft_bench.errors.USER_ERRORS`)
@@ -75,6 +75,8 @@ SPEC_FORMS = (
     ("hf-hub:ORG/NAME", "open_clip model from the Hugging Face cache"),
     ("ckpt:PATH", "checkpoint written by aft-bench train (safetensors + JSON card)"),
     ("ARCH[:TAG]@PATH", "full or vision-only state dict (.pt / .safetensors), e.g. ViT-L-14:openai@fare2.pt"),
+    ("series:RUN[@K,..]", "every snapshot (train --snapshot-every) and the final encoder of a run, or those steps"),
+    ("grid:OUT", "the final encoder of every point of a train --grid run"),
 )
 
 
@@ -227,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--out", default="figures/saliency.png",
                      help="image path: .png, .jpg, .jpeg, .pdf or .svg (a .json panel list goes beside it)")
 
+    curve = sub.add_parser("curve", parents=[flags],
+                           help="a metric of a results folder against a number in the encoders' cards, e.g. eps or "
+                                "step (paper Fig. 5d-e)")
+    curve.add_argument("folder", nargs="?", default="results", help="results folder (default: results)")
+    curve.add_argument("--metric", required=True, help="a metric of the results, e.g. pg or gini")
+    curve.add_argument("--x", required=True, help="the card value on the x axis: a grid key or training recipe "
+                                                  "field (eps, lr, pgd_steps, ...) or step")
+    curve.add_argument("--task", help="only this task's results (default: every task reporting the metric)")
+    curve.add_argument("--out", default="figures/curve.png",
+                       help="image path: .png, .jpg, .jpeg, .pdf or .svg (its points go beside it as .csv)")
+
     table = sub.add_parser("table", parents=[flags], help="rebuild the leaderboard from result files")
     table.add_argument("folder", nargs="?", default="results")
     table.add_argument("--format", choices=("md", "csv"), default="md")
@@ -269,6 +282,19 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    from aft_bench.curves import write_curve
+    from aft_bench.results import read_results
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"results folder {folder} does not exist")
+    check_output_folder(Path(args.out).parent)
+    path = write_curve(read_results(folder), args.metric, args.x, args.out, args.task)
+    print(f"curve: {path} (points: {path.with_suffix('.csv')})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from aft_bench.config import resolve_config
     from aft_bench.runner import run
@@ -297,12 +323,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from aft_bench.config import RunConfig
     from aft_bench.figures import saliency_figure
+    from aft_bench.series import expand_encoder_specs
 
     if args.images < 1:
         raise ValueError(f"--images {args.images}: give a positive number of images")
     check_output_folder(Path(args.out).parent)
     config = RunConfig(
-        task="figure", encoders=tuple(args.encoders), attributions=tuple(args.attributions), dataset=args.dataset,
+        task="figure", encoders=expand_encoder_specs(args.encoders), attributions=tuple(args.attributions),
+        dataset=args.dataset,
         data_root=args.data_root, limit=args.images, device=args.device, seed=args.seed,
         options=_key_values(args.option, "--option"), attribution_args=_attribution_args(args.attr_arg),
         dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
@@ -329,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name, command = argv[0], lambda: cmd_own_parser(argv[0], argv[1:])
     else:
         args = build_parser().parse_args(argv)
-        commands = {"run": cmd_run, "figure": cmd_figure, "table": cmd_table, "ls": cmd_ls}
+        commands = {"run": cmd_run, "figure": cmd_figure, "curve": cmd_curve, "table": cmd_table, "ls": cmd_ls}
         name, command = args.command, lambda: commands[args.command](args)
     level = log_level(name, verbosity)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from aft_bench.series import expand_encoder_specs
+
 OnError = Literal["raise", "skip"]
 
 
@@ -111,7 +113,8 @@ def load_task_spec(task: str) -> TaskSpec:
 
 def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:
     """Builds the RunConfig: ``overrides`` (command line, None = not given) > task YAML > defaults; the YAML's
-    ``dataset_defaults`` of the chosen dataset sit below every given ``dataset_args``."""
+    ``dataset_defaults`` of the chosen dataset sit below every given ``dataset_args``; ``series:`` and ``grid:``
+    encoder specs are expanded (:func:`aft_bench.series.expand_encoder_specs`)."""
     spec = load_task_spec(task)
     names = {f.name for f in fields(RunConfig)}
     unknown = set(spec.defaults) - names
@@ -128,6 +131,8 @@ def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:
     for key in ("encoders", "attributions"):
         if key in merged:
             merged[key] = tuple(merged[key])
+    if "encoders" in merged:  # series:RUN and grid:OUT stand for one encoder per snapshot or grid point
+        merged["encoders"] = expand_encoder_specs(merged["encoders"])
     dataset = merged.get("dataset", RunConfig.dataset)
     if dataset in spec.dataset_defaults:
         merged["dataset_args"] = _deep_merge(spec.dataset_defaults[dataset], merged.get("dataset_args", {}))

@@ -47,6 +47,8 @@ KNOWN: dict[str, tuple[list[str], object]] = {
     "precision": (["--precision", "bf16"], "bf16"),
     "compile": (["--compile"], True),
     "channels_last": (["--channels-last"], True),
+    "snapshot_every": (["--snapshot-every", "50"], 50),
+    "grid": (["--grid", "eps=1,2"], "eps=1,2"),
     "workers": (["--workers", "2"], 2),
     "threads": (["--threads", "3"], 3),
     "on_error": (["--on-error", "skip"], "skip"),

@@ -87,6 +87,13 @@ def run_train(argv: Sequence[str] | None = None) -> int:
         NonFiniteError: When the loss or gradient becomes non-finite (an :class:`~aft_bench.errors.UserError`).
     """
     config = config_from_args(argv)
+    if config.grid:
+        from aft_bench.training.grid import run_grid
+
+        results = run_grid(config)
+        if results and results[0].main_process and all(r.encoder_path is not None for r in results):
+            log.info("trained %d grid points under %s (use --encoders grid:%s)", len(results), config.out, config.out)
+        return 0
     from aft_bench.training.trainer import train  # torch and the models, only once the flags parse
 
     result = train(config)
@@ -94,6 +101,8 @@ def run_train(argv: Sequence[str] | None = None) -> int:
         return 0
     if result.encoder_path is not None:
         log.info("trained encoder: %s (use --encoders ckpt:%s)", result.encoder_path, result.encoder_path)
+        if config.snapshot_every:
+            log.info("its snapshots and the final encoder: --encoders series:%s", config.out)
     else:
         log.info("stopped at step %d of %d; run the same command again to resume", result.step, result.total_steps)
     return 0

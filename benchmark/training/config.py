@@ -87,9 +87,10 @@ class TrainConfig:
     pmg_beta: float = option(1.0, "PMG-AFT weight of KL(adversarial || clean) of the fine-tuned model "
                                   "(Wang et al. 2024; 1 in the authors' code).")
     data: str = option("shapes", "shapes[:N], a folder of images (searched recursively; ImageNet train layout), "
-                                 "or a .csv/.jsonl file of (path, caption) rows.")
+                                 "a .csv/.jsonl file of (path, caption) rows, or coco:FILE, COCO's caption "
+                                 "annotation JSON (one caption per image per epoch, drawn with the seed).")
     data_root: str | None = option(None, "Folder that relative image paths of a caption file are resolved against "
-                                         "(default: the file's folder).")
+                                         "(default: the file's folder; coco:FILE needs it: the images' folder).")
     epochs: float = option(2.0, "Passes over the data (ignored when max_steps is set).")
     max_steps: int | None = option(None, "Total optimiser steps (overrides epochs).")
     batch_size: int = option(128, "Global batch size (split evenly across ranks).")
@@ -111,6 +112,9 @@ class TrainConfig:
     on_error: str = option("raise", "Unreadable training images: raise (fail, naming the file) or skip (leave "
                                     "them out, counted in the log and the encoder card).", choices=("raise", "skip"))
     save_every: int = option(500, "Checkpoint every this many steps (and at the end).")
+    snapshot_every: int | None = option(None, "Keep the encoder every this many steps as well as the final one "
+                                              "(OUT/snapshots/step-NNNNNNN/, safetensors + card with the step); "
+                                              "series:OUT names them all (paper Figs. 5e and 15).")
     log_every: int = option(10, "Refresh the progress bar every this many steps (the metrics log gets every step).")
     stop_at_step: int | None = option(None, "Exit after this step (after checkpointing), as a preemption would.")
     device: str = option("auto", "auto (cuda:LOCAL_RANK when available, else cpu), cpu or cuda.")
@@ -118,12 +122,15 @@ class TrainConfig:
     name: str | None = option(None, "Name recorded in the encoder card.")
     preset: str | None = option(None, "The named recipe the run starts from (paper runs, toy-aft, toy-fare); "
                                       "options not given keep its values.", names=PRESETS)
+    grid: str | None = option(None, "Train one run per point of a grid, each into OUT/KEY=V,.../: 'KEY=V1,V2 "
+                                    "KEY2=...' (every combination) or a .yaml file mapping keys to lists; "
+                                    "grid:OUT names the points' encoders.")
 
     def __post_init__(self) -> None:
-        optional = {"max_steps", "stop_at_step", "threads"}  # None (unset) is valid for these
+        optional = {"max_steps", "stop_at_step", "threads", "snapshot_every"}  # None (unset) is valid for these
         rules = {
             "must be positive": ("eps", "pgd_step_size", "lr", "batch_size", "max_steps", "pgd_steps", "save_every",
-                                 "log_every", "group_patch", "threads", "stop_at_step"),
+                                 "log_every", "group_patch", "threads", "stop_at_step", "snapshot_every"),
             "must be 0 or more": ("eta", "eps2", "sigma", "weight_decay", "grad_clip", "workers", "pmg_alpha",
                                   "pmg_beta"),
             "must be in [0, 1)": ("warmup", "pgd_momentum", "beta1", "beta2"),
@@ -153,7 +160,7 @@ class TrainConfig:
     # ``threads`` is another: it can change the last bits of CPU results, but it is chosen per machine (the toy
     # presets fix it, and their cache key names the trainer version instead).
     NON_RECIPE = ("out", "device", "workers", "threads", "log_every", "save_every", "stop_at_step", "name",
-                  "compile", "on_error")
+                  "compile", "on_error", "snapshot_every", "grid")
 
     def recipe(self) -> dict[str, Any]:
         """The fields that determine the result (used for cache keys and cards): all but :attr:`NON_RECIPE` and

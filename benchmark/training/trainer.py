@@ -8,6 +8,8 @@ and backward of the outer loss updates the image tower with AdamW and a warm-up 
 (paper appendix A.3). Checkpoints are atomic and exactly resumable; a non-finite loss or gradient
 stops the run naming the step and keeping the last good checkpoint. The result is written with
 :func:`aft_bench.loading.save_encoder` (safetensors + JSON card) and loads as ``ckpt:OUT/encoder.safetensors``.
+With ``snapshot_every`` K the encoder at steps K, 2K, ... is kept as well (:func:`aft_bench.series.snapshot_path`;
+``series:OUT`` names them all), for the paper's maps over fine-tuning iterations (Fig. 5e, Fig. 15).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aft_bench.loading import check_encoder_spec, load_encoder, save_encoder
 from aft_bench.progress import progress_bar
 from aft_bench.registries import OBJECTIVES
 from aft_bench.results import package_versions
+from aft_bench.series import ENCODER_FILE, snapshot_path
 from aft_bench.training.checkpoint import (
     CHECKPOINT_NAME,
     ResumeError,
@@ -50,7 +53,7 @@ from aft_bench.training.tower import ImageTower, Reference
 
 log = logging.getLogger(__name__)
 
-ENCODER_NAME = "encoder.safetensors"
+ENCODER_NAME = ENCODER_FILE
 METRICS_NAME = "metrics.jsonl"
 # Bump when a code change alters what a recipe trains (the random streams, the loop, the objectives): it keys
 # the cached toy fine-tunes (aft_bench.toy.finetunes), so stale ones are trained again rather than reused.
@@ -98,8 +101,9 @@ class Trainer:
         threads: CPU threads the run uses (recorded in the encoder card).
     """
 
-    def __init__(self, config: TrainConfig, ctx: dist_utils.DistContext, threads: int = 1) -> None:
-        self.config, self.ctx, self.threads = config, ctx, threads
+    def __init__(self, config: TrainConfig, ctx: dist_utils.DistContext, threads: int = 1,
+                 card_extra: dict[str, Any] | None = None) -> None:
+        self.config, self.ctx, self.threads, self.card_extra = config, ctx, threads, dict(card_extra or {})
         self.out = Path(config.out)
         torch.manual_seed(config.seed + ctx.rank)
         self.objective = OBJECTIVES.get(config.objective).from_config(config)
@@ -109,7 +113,7 @@ class Trainer:
                              "the trained checkpoint could not be rebuilt")
         self.reference = Reference.from_encoder(self.encoder)
         self.tower = ImageTower.from_encoder(self.encoder, config.channels_last).to(ctx.device).eval()
-        self.source = make_source(config.data, self.encoder.image_size, root=config.data_root)
+        self.source = make_source(config.data, self.encoder.image_size, root=config.data_root, run_seed=config.seed)
         self.batches = ShardedBatches(self.source, config.batch_size, seed=config.seed, rank=ctx.rank,
                                       world_size=ctx.world_size, workers=config.workers, on_error=config.on_error)
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.batches.batches_per_epoch))
@@ -226,6 +230,7 @@ class Trainer:
             text = json.dumps(dataclasses.asdict(self.config), indent=2, default=str)
             atomic_write_text(self.out / "config.json", text)
         outer, inner = self._models()
+        self._log_snapshot_plan()
         metrics = self._open_metrics()
         bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"train {self.config.objective}",
                            unit="step", enabled=self.ctx.is_main)
@@ -245,6 +250,8 @@ class Trainer:
                 if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.1f}")
                     log.debug("step %d: %s", self.step, row)
+                if self._snapshot_due():
+                    self._write_encoder(self.batches.skipped, snapshot_path(self.out, self.step))
                 if self.step % self.config.save_every == 0 or self.step == stop:
                     self.save()
         finally:
@@ -261,16 +268,36 @@ class Trainer:
         return TrainResult(self.out, encoder_path, self.step, self.total_steps, skipped,
                            time.perf_counter() - started, self.ctx.is_main)
 
-    def _write_encoder(self, skipped: int) -> Path | None:
-        """Writes the trained image tower with the original text tower as safetensors + JSON card."""
-        path = self.out / ENCODER_NAME
+    def _snapshot_due(self) -> bool:
+        """Whether this step keeps a snapshot (every ``snapshot_every`` steps, but not the last: that is the
+        final encoder)."""
+        every = self.config.snapshot_every
+        return bool(every) and self.step % every == 0 and self.step < self.total_steps
+
+    def _log_snapshot_plan(self) -> None:
+        """States in the log how many snapshots the run keeps and the disk they take."""
+        every = self.config.snapshot_every
+        if not every or not self.ctx.is_main:
+            return
+        count = (self.total_steps - 1) // every
+        size = sum(t.numel() * t.element_size() for t in self.encoder.model.state_dict().values())
+        log.info("keeping a snapshot every %d steps: %d snapshots of %.1f MB (%.1f MB in all) under %s", every,
+                 count, size / 1e6, count * size / 1e6, self.out / "snapshots")
+
+    def _write_encoder(self, skipped: int, path: Path | None = None) -> Path | None:
+        """Writes the trained image tower with the original text tower as safetensors + JSON card (to ``path``:
+        a snapshot, named ``NAME@stepK``; default the final encoder)."""
+        snapshot = path is not None
+        path = path or self.out / ENCODER_NAME
         if not self.ctx.is_main:
             return path
         self.encoder.visual.load_state_dict(self.tower.visual.state_dict())
         base = self.encoder.card
         card = {k: base[k] for k in ("arch", "pretrained", "model_cfg") if k in base}
+        name = self.config.name or f"{self.config.preset or Path(self.config.encoder).name}-{self.config.objective}"
         card.update(
-            name=self.config.name or f"{self.config.preset or Path(self.config.encoder).name}-{self.config.objective}",
+            name=f"{name}@step{self.step}" if snapshot else name,
+            snapshot=snapshot,
             base_encoder=self.config.encoder,
             objective=self.config.objective,
             **self.objective.describe(),
@@ -286,6 +313,7 @@ class Trainer:
             world_size=self.ctx.world_size,
             threads=self.threads,
             versions=package_versions(),
+            **self.card_extra,
         )
         return save_encoder(self.encoder, path, card)
 
@@ -295,17 +323,19 @@ def check_inputs(config: TrainConfig) -> None:
 
     Raises:
         UnknownNameError: For an unknown encoder or objective name (with a did-you-mean).
-        DataError: For a ``--data`` that is neither ``shapes[:N]`` nor an existing folder or caption file.
+        DataError: For a ``--data`` that is neither ``shapes[:N]``, ``coco:FILE`` with a ``--data-root`` folder, nor
+            an existing folder or caption file.
         ValueError: For a device that is not one, or CUDA on a machine without it.
     """
     check_encoder_spec(config.encoder)
     OBJECTIVES.get(config.objective)
-    check_data(config.data)
+    check_data(config.data, config.data_root)
     dist_utils.resolve_device(config.device, 0)
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Runs (or resumes) training as described by ``config`` in this process.
+def train(config: TrainConfig, card_extra: dict[str, Any] | None = None) -> TrainResult:
+    """Runs (or resumes) training as described by ``config`` in this process (``card_extra``: more entries for the
+    encoder card, e.g. a grid point's values).
 
     The inputs are checked first (:func:`check_inputs`); training runs on ``config.threads`` CPU threads, or
     on those not already busy (:func:`aft_bench.training.threads.auto_threads`), and the setting is restored.
@@ -315,6 +345,6 @@ def train(config: TrainConfig) -> TrainResult:
     threads = config.threads or auto_threads(processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     try:
         with use_threads(threads, f"training {config.name or config.preset or config.objective}"):
-            return Trainer(config, ctx, threads).run()
+            return Trainer(config, ctx, threads, card_extra).run()
     finally:
         dist_utils.teardown(ctx)
