@@ -45,6 +45,8 @@ class Metric:
         fn: Batched function ``fn(maps, masks, **options) -> (B,) float64`` of per-sample scores, when the
             score is a function of maps and masks (None for scores a task computes itself, e.g. accuracy).
         scale: Factor from the per-sample value to the reported mean (100: fractions shown in percent).
+        chance: Batched ``chance(masks, **options) -> (B,) float64``: the score a random map gets in expectation
+            (:mod:`aft_bench.metrics.chance`), or None where there is no closed form.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Metric:
     description: str = ""
     fn: Callable[..., Tensor] | None = None
     scale: float = 100.0
+    chance: Callable[..., Tensor] | None = None
 
     def __call__(self, maps: Tensor, masks: Tensor, **kwargs: object) -> Tensor:
         """Scores a batch; see the function's docstring for the options it takes."""

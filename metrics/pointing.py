@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.metrics.base import FOREGROUND, IGNORE, Metric, check_batch, empty_mask_to_nan
+from aft_bench.metrics.chance import pg_energy_chance, pointing_game_chance
 
 
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
@@ -100,12 +101,14 @@ def pg_energy(maps: Tensor, masks: Tensor) -> Tensor:
 POINTING_GAME = Metric(
     name="pg",
     fn=pointing_game,
+    chance=pointing_game_chance,
     higher_is_better=True,
     description="pointing game: share of maps whose maximum lies inside the object mask",
 )
 PG_ENERGY = Metric(
     name="pg_energy",
     fn=pg_energy,
+    chance=pg_energy_chance,
     higher_is_better=True,
     description="energy pointing game: share of the map's (non-negative) mass inside the object mask",
 )

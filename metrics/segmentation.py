@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.metrics.base import BACKGROUND, FOREGROUND, IGNORE, Metric, check_batch, empty_mask_to_nan
+from aft_bench.metrics.chance import average_precision_chance, mask_iou_chance, pixel_accuracy_chance
 
 
 def _valid_range(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -226,12 +227,14 @@ def average_precision_two_class(maps: Tensor, masks: Tensor) -> Tensor:
 PIXEL_ACCURACY = Metric(
     name="pixel_acc",
     fn=pixel_accuracy,
+    chance=pixel_accuracy_chance,
     higher_is_better=True,
     description="pixel accuracy of the min-max normalised map thresholded at its mean",
 )
 AVERAGE_PRECISION = Metric(
     name="ap",
     fn=average_precision,
+    chance=average_precision_chance,
     higher_is_better=True,
     description="foreground average precision: the map as a per-pixel score of the object alone",
 )
@@ -245,6 +248,7 @@ AVERAGE_PRECISION_TWO_CLASS = Metric(
 MASK_IOU = Metric(
     name="mask_iou",
     fn=mask_iou,
+    chance=mask_iou_chance,
     higher_is_better=True,
     description="foreground IoU of the map thresholded at its mean with the object mask",
 )

@@ -8,11 +8,16 @@ pooled over both classes that Chefer et al.'s code computes (a random map scores
 code also does, pixel accuracy and two-class mIoU pooled over the dataset (``pixel_acc_pooled``,
 ``miou_pooled``, from per-sample counts). Images whose mask is empty are excluded and counted, never scored as
 hits; ignore pixels take part in no score.
+
+Every result also reports, under ``extra.chance``, the chance level of each score that has one: the mean over
+the scored images of the score a random map gets in expectation, computed exactly from their masks
+(:mod:`aft_bench.metrics.chance`; with the run's PG tolerance). The leaderboard prints it as a "chance" row.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -66,4 +71,15 @@ class PointingGame(MapTask):
                 values, field = counted[metric.counts], "counts"
             for i, value in zip(keep, values, strict=True):
                 records[i][field][metric.name] = value
+            if isinstance(metric, Metric) and metric.chance is not None:
+                levels = metric.chance(kept_masks, **options.get(metric.name, {})).tolist()
+                for i, level in zip(keep, levels, strict=True):
+                    records[i].setdefault("chance", {})[metric.name] = level
         return records
+
+    def extras(self, ctx: RunContext, pair: Pair, records: Sequence[Record]) -> dict[str, Any]:
+        """``chance``: per metric, the mean chance level of the scored images (in the metric's unit)."""
+        scored = [r for r in records if "scores" in r]
+        chance = {m.name: sum(r["chance"][m.name] for r in scored) / len(scored) * m.scale
+                  for m in self.reported if isinstance(m, Metric) and m.chance is not None and scored}
+        return {"chance": chance} if chance else {}

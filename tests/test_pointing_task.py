@@ -38,7 +38,7 @@ def test_scores_and_result_fields(tiny48_ckpt: str, tmp_path: Path) -> None:
         # pixel accuracy equals the mean of the per-image ones.
         assert result.metrics["pixel_acc_pooled"]["mean"] == pytest.approx(result.metrics["pixel_acc"]["mean"])
         assert result.metrics["miou_pooled"]["n"] == 10 and result.metrics["miou_pooled"]["ci95"] is None
-        assert result.task_version == 3 and result.config["limit"] == 10
+        assert result.task_version == 4 and result.config["limit"] == 10
     assert (tmp_path / "pointing_game" / "leaderboard.md").read_text().count("tiny48") == 2
     assert "| pg ↑ |" in outcome.markdown and "| pg_energy ↑ |" in outcome.markdown
 
@@ -134,3 +134,26 @@ def test_same_numbers_for_any_batch_size(tiny48_ckpt: str, tmp_path: Path) -> No
 
 def test_attribution_must_be_subclass_contract() -> None:
     assert issubclass(ATTRIBUTIONS.get("simple_gradient"), Attribution)
+
+
+def test_the_random_method_scores_the_exact_chance_level_within_its_interval(tiny48_ckpt: str,
+                                                                             tmp_path: Path) -> None:
+    """The negative control: random maps on 1000 shapes images; every chance level inside the measured 95% interval.
+
+    (On the default 200 images the random method's PG is 13.0 against a chance level of 18.2, 1.9 standard errors
+    away: the one-in-twenty miss a 95% interval allows. With 1000 images every score agrees.)
+    """
+    few = run(_config(tiny48_ckpt, tmp_path / "few", attributions=["random", "simple_gradient"], limit=20))
+    assert few.results[0].extra["chance"] == few.results[1].extra["chance"]  # the same images, the same levels
+    result = run(_config(tiny48_ckpt, tmp_path, attributions=["random"], limit=None,
+                         dataset_args={"size": 1000})).results[0]
+    chance = result.extra["chance"]
+    assert set(chance) == {"pg", "pg_energy", "pixel_acc", "ap", "mask_iou"} and result.n == 1000
+    assert chance["pixel_acc"] == pytest.approx(50.0) and 0 < chance["pg"] < 50
+    for name, level in chance.items():
+        summary = result.metrics[name]
+        assert abs(summary["mean"] - level) <= summary["ci95"], (name, summary, level)
+    wider = run(_config(tiny48_ckpt, tmp_path / "tolerant", attributions=["random"], limit=None,
+                        dataset_args={"size": 1000}, options={"tolerance": 5})).results[0]
+    assert wider.extra["chance"]["pg"] > chance["pg"]
+    assert abs(wider.metrics["pg"]["mean"] - wider.extra["chance"]["pg"]) <= wider.metrics["pg"]["ci95"]
