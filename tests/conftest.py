@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,13 @@ def tiny_cnn() -> Encoder:
 @pytest.fixture(scope="session")
 def tiny_timm() -> Encoder:
     return make_encoder(TINY_TIMM_CFG, "tiny-timm")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random ViT saved as an aft-bench checkpoint (safetensors + card): training tests start from it."""
+    encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
+    return save_encoder(encoder, tmp_path_factory.mktemp("tiny") / "tiny.safetensors", encoder.card)
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_VIT_CFG, make_encoder
 from PIL import Image
 
 from aft_bench.data.base import DataError
-from aft_bench.loading import save_encoder
 from aft_bench.training.arguments import run_train
 from aft_bench.training.coco_captions import CocoCaptionSource
 from aft_bench.training.data import ShardedBatches, check_data, make_source
@@ -102,10 +100,9 @@ def test_the_spec_is_checked_before_any_model_loads(coco, tmp_path):
         missing_image.load(0)
 
 
-def test_supervised_and_unsupervised_aft_train_on_the_same_images(coco, tmp_path):
+def test_supervised_and_unsupervised_aft_train_on_the_same_images(coco, tiny_ckpt, tmp_path):
     annotations, images = coco
-    encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
-    ckpt = save_encoder(encoder, tmp_path / "tiny.safetensors", encoder.card)
+    ckpt = tiny_ckpt
     cards = {}
     for objective in ("aft-supervised", "aft"):
         out = tmp_path / objective

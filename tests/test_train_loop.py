@@ -27,12 +27,6 @@ from aft_bench.training.trainer import NonFiniteError, train
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
-    return save_encoder(encoder, tmp_path_factory.mktemp("tiny") / "tiny.safetensors", encoder.card)
-
-
 def _argv(ckpt: Path, out: Path, *extra: str) -> list[str]:
     return ["--encoder", f"ckpt:{ckpt}", "--data", "shapes:48", "--batch-size", "4", "--max-steps", "5",
             "--pgd-steps", "2", "--lr", "1e-3", "--save-every", "2", "--threads", "1", "--out", str(out), *extra]

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VIT_CFG, make_encoder
 from safetensors.torch import load_file
 
 from aft_bench.cli import main
 from aft_bench.config import resolve_config
 from aft_bench.curves import card_value, curve_points
-from aft_bench.loading import save_encoder
 from aft_bench.registry import UnknownNameError
 from aft_bench.results import read_results
 from aft_bench.series import expand_encoder_specs, snapshot_path
@@ -24,12 +22,6 @@ from aft_bench.training.checkpoint import load_checkpoint
 from aft_bench.training.grid import grid_points, parse_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
-    return save_encoder(encoder, tmp_path_factory.mktemp("tiny") / "tiny.safetensors", encoder.card)
 
 
 def _argv(ckpt: Path, out: Path, *extra: str) -> list[str]:

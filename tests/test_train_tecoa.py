@@ -12,14 +12,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import TINY_VIT_CFG, make_encoder
 from PIL import Image
 from safetensors.torch import load_file
 
 from aft_bench.cli import main
 from aft_bench.data.base import DataError
 from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
-from aft_bench.loading import load_encoder, save_encoder
+from aft_bench.loading import load_encoder
 from aft_bench.registries import OBJECTIVES
 from aft_bench.training.arguments import config_from_args, run_train
 from aft_bench.training.checkpoint import load_checkpoint
@@ -34,12 +33,6 @@ from aft_bench.training.tower import ImageTower, Reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 OBJECTIVE_NAMES = ("tecoa", "pmg-aft")
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    encoder = make_encoder(TINY_VIT_CFG, "tiny-vit")
-    return save_encoder(encoder, tmp_path_factory.mktemp("tiny") / "tiny.safetensors", encoder.card)
 
 
 def _argv(ckpt: Path, out: Path, objective: str, *extra: str) -> list[str]:
