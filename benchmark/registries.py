@@ -119,6 +119,20 @@ TASKS.register("zero_shot", "aft_bench.tasks.zero_shot:ZeroShot",
                help="zero-shot accuracy, clean and under APGD-CE + APGD-T (paper Table 2 / Table 9)")
 TASKS.register("road", "aft_bench.tasks.road:Road",
                help="remove and debias: unchanged classifier on noisy-linear-imputed images (Rong et al. 2022)")
+TASKS.register("class_entropy", "aft_bench.tasks.class_entropy:ClassEntropy",
+               help="entropy of a linear probe's prediction over all classes and within a category (paper Table 8)")
+TASKS.register("sanity_checks", "aft_bench.tasks.sanity_checks:SanityChecks",
+               help="similarity of maps before and after re-initialising the encoder's blocks (Adebayo et al. 2018)")
+METRICS.register("entropy_entire", "aft_bench.metrics.entropy:ENTROPY_ENTIRE",
+                 help="entropy (nats) of a classifier's softmax over all classes")
+METRICS.register("entropy_category", "aft_bench.metrics.entropy:ENTROPY_CATEGORY",
+                 help="entropy (nats) of a classifier's softmax within the true class's category, renormalised")
+METRICS.register("spearman", "aft_bench.metrics.similarity:SPEARMAN",
+                 help="Spearman rank correlation of two maps (ties: average ranks)")
+METRICS.register("spearman_abs", "aft_bench.metrics.similarity:SPEARMAN_ABS",
+                 help="Spearman rank correlation of the absolute values of two maps")
+METRICS.register("hog", "aft_bench.metrics.similarity:HOG_SIMILARITY",
+                 help="Pearson correlation of the HOG features of two maps (Dalal & Triggs 2005)")
 
 DATASETS.register("shapes", "aft_bench.data.shapes:ShapesDataset",
                   help="generated shapes world with captions and pixel masks (embedded default)")

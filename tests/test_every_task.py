@@ -35,6 +35,9 @@ LIGHT: dict[str, dict[str, Any]] = {
     "zero_shot": {"steps": 2, "robust_n": 2, "n_targets": 1, "eps": [4]},
     "clip_dissect": {"top_k": 3},
     "network_dissection": {"top_images": 2, "layer": "block:-1"},  # the tiny toy has one block
+    # the zero-shot head here: the default linear probe is cached across output folders (tests/test_class_entropy.py)
+    "class_entropy": {"classifier": "zero_shot"},
+    "sanity_checks": {"independent": False},
 }
 # Tasks whose work is two passes over the whole dataset with nothing stored per sample: an interrupted run
 # restarts them (they keep no partial state, so everything is missing).
