@@ -206,6 +206,11 @@ def test_without_a_browser_the_skip_names_what_is_missing(monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", "")
     monkeypatch.delenv("AFT_BENCH_CHROMIUM", raising=False)
     monkeypatch.setenv("AFT_BENCH_CHROMEDRIVER", "/nowhere/chromedriver")
+    monkeypatch.delenv("AFT_BENCH_REQUIRE_BROWSER", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"missing a Chromium browser .*chromedriver .*apt-get install -y "
                                                     r"chromium chromium-driver"):
+        require_browser()
+    # Where the browser tests must run (the README's test command, so CI), a missing browser fails instead.
+    monkeypatch.setenv("AFT_BENCH_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"missing a Chromium browser .*AFT_BENCH_REQUIRE_BROWSER is set"):
         require_browser()
