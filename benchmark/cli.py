@@ -1,11 +1,11 @@
-"""The ``aft-bench`` command line: ``run``, ``figure``, ``curve``, ``table``, ``ls``, and ``train`` and ``study``
-(each of the last two with its own parser in its own module, :data:`OWN_PARSERS`).
+"""The ``aft-bench`` command line: ``run``, ``figure``, ``curve``, ``table``, ``ls``, and ``train``, ``study`` and
+``compare`` (each of the last three with its own parser in its own module, :data:`OWN_PARSERS`).
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
 names and option keys exit with status 2 and the list of known ones; bad inputs (:data:`aft_bench.errors.USER_ERRORS`)
 exit with status 1 and a message naming the file or value, without a traceback; any other exception is a bug:
 its traceback is printed with a request to report it (status 1). ``train`` shares the same logging setup and
-error handling, as does ``study``.
+error handling, as do ``study`` and ``compare``.
 
 Logging: warnings and errors by default (``train``: progress at INFO too); each ``-v`` one level more verbose,
 each ``-q`` one level quieter, anywhere on the command line, before or after the subcommand. At debug level
@@ -63,6 +63,9 @@ OWN_PARSERS: dict[str, tuple[str, str, str]] = {
     "study": ("aft_bench.study.arguments", "run_study",
               "the HIVE user study (paper appendix A.4, Table 10): build the page, score the answers; see aft-bench "
               "study --help"),
+    "compare": ("aft_bench.comparison.arguments", "run_compare",
+                "compare encoders on a suite of tasks: a scorecard and paired differences against a baseline with "
+                "significance; see aft-bench compare --help"),
 }
 """Subcommands that parse their own arguments: name -> (module, function taking the rest of argv, help line).
 Their modules are imported only when the command runs, so ``aft-bench --help`` stays light."""

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 RESULT_SCHEMA_VERSION = 1
 SAMPLES_DIR = "samples"
+REPORTS_DIR = "reports"
+"""``<out>/reports/``: what is built from a results folder's results (``aft-bench compare`` scorecards); no result
+file lives there, so reading a folder's results skips it."""
 
 
 @dataclass
@@ -200,7 +203,7 @@ def read_result_files(folder: str | Path) -> list[tuple[Path, RunResult]]:
     """The result files under ``folder`` (recursively) with their results, oldest first (as :func:`read_results`)."""
     found = []
     for path in sorted(Path(folder).rglob("*.json")):
-        if SAMPLES_DIR in path.parts or path.name.startswith("."):
+        if SAMPLES_DIR in path.parts or path.name.startswith(".") or REPORTS_DIR in path.relative_to(folder).parts:
             continue
         result = read_result_file(path)
         if result is not None:
@@ -298,6 +301,10 @@ class SampleStore:
 
     def get(self, sample_id: str) -> dict[str, Any] | None:
         return self._records.get(sample_id)
+
+    def ids(self) -> list[str]:
+        """The stored sample ids, in the order they were first stored."""
+        return list(self._records)
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Appends records durably (one fsync per call)."""

@@ -47,10 +47,16 @@ def _metric_names(rows: list[RunResult]) -> list[str]:
     return list(names)
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def format_number(value: float | None, digits: int = 2) -> str:
+    """A table cell's number: ``digits`` decimals, ``-`` for None or NaN (no value)."""
     if value is None or value != value:  # None or NaN
         return "-"
     return f"{value:.{digits}f}"
+
+
+def arrow(higher_is_better: bool) -> str:
+    """The arrow of a metric's direction in a column heading: ``↑`` higher is better, ``↓`` lower is better."""
+    return "↑" if higher_is_better else "↓"
 
 
 def _pairs(values: Mapping[str, Any] | None) -> str:
@@ -98,7 +104,7 @@ def make_markdown(results: Iterable[RunResult]) -> str:
     for (task, dataset), rows in _groups(latest(results)).items():
         metrics = _metric_names(rows)
         columns = _columns(rows)
-        arrows = {m: ("↑" if _higher(rows, m) else "↓") for m in metrics}
+        arrows = {m: arrow(_higher(rows, m)) for m in metrics}
         head = ["encoder", "attribution"] + [name for name, _ in columns] + ["n", "excluded", "skipped"]
         head += [f"{m} {arrows[m]}" for m in metrics]
         versions = sorted({r.task_version for r in rows})
@@ -109,7 +115,7 @@ def make_markdown(results: Iterable[RunResult]) -> str:
             cells += [str(r.n), str(sum(r.excluded.values())), str(sum(r.skipped.values()))]
             for m in metrics:
                 s = r.metrics.get(m)
-                cells.append(f"{_fmt(s['mean'])} ± {_fmt(s['ci95'])}" if s else "-")
+                cells.append(f"{format_number(s['mean'])} ± {format_number(s['ci95'])}" if s else "-")
             lines.append("| " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     if not blocks:
@@ -170,16 +176,16 @@ def pivot(results: Iterable[RunResult], metric: str) -> tuple[list[str], list[li
     for r in rows:
         key = (r.task, r.encoder, r.attribution, *(cell(r) for _, cell in PIVOT_DISTINGUISHING))
         table.setdefault(key, {})[r.dataset] = r.metrics[metric]["mean"]
-    arrow = "↑" if _higher(rows, metric) else "↓"
-    header = ["task", "encoder", "attribution"] + [name for name, _ in shown] + [f"{d} {arrow}" for d in datasets]
+    direction = arrow(_higher(rows, metric))
+    header = ["task", "encoder", "attribution"] + [name for name, _ in shown] + [f"{d} {direction}" for d in datasets]
     header += ["average"] if len(datasets) > 1 else []
     positions = [3 + [name for name, _ in PIVOT_DISTINGUISHING].index(name) for name, _ in shown]
     lines = []
     for key, values in table.items():
-        cells = list(key[:3]) + [key[i] for i in positions] + [_fmt(values.get(d)) for d in datasets]
+        cells = list(key[:3]) + [key[i] for i in positions] + [format_number(values.get(d)) for d in datasets]
         if len(datasets) > 1:
             complete = all(d in values and values[d] == values[d] for d in datasets)
-            cells.append(_fmt(sum(values[d] for d in datasets) / len(datasets)) if complete else "-")
+            cells.append(format_number(sum(values[d] for d in datasets) / len(datasets)) if complete else "-")
         lines.append(cells)
     return header, lines
 
