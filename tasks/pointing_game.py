@@ -16,8 +16,8 @@ the scored images of the score a random map gets in expectation, computed exactl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
