@@ -6,7 +6,10 @@ so a rerun never moves a row). Beside encoder and attribution, a table shows the
 (data root, dataset arguments, limit, seed, method arguments, task options, task version; the run key if rows
 still look alike) as columns, each only when its values differ within the table; then n, excluded and skipped
 counts and one column per metric with an arrow from the metric's ``higher_is_better`` and the 95% interval
-beside the mean. Nothing is read but the result files, so the table can be rebuilt at any time.
+beside the mean. Where results carry exact chance levels (``extra.chance``: the score a random map gets in
+expectation on the images scored, :mod:`aft_bench.metrics.chance`), the table ends with a "chance" row per
+distinct set of levels (rows on other image sets have other levels), with no interval: the levels are exact.
+Nothing is read but the result files, so the table can be rebuilt at any time.
 ``aft-bench table --metric M`` lays one metric out across datasets instead, with their average, as the
 paper's Table 2 does (:func:`pivot`).
 """
@@ -98,6 +101,21 @@ def _columns(rows: list[RunResult]) -> list[tuple[str, Callable[[RunResult], str
     return shown
 
 
+CHANCE_ENCODER, CHANCE_ATTRIBUTION = "chance", "random map (exact)"
+"""The encoder and attribution cells of a chance row."""
+
+
+def chance_rows(rows: list[RunResult]) -> list[tuple[RunResult, dict[str, float]]]:
+    """The distinct chance levels of ``rows`` (``extra.chance``, in first-seen order), each with the first result
+    that carries it (whose distinguishing cells and n the chance row shows)."""
+    found: dict[tuple[tuple[str, float], ...], tuple[RunResult, dict[str, float]]] = {}
+    for r in rows:
+        levels = r.extra.get("chance") or {}
+        if levels:
+            found.setdefault(tuple(sorted((k, round(float(v), 9)) for k, v in levels.items())), (r, dict(levels)))
+    return list(found.values())
+
+
 def make_markdown(results: Iterable[RunResult]) -> str:
     """Markdown leaderboard: a heading and a table per (task, dataset)."""
     blocks = []
@@ -117,11 +135,16 @@ def make_markdown(results: Iterable[RunResult]) -> str:
                 s = r.metrics.get(m)
                 cells.append(f"{format_number(s['mean'])} ± {format_number(s['ci95'])}" if s else "-")
             lines.append("| " + " | ".join(cells) + " |")
+        for r, levels in chance_rows(rows):
+            cells = [CHANCE_ENCODER, CHANCE_ATTRIBUTION] + [cell(r) for _, cell in columns] + [str(r.n), "-", "-"]
+            cells += [format_number(levels.get(m)) for m in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
     if not blocks:
         return "No results found.\n"
-    note = ("Means (in %) with the half-width of the 95% interval; n = samples scored, excluded = samples the "
-            "task leaves out (empty mask, ...), skipped = bad samples skipped under --on-error skip.")
+    note = ("Means in each metric's unit (fractions in %) with the half-width of the 95% interval; n = samples "
+            "scored, excluded = samples the task leaves out (empty mask, ...), skipped = bad samples skipped under "
+            "--on-error skip; chance = the exact expected score of a random map on the same images.")
     return "\n\n".join(blocks) + f"\n\n{note}\n"
 
 
@@ -144,6 +167,13 @@ def make_csv(results: Iterable[RunResult]) -> str:
             s = r.metrics.get(m)
             line += [s["mean"], s["ci95"], s["higher_is_better"]] if s else ["", "", ""]
         writer.writerow(line + [r.date, r.git or "", r.run_key])
+    for r, levels in chance_rows(rows):
+        line = [r.task, r.task_version, r.dataset, r.config.get("data_root") or "",
+                _pairs(r.config.get("dataset_args")), CHANCE_ENCODER, CHANCE_ATTRIBUTION, "", _options_label(r),
+                r.seed, _limit(r), r.n, "", ""]
+        for m in metrics:
+            line += [levels[m], "", r.metrics[m]["higher_is_better"]] if m in levels and m in r.metrics else ["", "", ""]
+        writer.writerow(line + ["", "", ""])
     return buffer.getvalue()
 
 

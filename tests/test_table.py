@@ -9,7 +9,7 @@ import pytest
 
 from aft_bench.cli import main
 from aft_bench.results import RunResult, write_result
-from aft_bench.table import latest, make_markdown, pivot, pivot_csv
+from aft_bench.table import latest, make_csv, make_markdown, pivot, pivot_csv
 
 
 def _result(encoder: str, dataset: str, clean: float, date: str = "2026-01-01T00:00:00+00:00",
@@ -73,3 +73,43 @@ def test_cli_table_by_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "| cifar10 ↑ | pcam ↑ | stl10 ↑ | average |" in out  # first seen in the files, read in path order
     assert "| zero_shot | aft | apgd-ce+apgd-t | 80.00 | 50.00 | 96.00 | 75.33 |" in out
     assert main(["table", str(tmp_path), "--metric", "nope"]) == 1
+
+
+def _pg_result(encoder: str, pg: float, chance: dict[str, float] | None, limit: int | None = None) -> RunResult:
+    metrics = {"pg": {"mean": pg, "ci95": 2.0, "n": 10, "higher_is_better": True},
+               "ap": {"mean": pg / 2, "ci95": 1.0, "n": 10, "higher_is_better": True}}
+    return RunResult(
+        task="pointing_game", task_version=4, dataset="shapes", encoder=encoder, attribution="simple_gradient",
+        metrics=metrics, n=10, excluded={}, skipped={}, config={"options": {}, "limit": limit},
+        run_key=f"k-{encoder}-{limit}", seed=0, samples_file="s.jsonl", date="2026-01-01T00:00:00+00:00",
+        extra={"chance": chance} if chance is not None else {},
+    )
+
+
+def _table_lines(markdown: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("|")]
+
+
+def test_one_chance_row_per_distinct_set_of_levels_in_markdown_and_csv() -> None:
+    same = {"pg": 18.25, "ap": 12.5}
+    rows = [_pg_result("toy", 40.0, same), _pg_result("toy-aft", 45.0, dict(same)), _pg_result("old", 30.0, None)]
+    lines = _table_lines(make_markdown(rows))
+    assert lines[0] == ["encoder", "attribution", "n", "excluded", "skipped", "pg ↑", "ap ↑"]
+    assert [line[0] for line in lines[2:]] == ["toy", "toy-aft", "old", "chance"]
+    assert lines[-1] == ["chance", "random map (exact)", "10", "-", "-", "18.25", "12.50"]
+
+    other = _pg_result("toy", 41.0, {"pg": 20.0}, limit=5)  # another image set: its own chance row
+    lines = _table_lines(make_markdown([*rows, other]))
+    chance = [line for line in lines if line[0] == "chance"]
+    assert [(c[2], c[-2], c[-1]) for c in chance] == [("all", "18.25", "12.50"), ("5", "20.00", "-")]
+
+    csv_rows = [line.split(",") for line in make_csv([*rows, other]).splitlines()]
+    header = csv_rows[0]
+    chance_csv = [r for r in csv_rows[1:] if r[header.index("encoder")] == "chance"]
+    assert [(r[header.index("limit")], r[header.index("pg")], r[header.index("pg_ci95")], r[header.index("ap")])
+            for r in chance_csv] == [("all", "18.25", "", "12.5"), ("5", "20.0", "", "")]
+
+
+def test_no_chance_row_without_levels() -> None:
+    assert "chance |" not in make_markdown([_pg_result("toy", 40.0, None)])
+    assert all(",chance," not in line for line in make_csv([_pg_result("toy", 40.0, None)]).splitlines())
