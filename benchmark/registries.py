@@ -32,6 +32,12 @@ ENCODERS.register("toy-tecoa", "aft_bench.toy.finetunes:load_toy_tecoa",
                   help="the toy CLIP fine-tuned with TeCoA on the shapes classes (eps 4/255), trained on first use")
 ENCODERS.register("toy-pmg-aft", "aft_bench.toy.finetunes:load_toy_pmg_aft",
                   help="the toy CLIP fine-tuned with PMG-AFT on the shapes classes (eps 4/255), trained on first use")
+ENCODERS.register("toy-shortcut", "aft_bench.toy.store:load_toy_shortcut_encoder",
+                  help="a toy CLIP trained on the shapes world with a planted class pattern (2/255), trained on first use")
+ENCODERS.register("toy-shortcut-aft", "aft_bench.toy.finetunes:load_toy_shortcut_aft",
+                  help="toy-shortcut fine-tuned with AFT (eps 4/255) on the planted-shortcut world, trained on first use")
+ENCODERS.register("toy-shortcut-fare", "aft_bench.toy.finetunes:load_toy_shortcut_fare",
+                  help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on first use")
 
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
                     help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
@@ -121,6 +127,8 @@ TASKS.register("road", "aft_bench.tasks.road:Road",
                help="remove and debias: unchanged classifier on noisy-linear-imputed images (Rong et al. 2022)")
 TASKS.register("class_entropy", "aft_bench.tasks.class_entropy:ClassEntropy",
                help="entropy of a linear probe's prediction over all classes and within a category (paper Table 8)")
+TASKS.register("shortcut_reliance", "aft_bench.tasks.shortcut_reliance:ShortcutReliance",
+               help="share of pattern-swapped shapes images that follow the planted pattern (needs shortcut=A)")
 TASKS.register("sanity_checks", "aft_bench.tasks.sanity_checks:SanityChecks",
                help="similarity of maps before and after re-initialising the encoder's blocks (Adebayo et al. 2018)")
 METRICS.register("entropy_entire", "aft_bench.metrics.entropy:ENTROPY_ENTIRE",

@@ -93,7 +93,8 @@ def test_run_then_table(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     csv_text = capsys.readouterr().out
     assert csv_text.splitlines()[0].startswith("task,task_version,dataset,data_root,dataset_args,encoder,attribution,"
                                                "attribution_args,options,seed,limit,n,excluded,skipped")
-    assert len(csv_text.splitlines()) == 3 and "tolerance=2" in csv_text
+    assert len(csv_text.splitlines()) == 4 and "tolerance=2" in csv_text  # two results and their chance row
+    assert ",chance,random map (exact)," in csv_text.splitlines()[-1]
     assert (out / "leaderboard.md").exists() and (out / "leaderboard.csv").exists()
     assert main(["table", str(tmp_path / "missing")]) == 1
 

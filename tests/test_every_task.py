@@ -38,6 +38,7 @@ LIGHT: dict[str, dict[str, Any]] = {
     # the zero-shot head here: the default linear probe is cached across output folders (tests/test_class_entropy.py)
     "class_entropy": {"classifier": "zero_shot"},
     "sanity_checks": {"independent": False},
+    "shortcut_reliance": {},
 }
 # Tasks whose work is two passes over the whole dataset with nothing stored per sample: an interrupted run
 # restarts them (they keep no partial state, so everything is missing).

@@ -5,6 +5,8 @@ classes) drawn clearly larger than 1-3 distractor objects of other classes, on a
 background (low-frequency colour gradient, stripes / checker / wave texture, pixel noise). The target's
 exact pixel mask comes with it: 1 on target pixels, 0 elsewhere, including target pixels that a
 distractor covers (distractors are always drawn on top and may hide at most ``MAX_OCCLUSION`` of it).
+With ``shortcut=A`` every image also carries a faint pattern of its class (``A / 255``, a planted non-robust
+feature: :mod:`aft_bench.data.shortcut`); the object, the mask and every other pixel draw are unchanged.
 
 It stands in for ImageNet-S in the pointing game of the AFT paper ("Boosting the visual
 interpretability of CLIP via adversarial fine-tuning", Sec. 4) on machines without real data, and is
@@ -26,6 +28,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.data.base import DataError, Sample
+from aft_bench.data.shortcut import add_pattern, check_amplitude
 
 SdfFn = Callable[[np.ndarray, np.ndarray, float, float], np.ndarray]
 
@@ -248,8 +251,8 @@ def _paint(image: np.ndarray, obj: ShapeObject, box: tuple[slice, slice], alpha:
     image[box] = image[box] * (1 - a) + colour * a
 
 
-def render_shapes_scene(seed: int, split: str, index: int,
-                        image_size: tuple[int, int] | int = (64, 64)) -> ShapesScene:
+def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int, int] | int = (64, 64),
+                        shortcut: float = 0.0, pattern_label: int | None = None) -> ShapesScene:
     """Renders sample ``index`` of ``split`` with ``seed``, keeping the object layers.
 
     Args:
@@ -257,11 +260,16 @@ def render_shapes_scene(seed: int, split: str, index: int,
         split: One of ``SPLITS`` ("train", "val", "test").
         index: Non-negative sample index; any index can be drawn on its own.
         image_size: (H, W) in pixels (or one int for a square), at least ``MIN_SIZE``.
+        shortcut: Amplitude (1/255 units) of the planted class pattern added before the final clip (0: none).
+            The pattern uses no draw of the sample's generator, so everything else is the same at any amplitude.
+        pattern_label: Whose pattern is planted: None for the sample's own class (the shortcut world), another
+            class index to swap it (the reliance measure of :mod:`aft_bench.tasks.shortcut_reliance`).
 
     Returns:
         The scene; see :class:`ShapesScene`.
     """
     size = _check_size(image_size)
+    shortcut = check_amplitude(shortcut)
     rng = _rng(seed, split, index)
     xs, ys = _grid(*size)
     image = render_background(rng, xs, ys)
@@ -294,29 +302,34 @@ def render_shapes_scene(seed: int, split: str, index: int,
     for obj, box, cov in distractors:
         _paint(image, obj, box, cov, rng)
     image += rng.normal(0.0, rng.uniform(0.01, 0.04), image.shape).astype(np.float32)
+    if pattern_label is not None and not 0 <= pattern_label < num_classes:
+        raise DataError(f"pattern_label={pattern_label!r}: use a class index in [0, {num_classes})")
+    add_pattern(image, label if pattern_label is None else int(pattern_label), shortcut, seed)
     np.clip(image, 0.0, 1.0, out=image)
     return ShapesScene(image=image, mask=target_px & (occluder < 0.5), label=label, target=target,
                        distractors=tuple(d[0] for d in distractors), target_alpha=target_alpha,
                        occluder_alpha=occluder)
 
 
-def render_shapes_sample(seed: int, split: str, index: int,
-                         image_size: tuple[int, int] | int = (64, 64)) -> tuple[np.ndarray, np.ndarray, int]:
-    """Renders one sample: (image H x W x 3 float32 in [0, 1], target mask H x W bool, label)."""
-    scene = render_shapes_scene(seed, split, index, image_size)
+def render_shapes_sample(seed: int, split: str, index: int, image_size: tuple[int, int] | int = (64, 64),
+                         shortcut: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Renders one sample: (image H x W x 3 float32 in [0, 1], target mask H x W bool, label); ``shortcut`` as
+    for :func:`render_shapes_scene`."""
+    scene = render_shapes_scene(seed, split, index, image_size, shortcut)
     return scene.image, scene.mask, scene.label
 
 
-def generate_batch(seed: int, split: str, start: int, count: int,
-                   image_size: tuple[int, int] | int = (64, 64)) -> tuple[Tensor, Tensor, Tensor]:
-    """Samples ``start .. start + count - 1`` stacked for training.
+def generate_batch(seed: int, split: str, start: int, count: int, image_size: tuple[int, int] | int = (64, 64),
+                   shortcut: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Samples ``start .. start + count - 1`` stacked for training (``shortcut`` as for
+    :func:`render_shapes_scene`).
 
     Returns:
         images N x 3 x H x W float32 in [0, 1], masks N x H x W int8 (1 target, 0 other), labels N int64.
     """
     if count < 1:
         raise DataError(f"generate_batch count={count}: ask for at least one sample")
-    rendered = [render_shapes_sample(seed, split, start + i, image_size) for i in range(count)]
+    rendered = [render_shapes_sample(seed, split, start + i, image_size, shortcut) for i in range(count)]
     images = torch.from_numpy(np.stack([r[0] for r in rendered])).permute(0, 3, 1, 2).contiguous()
     masks = torch.from_numpy(np.stack([r[1] for r in rendered]).astype(np.int8))
     labels = torch.tensor([r[2] for r in rendered], dtype=torch.long)
@@ -333,6 +346,7 @@ class ShapesDataset:
             default in ``DEFAULT_SIZES`` (200 test images, so the default pointing game scores 200; 500 train and
             val images for probes and ROAR's retraining).
         seed: World seed.
+        shortcut: Amplitude (1/255 units) of the planted class pattern (:mod:`aft_bench.data.shortcut`); 0: none.
         root: Ignored (nothing is read from disk); accepted so task runners pass it uniformly.
         on_error: Ignored (generation cannot fail on a valid id); accepted for the same reason.
     """
@@ -340,8 +354,12 @@ class ShapesDataset:
     classnames: list[str] = CLASSNAMES
 
     def __init__(self, image_size: tuple[int, int] | int = (64, 64), split: str = "test", size: int | None = None,
-                 seed: int = 0, root: object = None, on_error: str = "raise") -> None:
+                 seed: int = 0, shortcut: float = 0.0, root: object = None, on_error: str = "raise") -> None:
         self.image_size = _check_size(image_size)
+        try:
+            self.shortcut = check_amplitude(shortcut)
+        except ValueError as error:
+            raise DataError(f"shapes dataset: {error}") from None
         _rng(seed, split, 0)  # validates split and seed
         size = DEFAULT_SIZES[split] if size is None else size
         if not isinstance(size, (int, np.integer)) or size < 1:
@@ -365,8 +383,15 @@ class ShapesDataset:
 
     def load(self, sample_id: str) -> Sample:
         """Renders the sample named ``sample_id`` (image 3 x H x W float32, mask int8, caption prompt)."""
+        return self.load_variant(sample_id)
+
+    def load_variant(self, sample_id: str, pattern_label: int | None = None, shortcut: float | None = None) -> Sample:
+        """The sample ``sample_id`` with another planted pattern: ``pattern_label``'s (None: its own class's) at
+        amplitude ``shortcut`` (None: the dataset's; 0 removes the pattern). Everything else is unchanged."""
         index = self._index(sample_id)
-        image, mask, label = render_shapes_sample(self.seed, self.split, index, self.image_size)
-        return Sample(id=sample_id, image=torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-                      prompt=caption(label), label=label, mask=torch.from_numpy(mask.astype(np.int8)))
+        scene = render_shapes_scene(self.seed, self.split, index, self.image_size,
+                                    self.shortcut if shortcut is None else shortcut, pattern_label)
+        return Sample(id=sample_id, image=torch.from_numpy(scene.image).permute(2, 0, 1).contiguous(),
+                      prompt=caption(scene.label), label=scene.label,
+                      mask=torch.from_numpy(scene.mask.astype(np.int8)))
 

@@ -25,7 +25,8 @@ def render_pool(recipe: ToyRecipe, progress: bool = True) -> tuple[Tensor, Tenso
     starts = range(0, recipe.pool_size, _RENDER_CHUNK)
     for start in progress_bar(starts, desc="toy: rendering shapes", unit="chunk", enabled=progress, leave=False):
         count = min(_RENDER_CHUNK, recipe.pool_size - start)
-        chunk, _, chunk_labels = generate_batch(recipe.data_seed, "train", start, count, recipe.image_size)
+        chunk, _, chunk_labels = generate_batch(recipe.data_seed, "train", start, count, recipe.image_size,
+                                                recipe.shortcut)
         images[start : start + count] = (chunk * 255).round_().to(torch.uint8)
         labels[start : start + count] = chunk_labels
     return images, labels

@@ -70,6 +70,16 @@ def load_toy_tecoa(device: str | torch.device = "cpu") -> Encoder:
     return load_toy_finetune("toy-tecoa", device)
 
 
+def load_toy_shortcut_aft(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-shortcut-aft`` encoder: the ``toy-shortcut`` CLIP after AFT on the planted-shortcut world."""
+    return load_toy_finetune("toy-shortcut-aft", device)
+
+
+def load_toy_shortcut_fare(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-shortcut-fare`` encoder: the ``toy-shortcut`` CLIP after FARE on the planted-shortcut world."""
+    return load_toy_finetune("toy-shortcut-fare", device)
+
+
 def load_toy_pmg_aft(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-pmg-aft`` encoder: the toy CLIP after PMG-AFT (Wang et al. 2024) on the shapes world's classes."""
     return load_toy_finetune("toy-pmg-aft", device)

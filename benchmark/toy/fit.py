@@ -130,7 +130,7 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
         model.token_embedding.sparse = False
         encoder.eval()
         trained = time.perf_counter()
-        accuracy = zero_shot_accuracy(encoder, n=recipe.eval_size, seed=recipe.eval_seed)
+        accuracy = zero_shot_accuracy(encoder, n=recipe.eval_size, seed=recipe.eval_seed, shortcut=recipe.shortcut)
     metrics = {
         "training_seconds": round(trained - started, 2),
         "render_seconds": round(rendered - started, 2),
@@ -163,7 +163,8 @@ def toy_card(recipe: ToyRecipe, metrics: dict[str, Any]) -> dict[str, Any]:
         "cache_key": toy_cache_key(recipe),
         "trainer_version": TRAINER_VERSION,
         "objective": "clip, identical captions merged (aft_bench.toy.deduplicated_clip_loss)",
-        "data": f"shapes world, train split, seed {recipe.data_seed}, {recipe.pool_size} images",
+        "data": f"shapes world, train split, seed {recipe.data_seed}, {recipe.pool_size} images"
+                + (f", planted class pattern at {recipe.shortcut:g}/255" if recipe.shortcut else ""),
         **metrics,
         "versions": package_versions(),
     }

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from aft_bench.data.shapes import CLASSNAMES, generate_batch
+from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE, check_amplitude
 
 # Bump when the training code changes what a recipe produces. 2: always 1 CPU thread (was 1 or 2, picked by
 # timing); 3: always 2 CPU threads.
@@ -46,6 +47,9 @@ class ToyRecipe:
         seed: Seed of the initial weights and of the batch order.
         data_seed: World seed of the training images (train split).
         eval_size, eval_seed: Held-out test-split images for the zero-shot accuracy on the card.
+        shortcut: Amplitude (1/255 units) of the planted class pattern on every training and evaluation image
+            (:mod:`aft_bench.data.shortcut`; the ``toy-shortcut`` encoder); 0, the default, for the plain world. Left
+            out of :meth:`to_dict` (and so of the key) at 0, so the plain toy's cache key predates the field.
     """
 
     image_size: int = 64
@@ -75,8 +79,10 @@ class ToyRecipe:
     data_seed: int = 0
     eval_size: int = 500
     eval_seed: int = 0
+    shortcut: float = 0.0
 
     def __post_init__(self) -> None:
+        check_amplitude(self.shortcut)
         if self.image_size % self.patch_size:
             raise ValueError(f"ToyRecipe: image_size={self.image_size} is not a multiple of "
                              f"patch_size={self.patch_size}")
@@ -113,8 +119,11 @@ class ToyRecipe:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready data (tuples as lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The recipe as JSON-ready data (tuples as lists; ``shortcut`` only when planted)."""
+        data = json.loads(json.dumps(asdict(self)))
+        if not self.shortcut:
+            del data["shortcut"]
+        return data
 
     def key(self) -> str:
         """Short sha256 of the recipe's JSON and :data:`TRAINER_VERSION`: any field change gives a new key."""
@@ -124,6 +133,9 @@ class ToyRecipe:
 
 DEFAULT_RECIPE = ToyRecipe()
 
+SHORTCUT_RECIPE = ToyRecipe(shortcut=SHORTCUT_AMPLITUDE)
+"""The ``toy-shortcut`` CLIP: the default recipe on the shapes world with the planted pattern."""
+
 
 def world_fingerprint(recipe: ToyRecipe) -> str:
     """Short hash of the shapes world the recipe trains on (class names and a few rendered samples).
@@ -131,7 +143,7 @@ def world_fingerprint(recipe: ToyRecipe) -> str:
     Part of the cache key, so that a change to the world's generator retrains the toy even when the
     recipe is unchanged.
     """
-    images, masks, labels = generate_batch(recipe.data_seed, "train", 0, 4, recipe.image_size)
+    images, masks, labels = generate_batch(recipe.data_seed, "train", 0, 4, recipe.image_size, recipe.shortcut)
     digest = hashlib.sha256(json.dumps(CLASSNAMES).encode())
     for tensor in (images, masks, labels):
         digest.update(tensor.numpy().tobytes())

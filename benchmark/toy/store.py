@@ -11,7 +11,7 @@ from aft_bench.cache import cached
 from aft_bench.encoder import Encoder
 from aft_bench.loading import load_encoder
 from aft_bench.toy.fit import CHECKPOINT_NAME, train_toy
-from aft_bench.toy.recipe import DEFAULT_RECIPE, ToyRecipe, toy_cache_key
+from aft_bench.toy.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe, toy_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +30,11 @@ def toy_checkpoint(recipe: ToyRecipe = DEFAULT_RECIPE) -> Path:
 def load_toy_encoder(device: str | torch.device = "cpu", recipe: ToyRecipe = DEFAULT_RECIPE) -> Encoder:
     """The ``toy`` encoder: the cached toy CLIP, trained on first use (see :func:`train_toy`)."""
     return load_encoder(f"ckpt:{toy_checkpoint(recipe)}", device=device)
+
+
+def load_toy_shortcut_encoder(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-shortcut`` encoder: a toy CLIP trained on the shapes world with a planted class pattern
+    (:data:`aft_bench.toy.recipe.SHORTCUT_RECIPE`), trained on first use and cached like the toy."""
+    encoder = load_toy_encoder(device, SHORTCUT_RECIPE)
+    encoder.name = "toy-shortcut"
+    return encoder

@@ -3,8 +3,9 @@
 Sources (all return pixels in [0, 1] at the encoder's input size, resized and centre-cropped with
 CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
 
-- ``shapes`` or ``shapes:N``: the generated shapes world (train split, N samples, default 10000), with
-  class labels (the "{colour} {shape}" classes);
+- ``shapes``, ``shapes:N`` or ``shapes:N,shortcut=A``: the generated shapes world (train split, N samples,
+  default 10000), with class labels (the "{colour} {shape}" classes); ``shortcut=A`` plants the class pattern
+  at A/255 (:mod:`aft_bench.data.shortcut`), as the ``toy-shortcut`` CLIP was trained with;
 - a folder: every image below it, searched recursively in sorted order (so the ImageNet train
   layout ``class/xxx.JPEG`` and any image-only collection work alike); when every image lies directly in
   a sub-folder (``root/<class>/*.jpg``), the sub-folders are its classes (ImageNet wnids get CLIP's
@@ -43,6 +44,7 @@ from aft_bench.data.io import read_image
 from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
 from aft_bench.data.shapes import caption as shapes_caption
 from aft_bench.data.shapes import render_shapes_sample
+from aft_bench.data.shortcut import check_amplitude
 from aft_bench.data.transforms import resize_center_crop
 from aft_bench.training.coco_captions import PREFIX as COCO_PREFIX
 from aft_bench.training.coco_captions import CocoCaptionSource, check_coco
@@ -91,10 +93,10 @@ class ShapesSource:
 
     classnames: tuple[str, ...] = tuple(SHAPES_CLASSNAMES)
 
-    def __init__(self, size: int, image_size: tuple[int, int], seed: int = 0) -> None:
+    def __init__(self, size: int, image_size: tuple[int, int], seed: int = 0, shortcut: float = 0.0) -> None:
         if size < 1:
             raise DataError(f"shapes:{size}: give a positive number of training samples")
-        self.size, self.image_size, self.seed = int(size), image_size, int(seed)
+        self.size, self.image_size, self.seed, self.shortcut = int(size), image_size, int(seed), float(shortcut)
 
     def __len__(self) -> int:
         return self.size
@@ -104,11 +106,13 @@ class ShapesSource:
         return image, text
 
     def load_labelled(self, index: int, epoch: int = 0) -> tuple[Tensor, str | None, int]:
-        image, _, label = render_shapes_sample(self.seed, "train", index, self.image_size)
+        image, _, label = render_shapes_sample(self.seed, "train", index, self.image_size, self.shortcut)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), shapes_caption(label), int(label)
 
     def describe(self) -> str:
-        return f"shapes:{self.size} (seed {self.seed}, train split, {self.image_size[0]}x{self.image_size[1]})"
+        planted = f", class pattern at {self.shortcut:g}/255" if self.shortcut else ""
+        return (f"shapes:{self.size} (seed {self.seed}, train split, {self.image_size[0]}x{self.image_size[1]}"
+                f"{planted})")
 
 
 class ImageFolderSource:
@@ -216,13 +220,31 @@ def _column(row: dict, names: tuple[str, ...], path: Path) -> str:
 CAPTION_SUFFIXES: dict[str, Callable[..., TrainSource]] = {".csv": CaptionSource, ".jsonl": CaptionSource}
 
 
+def _shapes_args(arg: str | None) -> tuple[int, float]:
+    """``N`` and ``shortcut=A`` of ``shapes:N[,shortcut=A]`` (either may be left out)."""
+    usage = "give shapes, shapes:N or shapes:N,shortcut=A with a positive number N of training samples"
+    size, shortcut = DEFAULT_SHAPES_SIZE, 0.0
+    for i, part in enumerate((arg or "").split(",") if arg else []):
+        key, sep, value = part.partition("=")
+        if not sep and i == 0 and part.isdigit() and int(part) > 0:
+            size = int(part)
+        elif sep and key == "shortcut":
+            try:
+                shortcut = check_amplitude(float(value))
+            except ValueError as error:
+                raise DataError(f"--data shapes:{arg}: {error}") from None
+        else:
+            raise DataError(f"--data shapes:{arg}: {part!r} is not understood; {usage}")
+    return size, shortcut
+
+
 def _check_shapes(arg: str | None, root: str | None) -> None:
-    if arg is not None and not (arg.isdigit() and int(arg) > 0):
-        raise DataError(f"--data shapes:{arg}: give shapes or shapes:N with a positive number N of training samples")
+    _shapes_args(arg)
 
 
 def _shapes(arg: str | None, image_size: tuple[int, int], root: str | None, run_seed: int) -> TrainSource:
-    return ShapesSource(int(arg) if arg else DEFAULT_SHAPES_SIZE, image_size)
+    size, shortcut = _shapes_args(arg)
+    return ShapesSource(size, image_size, shortcut=shortcut)
 
 
 def _check_coco(arg: str | None, root: str | None) -> None:

@@ -8,7 +8,8 @@ Paper runs (appendix A.3): ImageNet train set at 224 x 224, 2 epochs, PGD 10 ste
 ViT-L-14), sigma = eta = 1/255. ``--data`` must point at the ImageNet train folder. Names:
 ``{arch}-aft-eps{1,2,4}`` for ViT-B-16, RN50, ViT-L-14 and ``vit-b-16-fare-eps{1,2,4}``.
 
-Toy runs (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``): fine-tune the bundled toy CLIP on the
+Toy runs (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``, and ``toy-shortcut-aft`` / ``toy-shortcut-fare``
+from the ``toy-shortcut`` CLIP of the planted-shortcut world): fine-tune the bundled toy CLIP on the
 shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels); the encoders of the
 same names train them on first use.
 """
@@ -16,6 +17,8 @@ same names train them on first use.
 from __future__ import annotations
 
 from typing import Any
+
+from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE
 
 _PAPER_COMMON: dict[str, Any] = {
     "data": "imagenet-train",  # placeholder: refused with a message until --data /path/to/imagenet/train
@@ -61,6 +64,7 @@ _TOY_COMMON: dict[str, Any] = {
     # A fixed thread count (the toy CLIP's): the weights then do not depend on the machine's core count or load.
     "threads": 2,
 }
+_SHORTCUT_DATA = f"shapes:4096,shortcut={SHORTCUT_AMPLITUDE:g}"
 PRESETS: dict[str, dict[str, Any]] = {
     **_paper_presets(),
     "toy-aft": {**_TOY_COMMON, "objective": "aft", "eta": 1.0, "sigma": 1.0},
@@ -68,4 +72,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # TeCoA / PMG-AFT on the shapes world's classes, same budget (no penalty or noise, as in those papers).
     "toy-tecoa": {**_TOY_COMMON, "objective": "tecoa", "eta": 0.0, "sigma": 0.0},
     "toy-pmg-aft": {**_TOY_COMMON, "objective": "pmg-aft", "eta": 0.0, "sigma": 0.0},
+    # The planted-shortcut world (aft_bench.data.shortcut): the same fine-tunes of the toy-shortcut CLIP, on images
+    # that carry the pattern.
+    "toy-shortcut-aft": {**_TOY_COMMON, "encoder": "toy-shortcut", "data": _SHORTCUT_DATA, "objective": "aft",
+                         "eta": 1.0, "sigma": 1.0},
+    "toy-shortcut-fare": {**_TOY_COMMON, "encoder": "toy-shortcut", "data": _SHORTCUT_DATA, "objective": "fare",
+                          "eta": 0.0, "sigma": 0.0},
 }

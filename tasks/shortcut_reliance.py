@@ -1,0 +1,102 @@
+"""Reliance on the planted shortcut: does an encoder follow a faint class pattern instead of the object?
+
+The shapes world's ``shortcut=A`` option plants a non-robust feature (Ilyas et al. 2019): a class-specific
+pattern of amplitude A/255 over the whole image (:mod:`aft_bench.data.shortcut`), in the train and test splits.
+The AFT paper's mechanism (sections 1 and 3) is that CLIP relies on features humans cannot see, which spreads its
+input gradients over the image, and that adversarial fine-tuning removes the reliance. This task measures the
+reliance with CLIP's zero-shot head on each test image three times (:mod:`aft_bench.metrics.reliance`): as drawn
+(``acc``), with its pattern swapped for another class's (``follow``: the share of predictions that go with the
+pattern, and ``acc_swapped``), and with the pattern removed (``acc_removed``). Everything but the pattern is the
+same pixel for pixel in the three images. The swapped class is drawn per image from its id and the run's seed,
+uniformly among the other classes, so reruns and resumed runs swap the same way.
+
+Needs the shapes dataset with ``--dataset-arg shortcut=A`` (A > 0); any encoder with a text tower. Options: the
+zero-shot head's ``templates`` / ``prompt_template`` (as in the zero-shot task).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from aft_bench.classifiers import PromptOptions, ZeroShotClassifier
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch, Dataset
+from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.metrics.reliance import RELIANCE_METRICS, reliance_scores
+from aft_bench.options import nested
+from aft_bench.results import RunResult
+
+CLASSIFIER = "zero_shot"
+"""The leaderboard's attribution column: the predictions come from CLIP's zero-shot head."""
+
+
+@dataclass(frozen=True)
+class ShortcutRelianceOptions:
+    """The task's options (see the module docstring)."""
+
+    prompts: PromptOptions = nested(PromptOptions, "", help="the zero-shot head's prompts")
+
+
+def swapped_label(sample_id: str, label: int, num_classes: int, seed: int) -> int:
+    """The class whose pattern replaces ``label``'s on ``sample_id``: uniform over the other classes, a pure
+    function of (seed, id)."""
+    offset = random.Random(f"{seed}:{sample_id}").randrange(1, num_classes)
+    return (label + offset) % num_classes
+
+
+def _check_dataset(dataset: Dataset, name: str) -> float:
+    amplitude = getattr(dataset, "shortcut", None)
+    if not callable(getattr(dataset, "load_variant", None)):
+        raise ValueError(f"task shortcut_reliance needs the shapes world with a planted pattern; dataset {name!r} has "
+                         "none. Run it with --dataset shapes --dataset-arg shortcut=2")
+    if not amplitude:
+        raise ValueError("task shortcut_reliance: the shapes world has no planted pattern (shortcut=0); add "
+                         "--dataset-arg shortcut=A with A > 0 (the toy-shortcut encoders were trained with 2)")
+    return float(amplitude)
+
+
+class ShortcutReliance(SampleTask):
+    """Pattern-following rate and accuracies with the planted pattern as drawn, swapped and removed."""
+
+    Options: ClassVar[type] = ShortcutRelianceOptions
+    reported: ClassVar[tuple[Reported, ...]] = RELIANCE_METRICS
+
+    def run(self, ctx: RunContext) -> Iterator[RunResult]:
+        if ctx.config.attributions:
+            raise ValueError(f"task {ctx.spec.name!r} scores an encoder's zero-shot predictions, not attribution "
+                             f"maps: drop --attributions ({' '.join(ctx.config.attributions)})")
+        for spec, encoder in ctx.encoders():
+            dataset, ids = ctx.samples(encoder.image_size)
+            amplitude = _check_dataset(dataset, ctx.config.dataset)
+            classifier = ZeroShotClassifier(encoder, dataset, ctx.options.prompts)
+            pair = Pair(spec, encoder, CLASSIFIER, None, dataset, classifier)
+            result = self.run_pair(ctx, pair, ids, shortcut=amplitude)
+            if result is not None:
+                yield result
+
+    def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
+        classifier: ZeroShotClassifier = pair.state
+        return reliance_records(classifier.predict, pair.dataset, batch, ctx.config.seed)
+
+
+def reliance_records(predict: Callable[[Tensor], Tensor], dataset: Dataset, batch: Batch, seed: int) -> list[Record]:
+    """The task's records of ``batch``: ``predict`` (images -> (B,) classes) on the images as drawn, with the
+    pattern swapped (:func:`swapped_label`) and with it removed, scored by :func:`reliance_scores`."""
+    labels = batch.labels.tolist()
+    if any(label < 0 for label in labels):
+        return [{"error": "no class label (the reliance measure needs the object's class)"} if label < 0 else
+                {"error": "its batch holds an unlabelled sample"} for label in labels]
+    patterns = [swapped_label(i, label, len(dataset.classnames), seed) for i, label in zip(batch.ids, labels,
+                                                                                            strict=True)]
+    swapped = torch.stack([dataset.load_variant(i, p).image for i, p in zip(batch.ids, patterns, strict=True)])
+    removed = torch.stack([dataset.load_variant(i, shortcut=0.0).image for i in batch.ids])
+    predictions = [predict(images).cpu() for images in (batch.images, swapped, removed)]
+    scores = reliance_scores(*predictions, torch.tensor(labels), torch.tensor(patterns))
+    return [{"scores": {name: float(values[k]) for name, values in scores.items()}, "pattern": patterns[k]}
+            for k in range(len(labels))]
