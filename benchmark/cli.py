@@ -1,5 +1,5 @@
-"""The ``aft-bench`` command line: ``run``, ``figure``, ``curve``, ``table``, ``ls``, and ``train``, ``study`` and
-``compare`` (each of the last three with its own parser in its own module, :data:`OWN_PARSERS`).
+"""The ``aft-bench`` command line: ``run``, ``figure``, ``curve``, ``table``, ``ls``, and ``train``, ``study``,
+``compare`` and ``paper`` (each of the last four with its own parser in its own module, :data:`OWN_PARSERS`).
 
 ``--help`` and ``ls`` import neither torch nor model code (registries hold lazy entries). Unknown
 names and option keys exit with status 2 and the list of known ones; bad inputs (:data:`aft_bench.errors.USER_ERRORS`)
@@ -66,6 +66,9 @@ OWN_PARSERS: dict[str, tuple[str, str, str]] = {
     "compare": ("aft_bench.comparison.arguments", "run_compare",
                 "compare encoders on a suite of tasks: a scorecard and paired differences against a baseline with "
                 "significance; see aft-bench compare --help"),
+    "paper": ("aft_bench.paper.arguments", "run_paper",
+              "the paper's tables and figures with its numbers beside ours (list, all, table1, fig3, ...): "
+              "report.md and report.html; see aft-bench paper --help"),
 }
 """Subcommands that parse their own arguments: name -> (module, function taking the rest of argv, help line).
 Their modules are imported only when the command runs, so ``aft-bench --help`` stays light."""

@@ -29,6 +29,21 @@ DEFAULT_ENCODERS = ("toy", "toy-aft", "toy-fare")
 DEFAULT_SUITE = "interpretability"
 
 
+def add_run_settings(runs: argparse._ArgumentGroup) -> argparse._ArgumentGroup:
+    """Adds the run settings a suite's tasks share (dataset, data root and arguments, limit, seed, batch size, device,
+    workers, threads) to the argument group ``runs`` (``aft-bench compare`` and ``aft-bench paper``); returns it."""
+    runs.add_argument("--dataset", help="dataset name for every task that does not pin its own (aft-bench ls datasets)")
+    runs.add_argument("--data-root", help="dataset folder on disk (real datasets)")
+    runs.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="a keyword argument of the dataset")
+    runs.add_argument("--limit", type=int, metavar="N", help="score a seeded subset of N samples in every task")
+    runs.add_argument("--seed", type=int, help="the run seed (default: the suite's, else 0)")
+    runs.add_argument("--batch-size", type=int, metavar="N", help="samples per batch (default: each task's)")
+    runs.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    runs.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    runs.add_argument("--threads", type=int, metavar="N", help="intra-op CPU threads (torch.set_num_threads)")
+    return runs
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``aft-bench compare`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -50,16 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", metavar="ENTRY.KEY=VALUE",
                         help="change one key of one suite entry, as its suite file would (values as YAML), e.g. "
                              "--set network_dissection.dataset=broden --set network_dissection.data_root=/data/broden")
-    runs = parser.add_argument_group("run settings (over the suite's, for every task; as for aft-bench run)")
-    runs.add_argument("--dataset", help="dataset name for every task that does not pin its own (aft-bench ls datasets)")
-    runs.add_argument("--data-root", help="dataset folder on disk (real datasets)")
-    runs.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="a keyword argument of the dataset")
-    runs.add_argument("--limit", type=int, metavar="N", help="score a seeded subset of N samples in every task")
-    runs.add_argument("--seed", type=int, help="the run seed (default: the suite's, else 0)")
-    runs.add_argument("--batch-size", type=int, metavar="N", help="samples per batch (default: each task's)")
-    runs.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    runs.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
-    runs.add_argument("--threads", type=int, metavar="N", help="intra-op CPU threads (torch.set_num_threads)")
+    runs = add_run_settings(parser.add_argument_group(
+        "run settings (over the suite's, for every task; as for aft-bench run)"))
     runs.add_argument("--on-error", choices=("raise", "skip"), help="bad samples: fail (default) or skip and count")
     runs.add_argument("--fresh", action="store_true", default=None,
                       help="run every task again, recomputing stored per-sample scores")

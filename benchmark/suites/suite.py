@@ -28,7 +28,10 @@ separated sections::
 Every section is parsed into a frozen dataclass by :func:`aft_bench.options.parse_options`, so an unknown key is
 refused with a did-you-mean (:class:`UnknownSuiteKeyError`, exit status 2) and a value of the wrong kind with a
 message naming the file, the entry and the key. Later sections (a report's layout, the paper's reference
-numbers) join as new dataclasses and keys beside these; ``version`` says which a file may use.
+numbers) join as new dataclasses and keys beside these; ``version`` says which a file may use. A loader of such
+files passes ``sections`` (``{top-level key: dataclass}``): each is parsed like the others and kept in
+:attr:`Suite.sections` (the paper's suites, :mod:`aft_bench.paper.spec`, add a ``paper`` section this way), and
+``package`` names where its built-in files live.
 
 :meth:`Suite.without` and :meth:`Suite.with_settings` make a changed copy (a command line's ``--skip`` and
 ``--set``; the values parsed as the file's). The settings of one task run are composed by
@@ -40,7 +43,7 @@ metric names once its run configuration is resolved.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,7 +71,7 @@ class UnknownSuiteKeyError(UnknownNameError):
 
 
 # ---------------------------------------------------------------------------------------- value parsers
-def _names(value: Any, key: str) -> tuple[str, ...]:
+def parse_names(value: Any, key: str) -> tuple[str, ...]:
     """A name or a list of names (an empty list is allowed: a task that takes none)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(item, str) and item for item in items):
@@ -76,7 +79,7 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _mapping(value: Any, key: str) -> dict[str, Any]:
+def parse_mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key}={value!r}: give a mapping of key: value")
     return dict(value)
@@ -84,8 +87,8 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
 
 def _method_args(value: Any, key: str) -> dict[str, dict[str, Any]]:
     """``{method: {hyperparameter: value}}``."""
-    methods = _mapping(value, key)
-    return {str(method): _mapping(args, f"{key}.{method}") for method, args in methods.items()}
+    methods = parse_mapping(value, key)
+    return {str(method): parse_mapping(args, f"{key}.{method}") for method, args in methods.items()}
 
 
 def _optional_integer(value: Any, key: str) -> int | None:
@@ -94,13 +97,13 @@ def _optional_integer(value: Any, key: str) -> int | None:
     return value
 
 
-def _optional_text(value: Any, key: str) -> str | None:
+def parse_optional_text(value: Any, key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{key}={value!r}: give a text (or null)")
     return value
 
 
-def _section(cls: type, values: Any, where: str) -> Any:
+def parse_section(cls: type, values: Any, where: str) -> Any:
     """``cls`` parsed from one section's mapping; unknown keys and bad values name ``where``."""
     if values is None:
         values = {}
@@ -125,7 +128,7 @@ def _section(cls: type, values: Any, where: str) -> Any:
 class SuiteInfo:
     """The ``suite`` section: what the suite is."""
 
-    name: str | None = option(None, parse=_optional_text, help="the suite's name (default: the file's stem)")
+    name: str | None = option(None, parse=parse_optional_text, help="the suite's name (default: the file's stem)")
     description: str = option("", help="one line for aft-bench compare --list")
 
 
@@ -133,9 +136,9 @@ class SuiteInfo:
 class SuiteDefaults:
     """The ``defaults`` section: run settings of every task of the suite (each entry and the command line win)."""
 
-    dataset: str | None = option(None, parse=_optional_text, help="dataset name (DATASETS)")
-    data_root: str | None = option(None, parse=_optional_text, help="dataset folder on disk")
-    dataset_args: dict[str, Any] = option(default_factory=dict, parse=_mapping, help="dataset keyword arguments")
+    dataset: str | None = option(None, parse=parse_optional_text, help="dataset name (DATASETS)")
+    data_root: str | None = option(None, parse=parse_optional_text, help="dataset folder on disk")
+    dataset_args: dict[str, Any] = option(default_factory=dict, parse=parse_mapping, help="dataset keyword arguments")
     limit: int | None = option(None, parse=optional_positive_int, help="a seeded subset of N samples per task")
     seed: int | None = option(None, parse=_optional_integer, help="the run seed")
 
@@ -145,15 +148,15 @@ class DatasetSettings:
     """Settings of an entry used only when it runs on one dataset (below the command line): a lighter protocol
     for the embedded world, say, that leaves the paper's protocol on real data alone."""
 
-    options: dict[str, Any] = option(default_factory=dict, parse=_mapping, help="task options over the entry's")
-    dataset_args: dict[str, Any] = option(default_factory=dict, parse=_mapping, help="dataset arguments")
+    options: dict[str, Any] = option(default_factory=dict, parse=parse_mapping, help="task options over the entry's")
+    dataset_args: dict[str, Any] = option(default_factory=dict, parse=parse_mapping, help="dataset arguments")
     limit: int | None = option(None, parse=optional_positive_int, help="a seeded subset of N samples")
 
 
 def _per_dataset(value: Any, key: str) -> dict[str, DatasetSettings]:
     """``{dataset name: DatasetSettings}``."""
-    return {str(name): _section(DatasetSettings, settings, f"{key}.{name}")
-            for name, settings in _mapping(value, key).items()}
+    return {str(name): parse_section(DatasetSettings, settings, f"{key}.{name}")
+            for name, settings in parse_mapping(value, key).items()}
 
 
 @dataclass(frozen=True)
@@ -170,16 +173,16 @@ class SuiteTask:
     """
 
     task: str = option(help="the task (aft-bench ls tasks)")
-    name: str | None = option(None, parse=_optional_text, help="the entry's label (default: the task's name)")
+    name: str | None = option(None, parse=parse_optional_text, help="the entry's label (default: the task's name)")
     description: str = option("", help="one line about the entry")
-    headline: tuple[str, ...] | None = option(None, parse=_names, help="result columns shown (default: all)")
-    attributions: tuple[str, ...] | None = option(None, parse=_names, help="methods (default: the task's YAML)")
+    headline: tuple[str, ...] | None = option(None, parse=parse_names, help="result columns shown (default: all)")
+    attributions: tuple[str, ...] | None = option(None, parse=parse_names, help="methods (default: the task's YAML)")
     attribution_args: dict[str, dict[str, Any]] = option(default_factory=dict, parse=_method_args,
                                                          help="{method: {hyperparameter: value}}")
-    options: dict[str, Any] = option(default_factory=dict, parse=_mapping, help="the task's --option keys")
-    dataset: str | None = option(None, parse=_optional_text, help="pins the entry's dataset")
-    data_root: str | None = option(None, parse=_optional_text, help="the pinned dataset's folder")
-    dataset_args: dict[str, Any] = option(default_factory=dict, parse=_mapping, help="the dataset's arguments")
+    options: dict[str, Any] = option(default_factory=dict, parse=parse_mapping, help="the task's --option keys")
+    dataset: str | None = option(None, parse=parse_optional_text, help="pins the entry's dataset")
+    data_root: str | None = option(None, parse=parse_optional_text, help="the pinned dataset's folder")
+    dataset_args: dict[str, Any] = option(default_factory=dict, parse=parse_mapping, help="the dataset's arguments")
     limit: int | None = option(None, parse=optional_positive_int, help="a seeded subset of N samples")
     batch_size: int | None = option(None, parse=optional_positive_int, help="samples per batch")
     per_dataset: dict[str, DatasetSettings] = option(default_factory=dict, parse=_per_dataset,
@@ -234,6 +237,7 @@ class Suite:
         name: The suite's name. version: The file's schema version. description: One line.
         defaults: Run settings of every task. tasks: The entries, in scorecard order.
         source: Where the suite was read from (a file path, or ``built-in:<name>``).
+        sections: The extra sections a loader asked for (``{key: parsed dataclass}``; see :func:`parse_suite`).
     """
 
     name: str
@@ -242,6 +246,7 @@ class Suite:
     defaults: SuiteDefaults
     tasks: tuple[SuiteTask, ...]
     source: str
+    sections: Mapping[str, Any] = field(default_factory=dict)
 
     def _entry(self, label: str) -> SuiteTask:
         for task in self.tasks:
@@ -277,7 +282,7 @@ class Suite:
             if fixed:
                 raise ValueError(f"--set {label}.{fixed[0]}: an entry's task and name stay as the suite has them; "
                                  "write a suite file of your own for other entries")
-            given = _section(SuiteTask, {"task": entry.task, **values}, f"--set {label}")
+            given = parse_section(SuiteTask, {"task": entry.task, **values}, f"--set {label}")
             changed[label] = replace(entry, **{key: getattr(given, key) for key in values})
         return replace(self, tasks=tuple(changed.get(t.label, t) for t in self.tasks))
 
@@ -285,8 +290,11 @@ class Suite:
 _TOP_LEVEL = ("version", "suite", "defaults", "tasks")
 
 
-def parse_suite(data: Any, source: str, default_name: str) -> Suite:
+def parse_suite(data: Any, source: str, default_name: str, sections: Mapping[str, type] | None = None) -> Suite:
     """A :class:`Suite` from the YAML data of ``source`` (a file path or ``built-in:<name>``, for messages).
+
+    ``sections`` (``{top-level key: dataclass}``) are further sections the file may have, each parsed as the others
+    (:func:`aft_bench.options.parse_options`) into :attr:`Suite.sections` (an absent one: its defaults).
 
     Raises:
         UnknownSuiteKeyError: For a key no section has (exit status 2, with a did-you-mean).
@@ -295,32 +303,34 @@ def parse_suite(data: Any, source: str, default_name: str) -> Suite:
     """
     if not isinstance(data, Mapping):
         raise ValueError(f"{source}: a suite file is a mapping with the sections {', '.join(_TOP_LEVEL)}")
+    extra = dict(sections or {})
     for key in data:
-        if key not in _TOP_LEVEL:
-            raise UnknownSuiteKeyError(source, str(key), list(_TOP_LEVEL))
+        if key not in _TOP_LEVEL and key not in extra:
+            raise UnknownSuiteKeyError(source, str(key), [*_TOP_LEVEL, *extra])
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise ValueError(f"{source}: version={version!r}: give the suite schema version (1 to {SCHEMA_VERSION}; "
                          "a newer file needs a newer aft-bench)")
-    info: SuiteInfo = _section(SuiteInfo, data.get("suite"), f"{source} suite")
-    defaults: SuiteDefaults = _section(SuiteDefaults, data.get("defaults"), f"{source} defaults")
+    info: SuiteInfo = parse_section(SuiteInfo, data.get("suite"), f"{source} suite")
+    defaults: SuiteDefaults = parse_section(SuiteDefaults, data.get("defaults"), f"{source} defaults")
     entries = data.get("tasks")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{source}: the section 'tasks' must list at least one task entry (- task: NAME ...)")
-    tasks = tuple(_section(SuiteTask, entry, f"{source} tasks[{i}]") for i, entry in enumerate(entries))
+    tasks = tuple(parse_section(SuiteTask, entry, f"{source} tasks[{i}]") for i, entry in enumerate(entries))
     labels = [task.label for task in tasks]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise ValueError(f"{source}: two entries are labelled {repeated[0]!r}; give each run of one task its own "
                          "'name:'")
+    parsed = {key: parse_section(cls, data.get(key), f"{source} {key}") for key, cls in extra.items()}
     return Suite(name=info.name or default_name, version=version, description=info.description,
-                 defaults=defaults, tasks=tasks, source=source)
+                 defaults=defaults, tasks=tasks, source=source, sections=parsed)
 
 
 # ---------------------------------------------------------------------------------------- finding suites
-def suite_names() -> list[str]:
-    """The built-in suites (the YAML files of :mod:`aft_bench.suites`), sorted."""
-    files = resources.files("aft_bench.suites").iterdir()
+def suite_names(package: str = "aft_bench.suites") -> list[str]:
+    """The built-in suites (the YAML files of the package ``package``, :mod:`aft_bench.suites` by default), sorted."""
+    files = resources.files(package).iterdir()
     return sorted(Path(f.name).stem for f in files if Path(f.name).suffix in SUFFIXES)
 
 
@@ -329,8 +339,9 @@ def is_suite_path(name: str) -> bool:
     return Path(name).suffix in SUFFIXES or "/" in name or Path(name).is_file()
 
 
-def load_suite(name: str) -> Suite:
-    """The built-in suite ``name`` (:func:`suite_names`) or the suite file at path ``name``.
+def load_suite(name: str, package: str = "aft_bench.suites", sections: Mapping[str, type] | None = None) -> Suite:
+    """The built-in suite ``name`` (:func:`suite_names` of ``package``) or the suite file at path ``name``, with the
+    extra ``sections`` of :func:`parse_suite`.
 
     Raises:
         UnknownNameError: For a name that is neither a built-in suite nor a file (with a did-you-mean).
@@ -341,18 +352,18 @@ def load_suite(name: str) -> Suite:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"suite file {path} does not exist; give a YAML suite file or one of the built-in "
-                                    f"suites: {', '.join(suite_names())}")
+                                    f"suites: {', '.join(suite_names(package))}")
         text, source, stem = path.read_text(encoding="utf-8"), str(path), path.stem
-    elif name in suite_names():
-        text = resources.files("aft_bench.suites").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    elif name in suite_names(package):
+        text = resources.files(package).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
         source, stem = f"built-in:{name}", name
     else:
-        raise UnknownNameError("suite", name, suite_names())
+        raise UnknownNameError("suite", name, suite_names(package))
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"suite file {source} is not valid YAML ({exc})") from None
-    return parse_suite(data, source, stem)
+    return parse_suite(data, source, stem, sections)
 
 
 def headline_metrics(entry: SuiteTask, reported: Sequence[Any]) -> tuple[Any, ...]:
