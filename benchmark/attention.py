@@ -1,13 +1,13 @@
-"""The explicit attention path: per-block attention probabilities of an open_clip ViT on request.
+"""The explicit attention path: per-block attention probabilities of a ViT on request.
 
-Fused scaled-dot-product attention (``nn.MultiheadAttention`` with ``need_weights=False``, or
-``F.scaled_dot_product_attention`` in open_clip's own ``Attention``) never materialises the
-attention probabilities that attention maps, Rollout (Abnar & Zuidema 2020) and Grad-ECLIP (Zhao et
-al. 2024) need. :class:`AttentionRecorder` temporarily replaces the attention computation of chosen
-ViT blocks with the explicit form ``softmax(Q K^T / sqrt(d)) V`` (Vaswani et al. 2017), records what
-was asked for, and restores the fused path on exit. Recorded tensors stay in the autograd graph, so
-gradients with respect to them (Grad-ECLIP's attention output) flow; the outputs equal the fused
-path's up to float rounding (tested).
+Fused scaled-dot-product attention (``nn.MultiheadAttention`` with ``need_weights=False``,
+``F.scaled_dot_product_attention`` in open_clip's ``Attention``, timm's ``Attention`` or ``transformers``'
+SDPA CLIP attention) never materialises the attention probabilities that attention maps, Rollout
+(Abnar & Zuidema 2020) and Grad-ECLIP (Zhao et al. 2024) need. :class:`AttentionRecorder` temporarily
+replaces the attention computation of chosen ViT blocks with the explicit form
+``softmax(Q K^T / sqrt(d)) V`` (Vaswani et al. 2017), records what was asked for, and restores the fused
+path on exit. Recorded tensors stay in the autograd graph, so gradients with respect to them
+(Grad-ECLIP's attention output) flow; the outputs equal the fused path's up to float rounding (tested).
 
 Example::
 
@@ -15,13 +15,16 @@ Example::
         embeddings = encoder(images)
     probs = rec.probs(-1)  # the last block's, B x heads x N x N
 
-Which modules are the blocks, and how block indices resolve, is the encoder's knowledge
-(:attr:`~aft_bench.encoder.Encoder.blocks`, :meth:`~aft_bench.encoder.Encoder.resolve_block`).
+Which modules are the blocks, how block indices resolve and which explicit forward replaces each block's
+attention is the encoder's knowledge (:attr:`~aft_bench.encoder.Encoder.blocks`,
+:meth:`~aft_bench.encoder.Encoder.resolve_block`, :meth:`~aft_bench.encoder.Encoder.explicit_attention`; the
+forwards live in the backend files of :mod:`aft_bench.backends`); they share :func:`explicit_attention` here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,10 +32,9 @@ from types import MethodType
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import Attention
 from torch import Tensor, nn
 
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.encoder import Encoder
 
 RECORDABLE = frozenset({"probs", "q", "k", "v", "context"})
 
@@ -91,18 +93,28 @@ HEAD_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 # ---------------------------------------------------------------------------------------- explicit attention
-def _explicit(
-    x: Tensor,
-    in_weight: Tensor,
-    in_bias: Tensor | None,
+def explicit_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
     heads: int,
-    mask: Tensor | None,
+    mask: Tensor | None = None,
     qk_norm: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None,
     dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """softmax(Q K^T / sqrt(d) + mask) V on batch-first ``x``; returns (probs, q, k, v, context)."""
-    batch, tokens, width = x.shape
-    q, k, v = F.linear(x, in_weight, in_bias).chunk(3, dim=-1)
+    """softmax(Q K^T / sqrt(d) + mask) V (Vaswani et al. 2017) on batch-first projections.
+
+    Args:
+        q, k, v: B x N x C queries, keys and values (heads concatenated along channels).
+        heads: Number of heads (C / heads channels each).
+        mask: Additive mask broadcasting to B x heads x N x N.
+        qk_norm: Per-head normalisations of queries and keys (open_clip's and timm's QK norm).
+        dropout: Dropout on the probabilities (training only).
+
+    Returns:
+        (probs B x heads x N x N, q, k, v, context B x N x C); q and k after any QK norm.
+    """
+    batch, tokens, width = q.shape
     qh, kh, vh = (t.reshape(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, k, v))
     if qk_norm is not None:
         qh, kh = qk_norm[0](qh), qk_norm[1](kh)
@@ -117,99 +129,32 @@ def _explicit(
     return probs, q, k, v, context
 
 
-def _additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+def query_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    heads: int,
+    qk_norm: tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None = None,
+) -> Tensor:
+    """Fused attention of M queries (B x M x C) over N keys and values (B x N x C) -> context B x M x C.
+
+    What a block computes for a few tokens only (the class token of a ViT's last block, whose other outputs a
+    class-token embedding never reads).
+    """
+    batch, width = q.shape[0], q.shape[-1]
+    qh, kh, vh = (t.reshape(batch, t.shape[1], heads, width // heads).transpose(1, 2) for t in (q, k, v))
+    if qk_norm is not None:
+        qh, kh = qk_norm[0](qh), qk_norm[1](kh)
+    return F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(batch, q.shape[1], width)
+
+
+def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """A boolean (True = masked) or additive mask as an additive float mask."""
     if mask is None:
         return None
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
     return mask.to(dtype)
-
-
-def _mha_forward(recorder: AttentionRecorder, index: int) -> Callable[..., tuple[Tensor, Tensor | None]]:
-    """Explicit replacement of ``nn.MultiheadAttention.forward`` for self-attention."""
-
-    def forward(
-        self: nn.MultiheadAttention,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        key_padding_mask: Tensor | None = None,
-        need_weights: bool = True,
-        attn_mask: Tensor | None = None,
-        average_attn_weights: bool = True,
-        is_causal: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        if key is not query or value is not query or key_padding_mask is not None or is_causal:
-            raise UnsupportedEncoderError(
-                f"explicit attention path of block {index}: only self-attention without padding or causal "
-                "masks is supported (open_clip image towers use plain self-attention)"
-            )
-        x = query if self.batch_first else query.transpose(0, 1)
-        mask = _additive_mask(attn_mask, x.dtype)
-        if mask is not None and mask.ndim == 3:
-            mask = mask.reshape(x.shape[0], self.num_heads, *mask.shape[-2:])
-        dropout = self.dropout if self.training else 0.0
-        probs, q, k, v, context = _explicit(
-            x, self.in_proj_weight, self.in_proj_bias, self.num_heads, mask, dropout=dropout
-        )
-        recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
-        out = self.out_proj(context)
-        out = out if self.batch_first else out.transpose(0, 1)
-        weights = (probs.mean(1) if average_attn_weights else probs) if need_weights else None
-        return out, weights
-
-    return forward
-
-
-def _custom_forward(recorder: AttentionRecorder, index: int) -> Callable[..., Tensor]:
-    """Explicit replacement of open_clip's ``Attention.forward`` (CustomResidualAttentionBlock)."""
-
-    def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        batch, tokens, _ = x.shape
-        mask = _additive_mask(attn_mask, x.dtype)
-        if mask is not None and mask.ndim == 3:
-            mask = mask.reshape(batch, self.num_heads, tokens, tokens)
-        probs, q, k, v, context = _explicit(
-            x,
-            self.in_proj_weight,
-            self.in_proj_bias,
-            self.num_heads,
-            mask,
-            qk_norm=(self.ln_q, self.ln_k),
-            dropout=self.attn_drop.p if self.training else 0.0,
-        )
-        recorder._store(index, probs=probs, q=q, k=k, v=v, context=context)
-        out = context
-        if self.head_scale is not None:
-            heads = out.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2) * self.head_scale
-            out = heads.transpose(1, 2).reshape(batch, tokens, -1)
-        return self.out_drop(self.out_proj(self.ln_inner(out)))
-
-    return forward
-
-
-def _check_mha(module: nn.MultiheadAttention, index: int) -> None:
-    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
-        raise UnsupportedEncoderError(
-            f"block {index}: nn.MultiheadAttention with separate q/k/v projections, bias_k/bias_v or "
-            "add_zero_attn has no explicit attention path here"
-        )
-
-
-def _check_custom(module: Attention, index: int) -> None:
-    if module.logit_scale is not None:
-        raise UnsupportedEncoderError(
-            f"block {index}: open_clip Attention with scaled cosine attention (scaled_cosine_attn=True) has "
-            "no explicit attention path here; use a model with plain scaled-dot-product attention"
-        )
-
-
-# The attention module types with an explicit path: type -> (support check, forward factory).
-EXPLICIT_PATHS: dict[type, tuple[Callable[[nn.Module, int], None], Callable[..., Callable[..., object]]]] = {
-    nn.MultiheadAttention: (_check_mha, _mha_forward),
-    Attention: (_check_custom, _custom_forward),
-}
 
 
 # ---------------------------------------------------------------------------------------- recorder
@@ -222,12 +167,13 @@ class AttentionRecorder:
     enabled. On exit the fused path is restored; the model itself is never modified otherwise.
 
     Args:
-        encoder: A ViT :class:`~aft_bench.encoder.Encoder`.
+        encoder: A ViT :class:`~aft_bench.encoder.Encoder` of any backend.
         blocks: Block indices (negative counts from the end); ``None`` records every block.
         keep: Which of ``probs``, ``q``, ``k``, ``v``, ``context`` to record.
 
     Raises:
-        UnsupportedEncoderError: For a CNN encoder or an attention module without an explicit path.
+        UnsupportedEncoderError: For a CNN encoder or an attention module without an explicit path
+            (:meth:`~aft_bench.encoder.Encoder.explicit_attention`).
         ValueError: For an unknown ``keep`` entry or a block out of range.
     """
 
@@ -243,16 +189,8 @@ class AttentionRecorder:
         self._patched: list[nn.Module] = []
         self._targets: list[tuple[nn.Module, Callable[..., object]]] = []
         for index in self.blocks:
-            attn = getattr(modules[index], "attn", None)
-            path = EXPLICIT_PATHS.get(type(attn))
-            if path is None:
-                raise UnsupportedEncoderError(
-                    f"encoder {encoder.name!r}, block {index}: attention module {type(attn).__name__} has no "
-                    f"explicit path (supported: {', '.join(t.__name__ for t in EXPLICIT_PATHS)})"
-                )
-            check, factory = path
-            check(attn, index)
-            self._targets.append((attn, factory(self, index)))
+            module, factory = encoder.explicit_attention(index)
+            self._targets.append((module, factory(functools.partial(self._store, index))))
 
     def __enter__(self) -> AttentionRecorder:
         if self._patched:

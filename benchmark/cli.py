@@ -76,6 +76,9 @@ Their modules are imported only when the command runs, so ``aft-bench --help`` s
 SPEC_FORMS = (
     ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),
     ("hf-hub:ORG/NAME", "open_clip model from the Hugging Face cache"),
+    ("hf:ORG/NAME", "transformers CLIPModel from the Hugging Face cache, or hf:/path/to/save_pretrained_folder"),
+    ("timm:NAME[@PATH]", "timm classifier (pre-logits embedding, no text tower), weights from the cache or PATH"),
+    ("SPEC?mean=NAME", "any spec with another normalisation: imagenet, openai, inception, or ?mean=A,B,C&std=A,B,C"),
     ("ckpt:PATH", "checkpoint written by aft-bench train (safetensors + JSON card)"),
     ("ARCH[:TAG]@PATH", "full or vision-only state dict (.pt / .safetensors), e.g. ViT-L-14:openai@fare2.pt"),
     ("series:RUN[@K,..]", "every snapshot (train --snapshot-every) and the final encoder of a run, or those steps"),
@@ -263,7 +266,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name in registry.names():
         print(f"{name:<{width}}{registry.help(name)}")
     if args.what == "encoders":
-        print("\nany open_clip encoder by spec:")
+        print("\nany encoder by spec:")
         for form, text in SPEC_FORMS:
             print(f"  {form:<18}{text}")
     return 0

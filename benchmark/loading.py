@@ -1,19 +1,28 @@
-"""Loading and saving encoders: open_clip names, hf-hub names and local checkpoints.
+"""Loading and saving encoders: registered names, open_clip specs, ``transformers`` and timm models, checkpoints.
 
-Encoder specs understood by :func:`load_encoder`:
+Encoder specs understood by :func:`load_encoder` (one backend each, ``ENCODER_BACKENDS``):
 
 - a registered name (``toy``, ...): the registry's factory;
+- ``hf:ORG/NAME`` or ``hf:/path/to/folder``: a ``transformers`` CLIP (``CLIPModel``, or a
+  ``CLIPVisionModelWithProjection`` with a ``CLIPTextModelWithProjection`` in ``text/``) from the Hugging Face
+  cache or a ``save_pretrained`` folder, never downloaded (:mod:`aft_bench.backends.transformers`);
+- ``timm:NAME`` or ``timm:NAME@PATH``: a timm classifier, random or with weights from a safetensors/``.pt``
+  file; its embedding is the pre-logits feature (:mod:`aft_bench.backends.timm`);
 - ``ARCH:TAG`` (``ViT-B-16:openai``): an open_clip architecture with a pretrained tag, weights from
   the user's open_clip cache (``ARCH`` alone gives random weights, for tests);
 - ``hf-hub:ORG/NAME``: an open_clip model published on the Hugging Face hub (from the local cache);
 
   both look in the local caches first and run the hub client offline, so a missing file fails at once naming
   the folder searched; ``AFT_BENCH_ONLINE=1`` lets open_clip download what is missing;
-- ``ckpt:PATH``: a checkpoint written by aft-bench (safetensors + ``.json`` card naming the
-  architecture and the pretrained tag it started from);
+- ``ckpt:PATH``: a checkpoint written by aft-bench (``.json`` card beside it naming its ``backend``, default
+  open_clip: safetensors of the architecture and pretrained tag it started from);
 - ``ARCH[:TAG]@PATH``: architecture (and tag, for the text tower) with weights from ``PATH``, a full
   open_clip state dict or a vision-only one as AFT/FARE publish (``model.visual.state_dict()``,
   possibly under ``vision_encoder_state_dict``/``state_dict``/``model``), in ``.pt`` or safetensors.
+
+Any spec may end in ``?mean=NAME`` (``openai``, ``imagenet``, ``inception``: that set's mean and std) or
+``?mean=A,B,C&std=A,B,C`` to override the normalisation (MONET: ``ViT-L-14:openai@monet.pt?mean=imagenet``);
+the override is recorded in the encoder's card (``normalisation``) and so in every result's.
 
 Every ``.pt`` file is read with ``torch.load(weights_only=True)``: a checkpoint that would need to
 unpickle arbitrary objects is refused.
@@ -34,22 +43,24 @@ import open_clip
 import torch
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from aft_bench.atomic import atomic_write, atomic_write_text
+from aft_bench.backends.normalisation import override_normalisation, split_normalisation
+from aft_bench.backends.open_clip import CARD_SUFFIX
 from aft_bench.encoder import OPENAI_MEAN, OPENAI_STD, Encoder
-from aft_bench.registries import ENCODERS
+from aft_bench.registries import ENCODER_BACKENDS, ENCODERS
 from aft_bench.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
 
 NESTED_KEYS = ("vision_encoder_state_dict", "state_dict", "model_state_dict", "model")
-CARD_SUFFIX = ".json"
 ENV_ONLINE = "AFT_BENCH_ONLINE"  # "1": let open_clip download missing weights (default: local caches only)
 URL_CACHE = Path("~/.cache/clip")  # where open_clip keeps weights it downloads by URL
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HUB_CONFIG = "open_clip_config.json"
+#: spec prefix -> ENCODER_BACKENDS name, for the backends other than open_clip (the default) and registered names
+SPEC_PREFIXES = {"hf:": "transformers", "timm:": "timm"}
 
 
 class CheckpointError(ValueError):
@@ -127,20 +138,27 @@ def apply_state_dict(model: CLIP, state: Mapping[str, Tensor], source: str) -> s
         CheckpointError: Naming the missing and unexpected keys when the checkpoint does not fit.
     """
     vision_only = not any(k.startswith("visual.") for k in state)
-    target = model.visual if vision_only else model
-    missing, unexpected = _mismatch(target, state)
+    load_strict(model.visual if vision_only else model, state, f"{source} ({'vision-only' if vision_only else 'full'} "
+                "state dict)", "Check the architecture name given before '@'.")
+    return "vision" if vision_only else "full"
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, Tensor], source: str, hint: str = "") -> None:
+    """``module.load_state_dict(state, strict=True)`` with an error naming the missing and unexpected keys.
+
+    Raises:
+        CheckpointError: When the keys or shapes do not fit (``hint`` says what to check).
+    """
+    missing, unexpected = _mismatch(module, state)
     if missing or unexpected:
-        kind = "vision-only" if vision_only else "full"
         raise CheckpointError(
-            f"checkpoint {source} ({kind} state dict) does not match the architecture: "
-            f"{len(missing)} missing keys {_preview(missing)}, {len(unexpected)} unexpected keys "
-            f"{_preview(unexpected)}. Check the architecture name given before '@'."
+            f"checkpoint {source} does not match the architecture: {len(missing)} missing keys {_preview(missing)}, "
+            f"{len(unexpected)} unexpected keys {_preview(unexpected)}. {hint}".rstrip()
         )
     try:
-        target.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # shape mismatches
         raise CheckpointError(f"checkpoint {source} does not match the architecture: {exc}") from exc
-    return "vision" if vision_only else "full"
 
 
 def _mismatch(module: torch.nn.Module, state: Mapping[str, Tensor]) -> tuple[list[str], list[str]]:
@@ -154,26 +172,22 @@ def _preview(keys: list[str], n: int = 5) -> str:
 
 # ---------------------------------------------------------------------------------------- save
 def save_encoder(encoder: Encoder, path: str | Path, card: Mapping[str, Any]) -> Path:
-    """Writes the full model as safetensors and ``card`` as JSON beside it, both atomically.
+    """Writes the encoder through its backend (:meth:`Encoder.save`) with ``card`` as JSON beside it, atomically.
 
-    The card must name how to rebuild the architecture: ``arch`` (an open_clip name) or
-    ``model_cfg`` (a config dict), plus ``mean``/``std`` if they are not OpenAI's.
+    The card is completed with the encoder's mean and std (unless given). open_clip cards must name how to
+    rebuild the architecture: ``arch`` (an open_clip name) or ``model_cfg`` (a config dict); other backends add
+    their ``backend`` entry and what they need themselves.
 
     Returns:
-        The safetensors path.
+        The path ``ckpt:`` takes (the safetensors file; a ``save_pretrained`` folder for ``transformers``).
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    if "arch" not in card and "model_cfg" not in card:
-        raise ValueError("an encoder card needs 'arch' or 'model_cfg' to rebuild the architecture")
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in encoder.model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
     full_card = {"mean": list(encoder.mean.flatten().tolist()), "std": list(encoder.std.flatten().tolist())}
     full_card.update(card)
-    atomic_write_text(path.with_suffix(CARD_SUFFIX), json.dumps(full_card, indent=2))
-    return path
+    return encoder.save(path, full_card)
 
 
 # ---------------------------------------------------------------------------------------- load
@@ -185,16 +199,22 @@ def check_encoder_spec(spec: str) -> None:
             architecture before ``:`` or ``@``, or a pretrained tag open_clip does not know for the architecture.
         CheckpointError: For a ``ckpt:`` spec whose card is missing, unreadable or names no architecture.
     """
+    spec = split_normalisation(spec)[0]
     if spec.startswith("ckpt:") and spec not in ENCODERS:
         read_card(spec)
         return
     if spec in ENCODERS or spec.startswith("hf-hub:"):
         return
+    prefix = _backend_prefix(spec)
+    if prefix:
+        ENCODER_BACKENDS.get(SPEC_PREFIXES[prefix]).check_spec(spec.removeprefix(prefix))
+        return
     arch_tag, at, _ = spec.partition("@")
     arch, colon, tag = arch_tag.partition(":")
     if arch not in open_clip.list_models():
         if not (at or colon):
-            raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH"])
+            raise UnknownNameError("encoder", spec, ENCODERS.names() + ["ARCH:TAG", "hf-hub:NAME", "ckpt:PATH",
+                                                                    "hf:ORG/NAME", "timm:NAME"])
         raise UnknownNameError("open_clip architecture", arch, open_clip.list_models())
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag and tag.lower() not in tags:
@@ -276,25 +296,35 @@ def _weights_access(arch: str, tag: str | None, spec: str) -> Iterator[None]:
         yield
 
 
+def _backend_prefix(spec: str) -> str:
+    return next((prefix for prefix in SPEC_PREFIXES if spec.startswith(prefix)), "")
+
+
 def load_encoder(spec: str, device: str | torch.device = "cpu") -> Encoder:
     """Loads an encoder from a spec (see the module docstring) onto ``device``."""
     check_encoder_spec(spec)
-    if spec in ENCODERS:
-        encoder = ENCODERS.get(spec)(device=device)
-    elif spec.startswith("ckpt:"):
-        encoder = _load_card_checkpoint(spec)
-    elif spec.startswith("hf-hub:"):
-        encoder = _load_open_clip(spec, None, spec)
+    base, override = split_normalisation(spec)
+    prefix = _backend_prefix(base)
+    if base in ENCODERS:
+        encoder = ENCODER_BACKENDS.get("toy").from_spec(base, base, device)
+    elif base.startswith("ckpt:"):
+        encoder = _load_card_checkpoint(base)
+    elif prefix:
+        encoder = ENCODER_BACKENDS.get(SPEC_PREFIXES[prefix]).from_spec(base.removeprefix(prefix), base, device)
+    elif base.startswith("hf-hub:"):
+        encoder = _load_open_clip(base, None, base)
     else:
-        arch_tag, _, path = spec.partition("@")
+        arch_tag, _, path = base.partition("@")
         arch, _, tag = arch_tag.partition(":")
-        encoder = _load_open_clip(arch, tag or None, spec)
+        encoder = _load_open_clip(arch, tag or None, base)
         if path:
             kind = apply_state_dict(encoder.model, load_state_dict_safely(path), path)
             encoder.card.update(checkpoint=str(path), checkpoint_kind=kind)
             if kind == "vision" and not tag:
                 log.warning("%s: vision-only checkpoint without a pretrained tag: the text tower has random "
                             "weights; give ARCH:TAG@PATH to pair it with the original text encoder", spec)
+    if override:
+        override_normalisation(encoder, spec, override)
     return encoder.to(device).eval()
 
 
@@ -331,7 +361,7 @@ def read_card(spec: str) -> tuple[Path, dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"card {card_path} is not valid JSON ({exc}); rewrite it or give "
                               f"--encoders ARCH[:TAG]@{path}") from exc
-    if not isinstance(card, dict) or not {"arch", "model_cfg"} & set(card):
+    if not isinstance(card, dict) or not {"arch", "model_cfg", "backend"} & set(card):
         raise CheckpointError(f"card {card_path} names no architecture: add 'arch' (an open_clip name) or "
                               f"'model_cfg' to it, or give --encoders ARCH[:TAG]@{path}")
     return path, card
@@ -339,6 +369,9 @@ def read_card(spec: str) -> tuple[Path, dict[str, Any]]:
 
 def _load_card_checkpoint(spec: str) -> Encoder:
     path, card = read_card(spec)
+    backend = card.get("backend", "open_clip")
+    if backend != "open_clip":
+        return ENCODER_BACKENDS.get(backend).from_card(path, card)
     if "model_cfg" in card:
         model = build_model(card["model_cfg"])
         tokenizer = tokenizer_for(card["model_cfg"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from aft_bench.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
+ENCODER_BACKENDS: Registry = Registry("encoder backend")
 ATTRIBUTIONS: Registry = Registry("attribution")
 TASKS: Registry = Registry("task")
 DATASETS: Registry = Registry("dataset")
@@ -23,6 +24,16 @@ REGULARIZERS: Registry = Registry("regularizer")
 
 # Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
 # ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
+# Encoder backends: one Encoder subclass per library (aft_bench.backends), each reading its spec form.
+ENCODER_BACKENDS.register("open_clip", "aft_bench.backends.open_clip:OpenClipEncoder",
+                          help="open_clip CLIP models: ARCH:TAG, hf-hub:ORG/NAME, ARCH[:TAG]@PATH, ckpt:PATH")
+ENCODER_BACKENDS.register("transformers", "aft_bench.backends.transformers:HFClipEncoder",
+                          help="transformers CLIP models: hf:ORG/NAME (local cache) or hf:/path/to/folder")
+ENCODER_BACKENDS.register("timm", "aft_bench.backends.timm:TimmEncoder",
+                          help="timm image classifiers: timm:NAME or timm:NAME@PATH; pre-logits embeddings, no text")
+ENCODER_BACKENDS.register("toy", "aft_bench.backends.toy:ToyEncoders",
+                          help="the registered named encoders (the bundled toy CLIPs and their fine-tunes)")
+
 ENCODERS.register("toy", "aft_bench.toy:load_toy_encoder", help="bundled tiny CLIP trained on the shapes world")
 ENCODERS.register("toy-aft", "aft_bench.toy.finetunes:load_toy_aft",
                   help="the toy CLIP fine-tuned with AFT (eps 4/255, eta = sigma = 1/255), trained on first use")
@@ -33,11 +44,14 @@ ENCODERS.register("toy-tecoa", "aft_bench.toy.finetunes:load_toy_tecoa",
 ENCODERS.register("toy-pmg-aft", "aft_bench.toy.finetunes:load_toy_pmg_aft",
                   help="the toy CLIP fine-tuned with PMG-AFT on the shapes classes (eps 4/255), trained on first use")
 ENCODERS.register("toy-shortcut", "aft_bench.toy.store:load_toy_shortcut_encoder",
-                  help="a toy CLIP trained on the shapes world with a planted class pattern (2/255), trained on first use")
+                  help="a toy CLIP trained on the shapes world with a planted class pattern (2/255), trained on "
+                       "first use")
 ENCODERS.register("toy-shortcut-aft", "aft_bench.toy.finetunes:load_toy_shortcut_aft",
-                  help="toy-shortcut fine-tuned with AFT (eps 4/255) on the planted-shortcut world, trained on first use")
+                  help="toy-shortcut fine-tuned with AFT (eps 4/255) on the planted-shortcut world, trained on "
+                       "first use")
 ENCODERS.register("toy-shortcut-fare", "aft_bench.toy.finetunes:load_toy_shortcut_fare",
-                  help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on first use")
+                  help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on "
+                       "first use")
 
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
                     help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
@@ -93,6 +107,8 @@ TARGETS.register("text", "aft_bench.attributions.base:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
 TARGETS.register("probe", "aft_bench.probe:probe_target",
                  help="class logit of a linear probe on frozen image embeddings (probe_class=true|top1)")
+TARGETS.register("head", "aft_bench.backends.head:head_target",
+                 help="the classifier's own logit of the sample's class (probe_class=true) or its top-1 (timm models)")
 
 CLASSIFIERS.register("zero_shot", "aft_bench.classifiers:ZeroShotClassifier",
                      help="CLIP's zero-shot head: logit scale x cosine with the class-prompt embeddings")

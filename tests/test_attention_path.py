@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_VIT_CFG, make_encoder
+from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 from torch import nn
 
-from aft_bench.attention import AttentionRecorder, _mha_forward, reduce_heads
+from aft_bench.attention import AttentionRecorder, reduce_heads
+from aft_bench.backends.open_clip import _mha_forward
 from aft_bench.encoder import UnsupportedEncoderError
 
 
@@ -141,8 +143,8 @@ class _Store:
     def __init__(self) -> None:
         self.seen: dict = {}
 
-    def _store(self, index: int, **tensors: torch.Tensor) -> None:
-        self.seen[index] = tensors
+    def __call__(self, **tensors: torch.Tensor) -> None:
+        self.seen[0] = tensors
 
 
 def test_sequence_first_attention_with_a_boolean_mask_matches_torch():
@@ -160,3 +162,57 @@ def test_sequence_first_attention_with_a_boolean_mask_matches_torch():
     assert store.seen[0]["context"].shape == (3, 5, 8)
     with pytest.raises(UnsupportedEncoderError, match="only self-attention"):
         _mha_forward(store, 0)(mha, x, x.clone(), x)
+
+
+# ---------------------------------------------------------------------------------------- other backends
+@pytest.fixture(scope="module")
+def timm_qk_vit():
+    """A timm ViT with QK norm and a register token (a prefix token besides the class token)."""
+    import timm
+
+    from aft_bench.backends.timm import TimmEncoder
+
+    torch.manual_seed(2)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2,
+                              num_classes=5, qk_norm=True, reg_tokens=1)
+    return TimmEncoder(model.eval(), "tiny-timm-qk-vit")
+
+
+@pytest.mark.parametrize("which", ["hf_vit", "timm_vit", "timm_qk_vit"])
+def test_explicit_path_equals_the_fused_path_on_every_backend(which, request):
+    encoder = request.getfixturevalue(which)
+    images = _images()
+    text = torch.nn.functional.normalize(torch.randn(3, encoder(images[:1]).shape[1]), dim=-1)
+
+    def forward_and_grad():
+        pixels = images.clone().requires_grad_(True)
+        embeddings = encoder(pixels)
+        (grad,) = torch.autograd.grad((embeddings * text).sum(), pixels)
+        return embeddings.detach(), grad
+
+    fused = forward_and_grad()
+    with AttentionRecorder(encoder, keep=("probs", "q", "k", "v", "context")) as rec:
+        explicit = forward_and_grad()
+    torch.testing.assert_close(explicit[0], fused[0], atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(explicit[1], fused[1], atol=1e-6, rtol=1e-4)
+    tokens = encoder.num_prefix_tokens + 16
+    assert rec.probs(-1).shape == (3, 2, tokens, tokens) and rec.get(0, "context").shape == (3, tokens, 32)
+    torch.testing.assert_close(rec.probs(0).sum(-1), torch.ones(3, 2, tokens))
+    assert all("forward" not in block.__dict__ for block in encoder.model.modules())
+
+
+def test_hf_probs_match_transformers_eager_attention_weights(request):
+    """Cross-check against transformers' own eager attention, which returns its probabilities."""
+    encoder = request.getfixturevalue("hf_vit")
+    images = _images(2)
+    vision = encoder.model.vision_model
+    vision.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            reference = vision(pixel_values=encoder.normalize(images), output_attentions=True).attentions
+            with AttentionRecorder(encoder, keep=("probs",)) as rec:
+                encoder(images)
+    finally:
+        vision.config._attn_implementation = "sdpa"
+    for block, weights in enumerate(reference):
+        torch.testing.assert_close(rec.probs(block), weights, atol=1e-6, rtol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import Transformer
+from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 
 from aft_bench.activations import LayerSpec, neuron_activations, spatial_activations
 from aft_bench.attributions.attention_map import AttentionMap
@@ -191,3 +192,29 @@ def test_neuron_readouts_do_not_depend_on_the_token_layout(tiny_vit, sequence_fi
             atol=1e-6,
             rtol=1e-5,
         )
+
+
+# ---------------------------------------------------------------------------------------- tower tail (M2IB's cut)
+@pytest.mark.parametrize("which", ["tiny_vit", "sequence_first_vit", "hf_vit", "timm_vit", "timm_avg_vit"])
+@pytest.mark.parametrize("block", [0, 1])
+def test_tail_after_a_block_finishes_the_towers_forward(which: str, block: int, request: pytest.FixtureRequest) -> None:
+    """The block's output through ``tail_after`` is the tower's own embedding (with the class-token shortcut of the
+    last block where the pooling allows it, and without it for average pooling)."""
+    encoder = request.getfixturevalue(which)
+    images = _images(2)
+    tokens = encoder.batch_first(_block_output(encoder, images, block))
+    with torch.no_grad():
+        expected = encoder.visual(encoder.normalize(images))
+        torch.testing.assert_close(encoder.tail_after(block)(tokens), expected, atol=2e-6, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def timm_avg_vit() -> Encoder:
+    import timm
+
+    from aft_bench.backends.timm import TimmEncoder
+
+    torch.manual_seed(4)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2,
+                              num_classes=5, global_pool="avg", qk_norm=True)
+    return TimmEncoder(model.eval(), "tiny-timm-avg-vit")

@@ -63,7 +63,7 @@ def grad_eclip_scores(
 
 
 class GradECLIP(Attribution):
-    """Grad-ECLIP maps of an open_clip ViT (Zhao et al. 2024).
+    """Grad-ECLIP maps of a ViT of any backend (Zhao et al. 2024).
 
     The query/key cosine runs over all heads' channels concatenated, and the gradient is that of the
     model's own (multi-head) forward pass. With ``blocks > 1`` each of the last ``blocks`` blocks gives

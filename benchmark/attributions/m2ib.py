@@ -38,8 +38,6 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import ResidualAttentionBlock
 from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
@@ -59,7 +57,7 @@ class TowerSplit:
         front: Pixels in [0, 1] (B x 3 x H x W) -> features after the cut, B x T x C (no gradient).
         tail: Features B x T x C -> unit-norm image embeddings B x D (differentiable).
         grid: The (h, w) grid that ``patches`` tokens lie on, row by row.
-        patches: Slice of the T tokens forming the grid (a ViT's class token excluded).
+        patches: Slice of the T tokens forming the grid (a ViT's class and other prefix tokens excluded).
     """
 
     front: Callable[[Tensor], Tensor]
@@ -92,97 +90,55 @@ def _output_of(module: nn.Module, run: Callable[[], object]) -> Tensor:
     raise RuntimeError(f"{type(module).__name__} was not called during the forward pass")
 
 
-def _class_token_only(visual: nn.Module, block: nn.Module) -> bool:
-    """Whether the tower's embedding reads only the class token of ``block``'s output."""
-    return (
-        isinstance(block, ResidualAttentionBlock)
-        and isinstance(block.attn, nn.MultiheadAttention)
-        and block.attn.batch_first
-        and not hasattr(block, "ln_1_kv")
-        and getattr(visual, "pool_type", None) == "tok"
-        and getattr(visual, "attn_pool", None) is None
-        and not getattr(visual, "final_ln_after_pool", False)
-    )
-
-
-def _class_token_block(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
-    """``block(x)[:, :1]`` computed for the class token alone (its query over all keys, its MLP).
-
-    The last block's other outputs never reach a class-token embedding, so this skips most of the
-    block's work (the MLP and projections of every patch token); the result is the same.
-    """
-    normed = block.ln_1(x)
-    attended = block.attn(normed[:, :1], normed, normed, need_weights=False)[0]
-    cls = x[:, :1] + block.ls_1(attended)
-    return cls + block.ls_2(block.mlp(block.ln_2(cls)))
-
-
 def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
-    """Cuts an open_clip ViT after ``block`` (default: block 9 of 12 scaled to the depth, 0-based)."""
+    """Cuts a ViT of any backend after ``block`` (default: block 9 of 12 scaled to the depth, 0-based); the rest of
+    the tower is the encoder's :meth:`~aft_bench.encoder.Encoder.tail_after`."""
     blocks = encoder.blocks
-    visual = encoder.visual
     index = int(0.75 * len(blocks)) if block is None else encoder.resolve_block(block)
-    pool = getattr(visual, "_pool", None)
-    if pool is None:
-        raise UnsupportedEncoderError(
-            f"encoder {encoder.name!r}: this open_clip VisionTransformer has no _pool(); upgrade open_clip_torch"
-        )
+    rest = encoder.tail_after(index)
 
     def front(pixels: Tensor) -> Tensor:
         with torch.no_grad():
             return encoder.batch_first(_output_of(blocks[index], lambda: encoder(pixels)))
 
-    later = list(blocks[index + 1 :])
-    final = later.pop() if later and _class_token_only(visual, later[-1]) else None
-
     def tail(features: Tensor) -> Tensor:
-        x = features
-        if later:
-            x = encoder.block_layout(features)
-            for module in later:
-                x = module(x)
-            x = encoder.batch_first(x)
-        if final is not None:
-            x = _class_token_block(final, x)
-        pooled, _ = pool(x)
-        if visual.proj is not None:
-            pooled = pooled @ visual.proj
-        return F.normalize(pooled.float(), dim=-1)
+        return F.normalize(rest(features).float(), dim=-1)
 
-    return TowerSplit(front, tail, encoder.grid_size, encoder.patch_slice(visual.positional_embedding.shape[0]))
+    gh, gw = encoder.grid_size
+    return TowerSplit(front, tail, (gh, gw), encoder.patch_slice(encoder.num_prefix_tokens + gh * gw))
 
 
 def split_resnet(encoder: Encoder, stage: int | None) -> TowerSplit:
-    """Cuts an open_clip ModifiedResNet after residual stage ``stage`` (1..4, default 3)."""
-    visual = encoder.visual
-    if not isinstance(visual, ModifiedResNet):
+    """Cuts a CNN of any backend after stage ``stage`` (1..n, default 3): an open_clip ModifiedResNet's residual
+    stages, a timm CNN's feature levels; the rest of the tower is :meth:`~aft_bench.encoder.Encoder.tail_after_stage`.
+    """
+    if encoder.kind != "cnn":
         raise UnsupportedEncoderError(
-            f"attribution 'm2ib' supports open_clip ViTs and ModifiedResNets; {encoder.name!r} has a "
-            f"{type(visual).__name__} image tower. Choose another method for this encoder."
+            f"attribution 'm2ib' cuts CNNs (open_clip ModifiedResNets, timm CNNs) at a stage; {encoder.name!r} is a "
+            f"{encoder.kind}: give block= instead"
         )
-    stage = 3 if stage is None else stage
-    if stage not in (1, 2, 3, 4):
-        raise ValueError(f"stage {stage} out of range 1..4 for ModifiedResNet {encoder.name!r}")
-    layer = getattr(visual, f"layer{stage}")
-    later = [getattr(visual, f"layer{s}") for s in range(stage + 1, 5)]
-    size = encoder.image_size
-    # ModifiedResNet downsamples by 4 in the stem and by 2 in each stage after the first.
-    grid = (size[0] // (4 * 2 ** (stage - 1)), size[1] // (4 * 2 ** (stage - 1)))
+    try:
+        stages = encoder.num_blocks
+    except UnsupportedEncoderError as exc:
+        raise UnsupportedEncoderError(
+            f"attribution 'm2ib' supports ViTs, open_clip ModifiedResNets and timm CNNs; {encoder.name!r} has a "
+            f"{type(encoder.visual).__name__} image tower ({exc}). Choose another method for this encoder."
+        ) from exc
+    stage = min(3, stages) if stage is None else stage
+    layer = encoder.stage(stage)
+    rest = encoder.tail_after_stage(stage)
+    with torch.no_grad():
+        probe = torch.zeros(1, 3, *encoder.image_size, device=encoder.device)
+        grid = tuple(_output_of(layer, lambda: encoder(probe)).shape[-2:])
 
     def front(pixels: Tensor) -> Tensor:
         with torch.no_grad():
             fmap = _output_of(layer, lambda: encoder(pixels))
-        if tuple(fmap.shape[-2:]) != grid:
-            raise UnsupportedEncoderError(
-                f"encoder {encoder.name!r}: stage {stage} gave a {tuple(fmap.shape[-2:])} map, expected {grid}"
-            )
         return fmap.flatten(2).transpose(1, 2)  # B x hw x C
 
     def tail(features: Tensor) -> Tensor:
         x = features.transpose(1, 2).reshape(features.shape[0], features.shape[2], *grid)
-        for module in later:
-            x = module(x)
-        return F.normalize(visual.attnpool(x).float(), dim=-1)
+        return F.normalize(rest(x).float(), dim=-1)
 
     return TowerSplit(front, tail, grid, slice(0, grid[0] * grid[1]))
 
@@ -313,15 +269,15 @@ def fit_bottleneck(
 
 
 class M2IB(Attribution):
-    """M2IB image maps (Wang et al. 2023) for open_clip ViTs and ModifiedResNets.
+    """M2IB image maps (Wang et al. 2023) for ViTs and CNNs of every backend.
 
-    On a ViT the bottleneck sits after a transformer block; on a ModifiedResNet after a residual
-    stage (tokens are the stage's spatial positions). Other CNN towers are refused.
+    On a ViT the bottleneck sits after a transformer block; on a CNN after a stage (an open_clip
+    ModifiedResNet's residual stage, a timm CNN's feature level; tokens are the stage's spatial positions).
 
     Args:
         block: ViT block after which the bottleneck sits (0-based; default ``int(0.75 * depth)``,
             block 9 of 12 as in the authors' release).
-        stage: ModifiedResNet stage (1..4, default 3) for CNN encoders.
+        stage: CNN stage (1..n, default 3) for CNN encoders.
         beta: Weight of the KL (compression) term (default 0.1).
         steps: Adam steps (default 10).
         lr: Adam learning rate (default 1).

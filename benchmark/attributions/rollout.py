@@ -36,7 +36,7 @@ def rollout(attentions: list[Tensor]) -> Tensor:
 
 
 class Rollout(Attribution):
-    """Attention Rollout of an open_clip ViT (Abnar & Zuidema 2020), the class token's row over the patches.
+    """Attention Rollout of a ViT of any backend (Abnar & Zuidema 2020), the class token's row over the patches.
 
     Args:
         start_block: First block multiplied in (negative counts from the end; default 0, all blocks).

@@ -6,20 +6,20 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aft_bench.encoder import Encoder
 
 
 class ImageTower(nn.Module):
-    """Pixels in [0, 1] -> un-normalised image embeddings of an open_clip image tower.
+    """Pixels in [0, 1] -> un-normalised image embeddings of an encoder's image tower (any backend).
 
     Only this module is trained (paper section 3.2: the text tower stays untouched, so the result
     remains compatible with the original text encoder).
 
     Args:
-        visual: The open_clip image tower (``model.visual``); used as is, not copied.
+        visual: The image tower (``encoder.visual``: normalised pixels -> un-normalised embeddings, for a timm
+            classifier its pre-logits features); used as is, not copied.
         mean: Per-channel input normalisation mean.
         std: Per-channel input normalisation standard deviation.
         channels_last: Feed the tower channels-last tensors (faster convolutions on GPU).
@@ -72,5 +72,4 @@ class Reference:
     @torch.no_grad()
     def text_features(self, captions: list[str]) -> Tensor:
         """Unit-norm original text embeddings of the captions."""
-        tokens = self.encoder.tokenizer(list(captions)).to(self.encoder.device)
-        return F.normalize(self.encoder.model.encode_text(tokens).float(), dim=-1)
+        return self.encoder.embed_text(list(captions))

@@ -1,0 +1,59 @@
+"""Every task that applies, on a transformers CLIP and on timm ViT and ResNet classifiers: the map tasks explain the
+classifier's own head for timm models (``target=head``), the classifier tasks use a linear probe, CLIP-Dissect
+reads the neurons of a timm model with a CLIP probe (paper Fig. 5's supervised baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_backend_models import TIMM_RESNET, TIMM_VIT, save_hf_clip, save_timm
+from test_every_task import LIGHT
+
+from aft_bench.config import resolve_config
+from aft_bench.runner import run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MAP_TASKS = ("pointing_game", "sparsity", "ssim_robustness", "roar", "road")
+ENCODER_TASKS = ("zero_shot", "class_entropy", "clip_dissect", "network_dissection")
+# What a model without a text tower is given instead of the zero-shot target and head.
+NO_TEXT: dict[str, dict[str, Any]] = {
+    **{task: {"target": "head", "probe_class": "top1"} for task in MAP_TASKS},
+    "road": {"target": "head", "probe_class": "top1", "classifier": "probe", "probe_limit": 16, "probe_steps": 5},
+    "zero_shot": {"classifier": "probe", "probe_limit": 16, "probe_steps": 5},
+    "class_entropy": {"classifier": "probe", "probe_limit": 16, "probe_steps": 5},
+    "clip_dissect": {},  # the probe CLIP is the run's transformers CLIP (added below)
+    "network_dissection": {},
+}
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("backends")
+    vit = save_timm(folder / "vit" / "w.safetensors", *TIMM_VIT)
+    resnet = save_timm(folder / "resnet" / "w.safetensors", *TIMM_RESNET)
+    return {"hf": f"hf:{save_hf_clip(folder / 'hf')}", "timm_vit": f"timm:{TIMM_VIT[0]}@{vit}",
+            "timm_resnet": f"timm:{TIMM_RESNET[0]}@{resnet}"}
+
+
+@pytest.mark.parametrize("task", MAP_TASKS + ENCODER_TASKS)
+@pytest.mark.parametrize("backend", ["hf", "timm_vit", "timm_resnet"])
+def test_task_runs_on_backend(task: str, backend: str, specs: dict[str, str], tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path / "cache"))
+    options = dict(LIGHT[task])
+    if backend != "hf":
+        options.update(NO_TEXT[task])
+        if task == "clip_dissect":
+            options["probe_encoder"] = specs["hf"]
+        if task == "network_dissection" and backend == "timm_resnet":
+            options["layer"] = "stage:4"
+    overrides: dict[str, Any] = dict(encoders=[specs[backend]], limit=4, batch_size=2, out=str(tmp_path / "out"),
+                                     options=options)
+    if task in MAP_TASKS:
+        overrides["attributions"] = ["simple_gradient"]
+    outcome = run(resolve_config(task, overrides))
+    assert outcome.results and all(result.n == 4 for result in outcome.results)
+    assert all(result.encoder == specs[backend] for result in outcome.results)
