@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ENCODER_FILE = "encoder.safetensors"  # the trainer's output name (aft_bench.training.trainer.ENCODER_NAME)
+ENCODER_CARD = "encoder.json"  # its card, written last; a transformers tower is an ``encoder/`` folder beside it
 SNAPSHOTS = "snapshots"
 GRID_MANIFEST = "grid.json"
 _SNAPSHOT = re.compile(r"step-(\d+)")
@@ -30,13 +31,25 @@ def snapshot_path(run: Path, step: int) -> Path:
     return run / SNAPSHOTS / f"step-{step:07d}" / ENCODER_FILE
 
 
+def encoder_in(folder: Path) -> Path | None:
+    """The encoder a training run wrote into ``folder``, as a ``ckpt:`` path, or None when there is none yet: the
+    safetensors file of the open_clip and timm backends, or the ``save_pretrained`` folder of the transformers
+    backend, each beside its card (``encoder.json``)."""
+    if not (folder / ENCODER_CARD).is_file():
+        return None
+    weights, pretrained = folder / ENCODER_FILE, folder / Path(ENCODER_FILE).stem
+    if weights.is_file():
+        return weights
+    return pretrained if pretrained.is_dir() else None
+
+
 def series_encoders(run: Path) -> dict[int, Path]:
-    """Step -> encoder file of every snapshot of ``run`` and of its final encoder (read from its card)."""
-    found = {int(m.group(1)): folder / ENCODER_FILE for folder in sorted((run / SNAPSHOTS).glob("step-*"))
-             if (m := _SNAPSHOT.fullmatch(folder.name)) and (folder / ENCODER_FILE).is_file()}
-    final = run / ENCODER_FILE
-    if final.is_file():
-        card = json.loads(final.with_suffix(".json").read_text(encoding="utf-8"))
+    """Step -> encoder of every snapshot of ``run`` and of its final encoder (its step read from its card)."""
+    found = {int(m.group(1)): path for folder in sorted((run / SNAPSHOTS).glob("step-*"))
+             if (m := _SNAPSHOT.fullmatch(folder.name)) and (path := encoder_in(folder)) is not None}
+    final = encoder_in(run)
+    if final is not None:
+        card = json.loads((run / ENCODER_CARD).read_text(encoding="utf-8"))
         found[int(card["train_steps"])] = final
     return dict(sorted(found.items()))
 
@@ -78,10 +91,11 @@ def _grid(arg: str) -> list[str]:
     out = Path(arg)
     specs = []
     for point in read_grid(out)["points"]:
-        path = out / point["folder"] / ENCODER_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"grid:{arg}: point {point['folder']} has not finished ({path} is missing); run "
-                                    "the same aft-bench train --grid command again to resume it")
+        path = encoder_in(out / point["folder"])
+        if path is None:
+            raise FileNotFoundError(f"grid:{arg}: point {point['folder']} has not finished (no {ENCODER_CARD} in "
+                                    f"{out / point['folder']}); run the same aft-bench train --grid command again to "
+                                    "resume it")
         specs.append(f"ckpt:{path}")
     return specs
 

@@ -171,3 +171,14 @@ def test_a_curve_of_a_metric_against_eps_over_a_grid_and_a_figure_over_it(grid_r
                  "--out", str(figure)]) == 0
     panels = json.loads(figure.with_suffix(".json").read_text())
     assert [row["encoder"] for row in panels["rows"]] == list(expand_encoder_specs([f"grid:{grid_run}"]))
+
+
+def test_a_series_of_a_transformers_run_names_its_save_pretrained_folders(tmp_path):
+    """The transformers backend writes each encoder as an ``encoder/`` folder beside its ``encoder.json`` card."""
+    run = tmp_path / "hf-run"
+    for folder, step in ((run / "snapshots" / "step-0000002", 2), (run, 4)):
+        (folder / "encoder").mkdir(parents=True)
+        (folder / "encoder.json").write_text(json.dumps({"train_steps": step}))
+    (run / "snapshots" / "step-0000003" / "encoder").mkdir(parents=True)  # no card yet: not finished, left out
+    assert expand_encoder_specs([f"series:{run}"]) == (f"ckpt:{run / 'snapshots' / 'step-0000002' / 'encoder'}",
+                                                      f"ckpt:{run / 'encoder'}")
