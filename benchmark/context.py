@@ -210,7 +210,8 @@ class RunContext:
 
     def stream(self, dataset: Dataset, ids: Sequence[str], policy: BadSamples, desc: str = "",
                batch_size: int | None = None) -> Iterator[Chunk]:
-        """:func:`aft_bench.streaming.stream` with the run's batch size, workers and device (progress on rank 0)."""
+        """:func:`aft_bench.streaming.stream` with the run's batch size, workers (``--num-workers``; unset:
+        :func:`aft_bench.streaming.default_workers`) and device (progress on rank 0)."""
         return stream(dataset, ids, batch_size=batch_size or self.config.batch_size, policy=policy,
                       num_workers=self.config.num_workers, device=self.device, desc=desc,
                       progress=self.dist.is_main)
@@ -257,14 +258,16 @@ class RunContext:
                 options: Mapping[str, Any] | None = None, **extra: Any) -> str:
         """The one run-key recipe: a hash of everything that changes the numbers of a (task, encoder,
         attribution) result: the config's numbers key, the task version, the encoder spec and card, the method and
-        its arguments, the task's parsed options (or the subset ``options`` a cached artefact depends on) and
-        ``extra``."""
+        its arguments, the task's parsed options (or the subset ``options`` a cached artefact depends on),
+        ``extra`` and, for a dataset that declares one, its ``data_version`` (what its samples load as)."""
+        data_version = getattr(DATASETS.get(self.config.dataset), "data_version", None)
         parts = {
             **self.config.numbers_key(), "options": _plain(self.options) if options is None else dict(options),
             "task_version": self.spec.version, "encoder": encoder_spec,
             "encoder_card": json.dumps(encoder.card, sort_keys=True, default=str),
             "attribution": attribution, "attribution_args": dict(self.config.attribution_args.get(attribution, {})),
             **extra,
+            **({} if data_version is None else {"data_version": data_version}),
         }
         return run_key(parts)
 

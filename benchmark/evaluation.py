@@ -29,7 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,7 +49,7 @@ from aft_bench.options import names_in, nested, option
 from aft_bench.probe import ProbeOptions
 from aft_bench.registries import TARGETS
 from aft_bench.results import RunResult, SampleStore
-from aft_bench.streaming import BadSamples
+from aft_bench.streaming import BadSamples, Chunk
 
 log = logging.getLogger(__name__)
 LOCKS_DIR = ".locks"
@@ -158,40 +158,76 @@ class SampleTask(Task):
         While it scores, rank 0 holds the store's lock: another process scoring the same pair waits for it and
         then reads the finished store instead of scoring the samples again (:func:`store_lock`).
         """
-        key = ctx.run_key(pair.encoder_spec, pair.encoder, pair.name, **key_extra)
-        samples_path = ctx.store_path(pair.encoder_spec, pair.name, key)
-        with store_lock(ctx, samples_path, f"{pair.encoder_spec} x {pair.name}"):
-            return self._score_pair(ctx, pair, ids, key, samples_path)
+        return self.run_pairs(ctx, [pair], ids, **key_extra)[0]
 
-    def _score_pair(self, ctx: RunContext, pair: Pair, ids: list[str], key: str,
-                    samples_path: Path) -> RunResult | None:
-        store = self._open_store(ctx, samples_path)
-        todo = [i for i in ids if i not in store]
-        if len(todo) < len(ids) and ctx.dist.is_main:
-            log.info("%s x %s: %d of %d samples already scored, resuming", pair.encoder_spec, pair.name,
-                     len(ids) - len(todo), len(ids))
+    def run_pairs(self, ctx: RunContext, pairs: Sequence[Pair], ids: list[str],
+                  **key_extra: Any) -> list[RunResult | None]:
+        """Scores ``ids`` for every pair in one pass over the data: each sample that some pair still needs is
+        loaded once and scored by each pair that needs it; each pair keeps its own store, lock and resume.
+
+        The pairs share one dataset (one encoder's). Rank 0 holds every pair's store lock while it scores
+        (taken in the order of the store paths, so that two processes never wait on each other); the results
+        come in the order of ``pairs`` (None off rank 0).
+        """
+        if len({id(pair.dataset) for pair in pairs}) > 1:
+            raise ValueError("run_pairs scores pairs of one dataset in one pass; group the pairs by dataset")
+        keys = [ctx.run_key(p.encoder_spec, p.encoder, p.name, **key_extra) for p in pairs]
+        paths = [ctx.store_path(p.encoder_spec, p.name, key) for p, key in zip(pairs, keys, strict=True)]
+        with ExitStack() as stack:
+            for k in sorted(range(len(pairs)), key=lambda i: str(paths[i])):
+                stack.enter_context(store_lock(ctx, paths[k], f"{pairs[k].encoder_spec} x {pairs[k].name}"))
+            return self._score_pairs(ctx, list(pairs), ids, keys, paths)
+
+    def _score_pairs(self, ctx: RunContext, pairs: list[Pair], ids: list[str], keys: list[str],
+                     paths: list[Path]) -> list[RunResult | None]:
+        stores = [self._open_store(ctx, path) for path in paths]
+        needs = [{i for i in ids if i not in store} for store in stores]
+        for pair, need in zip(pairs, needs, strict=True):
+            if len(need) < len(ids) and ctx.dist.is_main:
+                log.info("%s x %s: %d of %d samples already scored, resuming", pair.encoder_spec, pair.name,
+                         len(ids) - len(need), len(ids))
+        todo = [i for i in ids if any(i in need for need in needs)]  # loaded once, whichever pairs need it
         mine = todo[ctx.dist.rank :: ctx.dist.world_size]
-        own = SampleStore(samples_path.with_name(f"{samples_path.stem}.rank{ctx.dist.rank}.jsonl")) \
-            if ctx.dist.distributed else store
+        owns = [SampleStore(path.with_name(f"{path.stem}.rank{ctx.dist.rank}.jsonl")) if ctx.dist.distributed
+                else store for path, store in zip(paths, stores, strict=True)]
         policy = ctx.policy()
-        start = time.perf_counter()
-        for chunk in ctx.stream(pair.dataset, mine, policy, f"{pair.encoder_spec} | {pair.name}"):
-            records: list[Record] = [{"id": sample_id, "skipped": reason} for sample_id, reason in chunk.bad]
-            if chunk.batch is not None:
-                records += self._records(ctx, pair, chunk.batch, policy)
-            own.append(records)
+        seconds = [0.0] * len(pairs)  # each pair's scoring time plus its share of the loading time
+        desc = f"{pairs[0].encoder_spec} | {', '.join(p.name for p in pairs)}"
+        clock = time.perf_counter()
+        for chunk in ctx.stream(pairs[0].dataset, mine, policy, desc):
+            loading, clock = time.perf_counter() - clock, time.perf_counter()
+            users = [k for k, need in enumerate(needs) if any(i in need for i in _chunk_ids(chunk))]
+            for k in users:
+                owns[k].append(self._chunk_records(ctx, pairs[k], chunk, needs[k], policy))
+                seconds[k] += loading / len(users) + time.perf_counter() - clock
+                clock = time.perf_counter()
         dist_utils.barrier(ctx.dist)
         if not ctx.dist.is_main:
-            return None
-        for path in _shard_files(samples_path):
-            store.absorb(path)
-        records = [store.get(i) for i in ids]
-        missing = [i for i, r in zip(ids, records, strict=True) if r is None]
-        if missing:
-            raise RuntimeError(f"samples {missing[:5]} have no stored record after the run")
-        result = self.summarise_pair(ctx, pair, key, records, samples_path)  # type: ignore[arg-type]
-        result.duration_s = round(time.perf_counter() - start, 3)
-        return result
+            return [None] * len(pairs)
+        results: list[RunResult | None] = []
+        for pair, key, path, store, spent in zip(pairs, keys, paths, stores, seconds, strict=True):
+            for shard in _shard_files(path):
+                store.absorb(shard)
+            records = [store.get(i) for i in ids]
+            missing = [i for i, r in zip(ids, records, strict=True) if r is None]
+            if missing:
+                raise RuntimeError(f"samples {missing[:5]} have no stored record after the run")
+            result = self.summarise_pair(ctx, pair, key, records, path)  # type: ignore[arg-type]
+            result.duration_s = round(spent, 3)
+            results.append(result)
+        return results
+
+    def _chunk_records(self, ctx: RunContext, pair: Pair, chunk: Chunk, need: set[str],
+                       policy: BadSamples) -> list[Record]:
+        """The records of the samples of ``chunk`` that ``pair`` still needs."""
+        records: list[Record] = [{"id": sample_id, "skipped": reason} for sample_id, reason in chunk.bad
+                                 if sample_id in need]
+        batch = chunk.batch
+        if batch is not None:
+            rows = [k for k, sample_id in enumerate(batch.ids) if sample_id in need]
+            if rows:
+                records += self._records(ctx, pair, batch if len(rows) == len(batch) else batch.select(rows), policy)
+        return records
 
     def summarise_pair(self, ctx: RunContext, pair: Pair, key: str, records: list[Record],
                        samples_path: Path) -> RunResult:
@@ -227,6 +263,10 @@ class SampleTask(Task):
         if not ctx.dist.is_main:  # rank 0's merged store is complete; the others read it after the barrier
             store = SampleStore(samples_path)
         return store
+
+
+def _chunk_ids(chunk: Chunk) -> list[str]:
+    return (chunk.batch.ids if chunk.batch is not None else []) + [sample_id for sample_id, _ in chunk.bad]
 
 
 def _shard_files(samples_path: Path) -> list[Path]:
@@ -327,8 +367,12 @@ class MapTask(SampleTask):
             state = self.begin_encoder(ctx, spec, encoder, dataset)
             pairs += len(methods)
             results: list[RunResult] = []
-            for name, method in methods:
-                result = self.run_pair(ctx, Pair(spec, encoder, name, method, dataset, state), ids)
+            pairs_of = [Pair(spec, encoder, name, method, dataset, state) for name, method in methods]
+            if type(self).run_pair is SampleTask.run_pair:  # one pass over the data for all the methods
+                scored = self.run_pairs(ctx, pairs_of, ids)
+            else:  # a task that chooses the samples of each pair (its own run_pair) scores pair by pair
+                scored = [self.run_pair(ctx, pair, ids) for pair in pairs_of]
+            for result in scored:
                 if result is not None:
                     results.append(result)
                     yield result

@@ -4,13 +4,19 @@ Every pass over a dataset (the per-sample tasks, activations for dissection, pro
 network dissection) goes through :func:`stream`. A sample that cannot be loaded (a :class:`DataError` in the
 dataset's ``load``, in the main process or in a worker) never kills a worker: it travels back as a message and
 :class:`BadSamples` applies the run's policy once: ``raise`` (the default) fails naming the sample, ``skip``
-leaves it out, logs it with its file and counts it by the kind of problem (:func:`problem_kind`). On CUDA the
-batches' tensors are pinned and copied without blocking.
+leaves it out, logs it with its file and counts it by the kind of problem (:func:`problem_kind`).
+
+Samples load in DataLoader worker processes (:func:`default_workers` of them unless the run says otherwise, never
+more than there are batches), each worker stacks its batch, and at most :data:`PREFETCH` batches per worker wait
+ahead of the consumer, so memory stays bounded whatever the dataset's size. On CUDA the batches are pinned (in
+the loader's pinning thread) and copied to the device without blocking.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -26,6 +32,19 @@ log = logging.getLogger(__name__)
 
 SKIP_HINT = "--on-error skip"
 EXAMPLES_PER_KIND = 5  # skipped samples kept (with their files) per kind of problem
+MAX_WORKERS = 8
+"""The default number of loading workers is the available cores, at most this many."""
+PREFETCH = 2
+"""Batches each worker loads ahead of the consumer (the bound on the memory of batches in flight)."""
+
+
+def default_workers() -> int:
+    """DataLoader workers when the run does not say: the cores this process may use, at most :data:`MAX_WORKERS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
 
 
 def problem_kind(message: str) -> tuple[str, str]:
@@ -95,6 +114,10 @@ class Chunk:
     def size(self) -> int:
         return (len(self.batch) if self.batch is not None else 0) + len(self.bad)
 
+    def pin_memory(self) -> Chunk:
+        """The chunk with its batch in pinned memory (called by the DataLoader's pinning thread on CUDA)."""
+        return Chunk(self.batch.pin_memory() if self.batch is not None else None, self.bad)
+
 
 class _ById(torch.utils.data.Dataset):
     """Loads samples by id; a DataError becomes ``(id, message)`` so that a worker never dies mid-run."""
@@ -112,12 +135,15 @@ class _ById(torch.utils.data.Dataset):
             return (self.ids[index], str(exc))
 
 
-def _keep_list(items: list[Sample | tuple[str, str]]) -> list[Sample | tuple[str, str]]:
-    return items
+def _collate(items: list[Sample | tuple[str, str]]) -> Chunk:
+    """A loader batch as a :class:`Chunk` (stacked in the worker); bad samples are still ``(id, message)``."""
+    samples = [item for item in items if isinstance(item, Sample)]
+    bad = [item for item in items if not isinstance(item, Sample)]
+    return Chunk(Batch.collate(samples) if samples else None, bad)  # type: ignore[arg-type]
 
 
 def stream(
-    dataset: Dataset, ids: Sequence[str], *, batch_size: int, policy: BadSamples, num_workers: int = 0,
+    dataset: Dataset, ids: Sequence[str], *, batch_size: int, policy: BadSamples, num_workers: int | None = 0,
     device: torch.device | str | None = None, desc: str = "", progress: bool = True,
 ) -> Iterator[Chunk]:
     """Chunks of ``ids`` in order: each the batch of the samples that loaded and the ids that did not.
@@ -127,28 +153,30 @@ def stream(
         ids: The samples, in the order to stream them.
         batch_size: Samples per chunk.
         policy: What a bad sample does (raise, or skip and count).
-        num_workers: DataLoader worker processes (0: load in this process).
+        num_workers: DataLoader worker processes (0: load in this process; None: :func:`default_workers`); never
+            more than there are batches, and none for a single batch.
         device: Move each batch here (pinned memory and non-blocking copies on CUDA); None leaves it on the CPU.
         desc, progress: The progress report's label, and whether to show it (:func:`aft_bench.progress.progress_bar`).
     """
     target = torch.device(device) if device is not None else None
     cuda = target is not None and target.type == "cuda"
-    loader = DataLoader(_ById(dataset, ids), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_keep_list, shuffle=False, persistent_workers=False)
+    batches = math.ceil(len(ids) / batch_size)
+    workers = min(default_workers() if num_workers is None else num_workers, batches if batches > 1 else 0)
+    loader = DataLoader(_ById(dataset, ids), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        shuffle=False, pin_memory=cuda, prefetch_factor=PREFETCH if workers else None,
+                        persistent_workers=False)
     with progress_bar(total=len(ids), desc=desc, unit="img", leave=False, enabled=progress) as bar:
-        for items in loader:
-            samples = [item for item in items if isinstance(item, Sample)]
-            bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in
-                   (item for item in items if not isinstance(item, Sample))]
-            batch = Batch.collate(samples) if samples else None
+        for loaded in loader:
+            bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in loaded.bad]
+            batch = loaded.batch
             if batch is not None and target is not None:
-                batch = batch.to(target, non_blocking=cuda, pin=cuda)
-            bar.update(len(items))
+                batch = batch.to(target, non_blocking=cuda)
+            bar.update(loaded.size)
             yield Chunk(batch, bad)
 
 
 def stream_batches(dataset: Dataset, ids: Sequence[str], *, batch_size: int, policy: BadSamples,
-                   num_workers: int = 0, device: torch.device | str | None = None, desc: str = "",
+                   num_workers: int | None = 0, device: torch.device | str | None = None, desc: str = "",
                    progress: bool = True) -> Iterator[Batch]:
     """The batches of :func:`stream` alone (bad samples are handled by ``policy`` and counted there)."""
     for chunk in stream(dataset, ids, batch_size=batch_size, policy=policy, num_workers=num_workers, device=device,

@@ -172,7 +172,8 @@ def make_csv(results: Iterable[RunResult]) -> str:
                 _pairs(r.config.get("dataset_args")), CHANCE_ENCODER, CHANCE_ATTRIBUTION, "", _options_label(r),
                 r.seed, _limit(r), r.n, "", ""]
         for m in metrics:
-            line += [levels[m], "", r.metrics[m]["higher_is_better"]] if m in levels and m in r.metrics else ["", "", ""]
+            known = m in levels and m in r.metrics
+            line += [levels[m], "", r.metrics[m]["higher_is_better"]] if known else ["", "", ""]
         writer.writerow(line + ["", "", ""])
     return buffer.getvalue()
 

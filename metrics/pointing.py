@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aft_bench.metrics.base import FOREGROUND, IGNORE, Metric, check_batch, empty_mask_to_nan
+from aft_bench.metrics.base import Metric, empty_mask_to_nan
 from aft_bench.metrics.chance import pg_energy_chance, pointing_game_chance
+from aft_bench.metrics.segmentation import MapStats
 
 
-def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
+def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0, stats: MapStats | None = None) -> Tensor:
     """Pointing game hits (Zhang et al. 2018, "Top-down neural attention by excitation backprop").
 
     The point of a map is its argmax over the non-ignore pixels. A sample is a hit when the point is a
@@ -42,6 +43,7 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
         tolerance: Hit radius in pixels, >= 0 (strict: distance < tolerance).
+        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
 
     Returns:
         (B,) float64 tensor of 1.0 (hit), 0.0 (miss) or NaN (empty mask).
@@ -52,21 +54,23 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0) -> Tensor:
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
-    check_batch(maps, masks)
+    stats = stats or MapStats(maps, masks)
     b, h, w = maps.shape
-    scores = maps if maps.is_floating_point() else maps.double()
-    scores = scores.masked_fill(masks == IGNORE, float("-inf")).reshape(b, h * w)
-    point = scores.argmax(dim=1)  # first maximal index in row-major order
-    row, col = point // w, point % w
-    rows = torch.arange(h, device=maps.device)
-    cols = torch.arange(w, device=maps.device)
-    dist2 = (rows[None, :, None] - row[:, None, None]) ** 2 + (cols[None, None, :] - col[:, None, None]) ** 2
-    accept = (dist2 == 0) | (dist2.double() < float(tolerance) ** 2)
-    hits = (accept & (masks == FOREGROUND)).reshape(b, -1).any(dim=1)
+    scores = maps if maps.is_floating_point() else stats.double
+    point = scores.masked_fill(~stats.valid, float("-inf")).reshape(b, h * w).argmax(dim=1)  # first maximum
+    foreground = stats.foreground.reshape(b, h * w)
+    if tolerance <= 1:  # distance**2 < tolerance**2 <= 1 accepts only the point itself
+        hits = foreground.gather(1, point[:, None])[:, 0]
+    else:
+        row, col = point // w, point % w
+        rows = torch.arange(h, device=maps.device)
+        cols = torch.arange(w, device=maps.device)
+        dist2 = (rows[None, :, None] - row[:, None, None]) ** 2 + (cols[None, None, :] - col[:, None, None]) ** 2
+        hits = ((dist2.double() < float(tolerance) ** 2) & stats.foreground).reshape(b, -1).any(dim=1)
     return empty_mask_to_nan(hits.double(), masks)
 
 
-def pg_energy(maps: Tensor, masks: Tensor) -> Tensor:
+def pg_energy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """Energy-based pointing game (Wang et al. 2020, "Score-CAM", Section 4.3).
 
     ``sum(map inside foreground) / sum(map over all non-ignore pixels)``, computed in float64.
@@ -82,6 +86,7 @@ def pg_energy(maps: Tensor, masks: Tensor) -> Tensor:
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
 
     Returns:
         (B,) float64 tensor of fractions in [0, 1] (NaN for empty masks).
@@ -90,9 +95,9 @@ def pg_energy(maps: Tensor, masks: Tensor) -> Tensor:
         ValueError: On bad shapes or mask values.
         NonFiniteMapError: If a map holds NaN or Inf.
     """
-    check_batch(maps, masks)
-    energy = maps.double().clamp_min(0) * (masks != IGNORE)
-    inside = (energy * (masks == FOREGROUND)).sum(dim=(1, 2))
+    stats = stats or MapStats(maps, masks)
+    energy = stats.double.clamp_min(0) * stats.valid
+    inside = (energy * stats.foreground).sum(dim=(1, 2))
     total = energy.sum(dim=(1, 2))
     ratio = torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
     return empty_mask_to_nan(ratio, masks)

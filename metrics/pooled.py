@@ -19,35 +19,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aft_bench.metrics.base import FOREGROUND, IGNORE, PooledMetric, check_batch
-from aft_bench.metrics.segmentation import predicted_foreground
+from aft_bench.metrics.base import PooledMetric
+from aft_bench.metrics.segmentation import MapStats
 
 COUNTS = ("correct", "labelled", "inter_fg", "union_fg", "inter_bg", "union_bg")
 """The per-image counts, in the order :func:`segmentation_counts` returns them."""
 
 
-def segmentation_counts(maps: Tensor, masks: Tensor) -> Tensor:
+def segmentation_counts(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """The six pixel counts of each image (see :data:`COUNTS`) for pooling over a dataset.
 
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
 
     Returns:
         B x 6 int64 counts: correct and labelled pixels, then intersection and union of the foreground and
         of the background, all over the non-ignore pixels.
     """
-    check_batch(maps, masks)
-    valid = masks != IGNORE
-    pred = predicted_foreground(maps, masks)
-    truth = (masks == FOREGROUND) & valid
-    pred_bg, truth_bg = ~pred & valid, ~truth & valid
-
-    def count(x: Tensor) -> Tensor:
-        return x.sum(dim=(1, 2))
-
-    return torch.stack([count((pred == truth) & valid), count(valid), count(pred & truth), count(pred | truth),
-                        count(pred_bg & truth_bg), count(pred_bg | truth_bg)], dim=1).long()
+    stats = stats or MapStats(maps, masks)
+    valid, pred, fg, inter = stats.confusion.unbind(dim=1)
+    union = pred + fg - inter
+    return torch.stack([valid - union + inter, valid, inter, union, valid - union, valid - inter], dim=1)
 
 
 def pooled_scores(totals: Tensor) -> dict[str, float]:

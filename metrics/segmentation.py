@@ -25,6 +25,9 @@ Choices (each documented on the function that makes it):
 
 from __future__ import annotations
 
+from functools import cached_property
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,13 +35,152 @@ from aft_bench.metrics.base import BACKGROUND, FOREGROUND, IGNORE, Metric, check
 from aft_bench.metrics.chance import average_precision_chance, mask_iou_chance, pixel_accuracy_chance
 
 
-def _valid_range(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The float64 maps and their per-image min and max over the non-ignore pixels (B x 1 x 1 each)."""
-    valid = masks != IGNORE
-    m = maps.double()
-    lo = m.masked_fill(~valid, float("inf")).amin(dim=(1, 2), keepdim=True)
-    hi = m.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
-    return m, lo, hi
+class MapStats:
+    """What the pointing-game and segmentation scores of one batch share, each computed once when first needed.
+
+    Every metric of this module (and :mod:`aft_bench.metrics.pointing`, :mod:`aft_bench.metrics.pooled`) takes
+    an optional ``stats``: a task that reports several of them builds one :class:`MapStats` per batch, so the
+    batch is checked once (shapes, mask values, NaN/Inf: :func:`aft_bench.metrics.base.check_batch`) and the
+    float64 map, its range over the non-ignore pixels, the normalised map, its mean threshold and the per-row
+    ranking of the pixels are computed once for all the scores, on the maps' device, without a host sync.
+
+    Args:
+        maps: B x H x W saliency maps (finite).
+        masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+
+    Raises:
+        ValueError: On bad shapes or mask values. NonFiniteMapError: If a map holds NaN or Inf.
+    """
+
+    def __init__(self, maps: Tensor, masks: Tensor) -> None:
+        check_batch(maps, masks)
+        self.maps, self.masks = maps, masks
+
+    @cached_property
+    def valid(self) -> Tensor:
+        """B x H x W bool: the non-ignore pixels."""
+        return self.masks != IGNORE
+
+    @cached_property
+    def foreground(self) -> Tensor:
+        """B x H x W bool: the foreground pixels."""
+        return self.masks == FOREGROUND
+
+    @cached_property
+    def has_foreground(self) -> Tensor:
+        """(B,) bool: the samples that can be scored (a mask without foreground scores NaN)."""
+        return self.foreground.flatten(1).any(dim=1)
+
+    @cached_property
+    def double(self) -> Tensor:
+        """The maps in float64."""
+        return self.maps.double()
+
+    @cached_property
+    def valid_range(self) -> tuple[Tensor, Tensor]:
+        """Per-image min and max over the non-ignore pixels (B x 1 x 1 float64 each)."""
+        lo = self.double.masked_fill(~self.valid, float("inf")).amin(dim=(1, 2), keepdim=True)
+        hi = self.double.masked_fill(~self.valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        return lo, hi
+
+    @cached_property
+    def normalised(self) -> Tensor:
+        """:func:`normalise` of the maps."""
+        lo, hi = self.valid_range
+        span = hi - lo
+        ok = span > 0
+        return torch.where(ok, (self.double - lo) / torch.where(ok, span, 1.0), 0.0) * self.valid
+
+    @cached_property
+    def predicted(self) -> Tensor:
+        """:func:`predicted_foreground` of the maps."""
+        count = _count(self.valid).clamp_min(1)[:, None, None]
+        mean = self.normalised.sum(dim=(1, 2), keepdim=True) / count
+        return (self.normalised > mean) & self.valid
+
+    @cached_property
+    def confusion(self) -> Tensor:
+        """B x 4 int64 pixel counts: non-ignore V, predicted foreground P, foreground F and their intersection I
+        (every other count of the thresholded map follows from these four)."""
+        pred, fg = self.predicted, self.foreground
+        return torch.stack([_count(self.valid), _count(pred), _count(fg), _count(pred & fg)], dim=1)
+
+    @cached_property
+    def ranking(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Each row's non-ignore pixels in increasing order of their map value (see :func:`_rank`)."""
+        b = self.maps.shape[0]
+        narrow = self.maps.is_floating_point() and self.maps.element_size() <= 4  # float32 holds them exactly
+        scores = self.maps.float() if narrow else self.double
+        return _rank(scores.reshape(b, -1), self.foreground.reshape(b, -1), self.valid.reshape(b, -1))
+
+    @cached_property
+    def two_class_ranking(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The 2N scores of :func:`average_precision_two_class` in increasing order (see :func:`_rank`)."""
+        b = self.maps.shape[0]
+        lo, hi = self.valid_range
+        scores = torch.cat([(hi - self.double).reshape(b, -1), (self.double - lo).reshape(b, -1)], dim=1)
+        positive = torch.cat([(self.masks == BACKGROUND).reshape(b, -1), self.foreground.reshape(b, -1)], dim=1)
+        return _rank(scores, positive, self.valid.reshape(b, -1).repeat(1, 2), non_negative=True)
+
+
+def _count(flags: Tensor) -> Tensor:
+    """(B,) int64 count of the True entries of each row of a B x ... bool tensor (summed as uint8 into int32,
+    several times faster than a bool sum)."""
+    return flags.view(torch.uint8).flatten(1).sum(dim=1, dtype=torch.int32).long()
+
+
+def _rank(scores: Tensor, positive: Tensor, valid: Tensor, non_negative: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The valid entries of each row of B x P scores in increasing order: B x P sort keys (equal exactly where
+    the scores are), B x P bool labels and (B,) int64 counts n; positions from n on are padding (label False).
+
+    On the CPU, float32 scores and non-negative float64 scores (``non_negative``: the valid ones are >= 0) are
+    ranked by one numpy sort of 64-bit keys that hold the score's order in their high bits and the label in the
+    lowest (no argsort, no gather); other scores, and scores on other devices, by a torch argsort.
+    """
+    n = _count(valid)
+    packable = scores.dtype == torch.float32 or (scores.dtype == torch.float64 and non_negative)
+    if scores.device.type == "cpu" and packable:
+        return (*_sorted_keys(scores, positive, valid), n)
+    values, order = torch.sort(scores.double().masked_fill(~valid, float("inf")), dim=1)
+    return values, positive.gather(1, order) & valid.gather(1, order), n
+
+
+def _sorted_keys(scores: Tensor, positive: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorts float32 (any sign) or non-negative float64 scores with their labels packed into one 64-bit key."""
+    values = (scores + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0, so that equal scores get one key
+    if values.dtype == np.float32:
+        bits = values.view(np.int32)
+        keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)  # in the floats' order
+    else:  # non-negative float64: the bit patterns are in order as unsigned integers, and the top bit is free
+        keys = values.view(np.uint64)
+    keys <<= 1
+    keys |= positive.numpy()
+    keys[~valid.numpy()] = np.iinfo(keys.dtype).max - 1  # ignore pixels last, label 0, after every valid key
+    keys.sort(axis=1)
+    labels = (keys & 1).astype(bool)
+    keys >>= 1
+    return torch.from_numpy(keys.view(np.int64)), torch.from_numpy(labels)
+
+
+def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """scikit-learn's ``average_precision_score`` of each row of a :func:`_rank` ranking.
+
+    With the distinct scores as thresholds in decreasing order (tied entries enter together),
+    ``AP = sum_k (R_k - R_{k-1}) * P_k``: each positive adds the precision among the entries scoring at least
+    its score, and the sum is divided by the number of positives (0 for a row without one).
+    """
+    keys, labels, n = ranking
+    # int32 prefix sums and running maxima: several times faster than int64 on the CPU (rows < 2**31 entries)
+    below = labels.cumsum(dim=1, dtype=torch.int32) - labels.int()  # positives ranked below each position
+    first = torch.ones_like(labels)
+    first[:, 1:] = keys[:, 1:] != keys[:, :-1]  # the first entry of each tie group
+    positions = torch.arange(keys.shape[1], dtype=torch.int32, device=keys.device).expand_as(below)
+    start = torch.where(first, positions, 0).cummax(dim=1).values  # the first position of each entry's group
+    below_start = torch.where(first, below, 0).cummax(dim=1).values  # positives below it (non-decreasing)
+    total = below[:, -1] + labels[:, -1]
+    tp = (total[:, None] - below_start).double()
+    precision = tp.div_((n[:, None].int() - start).clamp_min(1).double())
+    return torch.where(labels, precision, 0.0).sum(dim=1) / total.clamp_min(1).double()
 
 
 def normalise(maps: Tensor, masks: Tensor) -> Tensor:
@@ -53,11 +195,7 @@ def normalise(maps: Tensor, masks: Tensor) -> Tensor:
     Returns:
         B x H x W float64 maps in [0, 1] on the non-ignore pixels.
     """
-    m, lo, hi = _valid_range(maps, masks)
-    span = hi - lo
-    ok = span > 0
-    out = torch.where(ok, (m - lo) / torch.where(ok, span, 1.0), 0.0)
-    return out * (masks != IGNORE)
+    return MapStats(maps, masks).normalised
 
 
 def predicted_foreground(maps: Tensor, masks: Tensor) -> Tensor:
@@ -70,14 +208,10 @@ def predicted_foreground(maps: Tensor, masks: Tensor) -> Tensor:
     Returns:
         B x H x W bool tensor, False on ignore pixels.
     """
-    valid = masks != IGNORE
-    norm = normalise(maps, masks)
-    count = valid.sum(dim=(1, 2), keepdim=True).clamp_min(1)
-    mean = norm.sum(dim=(1, 2), keepdim=True) / count
-    return (norm > mean) & valid
+    return MapStats(maps, masks).predicted
 
 
-def pixel_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
+def pixel_accuracy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """Pixel accuracy of the map thresholded at its mean (Chefer et al. 2021).
 
     Fraction of non-ignore pixels where the prediction ``normalised map > mean`` equals the mask's
@@ -86,19 +220,18 @@ def pixel_accuracy(maps: Tensor, masks: Tensor) -> Tensor:
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`MapStats` (built here when None).
 
     Returns:
         (B,) float64 fractions in [0, 1] (NaN for masks without foreground).
     """
-    check_batch(maps, masks)
-    valid = masks != IGNORE
-    pred = predicted_foreground(maps, masks)
-    correct = ((pred == (masks == FOREGROUND)) & valid).sum(dim=(1, 2)).double()
-    acc = correct / valid.sum(dim=(1, 2)).clamp_min(1).double()
-    return empty_mask_to_nan(acc, masks)
+    stats = stats or MapStats(maps, masks)
+    valid, pred, fg, inter = stats.confusion.double().unbind(dim=1)
+    correct = valid - pred - fg + 2 * inter  # both foreground, plus neither
+    return empty_mask_to_nan(correct / valid.clamp_min(1), masks)
 
 
-def mask_iou(maps: Tensor, masks: Tensor) -> Tensor:
+def mask_iou(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """Foreground IoU of the map thresholded at its mean with the mask (the paper's "mask-IoU").
 
     ``|pred & fg| / |pred | fg|`` over non-ignore pixels, with ``pred = normalised map > mean``.
@@ -112,79 +245,46 @@ def mask_iou(maps: Tensor, masks: Tensor) -> Tensor:
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`MapStats` (built here when None).
 
     Returns:
         (B,) float64 fractions in [0, 1] (NaN for masks without foreground).
     """
-    check_batch(maps, masks)
-    pred = predicted_foreground(maps, masks)
-    fg = masks == FOREGROUND
-    inter = (pred & fg).sum(dim=(1, 2)).double()
-    union = (pred | fg).sum(dim=(1, 2)).double()
-    return empty_mask_to_nan(inter / union.clamp_min(1), masks)
+    stats = stats or MapStats(maps, masks)
+    _, pred, fg, inter = stats.confusion.double().unbind(dim=1)
+    return empty_mask_to_nan(inter / (pred + fg - inter).clamp_min(1), masks)
 
 
-def _ranked_ap(scores: Tensor, positive: Tensor, valid: Tensor) -> Tensor:
-    """Average precision of every row of B x P scores, scikit-learn's ``average_precision_score``.
-
-    With the distinct score values as thresholds in decreasing order (tied entries enter together),
-    ``AP = sum_k (R_k - R_{k-1}) * P_k``. Equivalently, each positive contributes the precision at the
-    lowest-ranked entry of its tie group, divided by the number of positives. Entries where ``valid`` is
-    False take no part. Vectorised: one sort per row, no Python loop.
-
-    Args:
-        scores: B x P float64 scores (finite where valid).
-        positive: B x P bool labels.
-        valid: B x P bool, the entries that are ranked.
-
-    Returns:
-        (B,) float64 APs (0 for a row without a valid positive).
-    """
-    # Invalid entries sort last as one -inf group that adds neither true nor false positives.
-    scores = scores.masked_fill(~valid, float("-inf"))
-    scores, order = torch.sort(scores, dim=1, descending=True)
-    labels = (positive & valid).double().gather(1, order)
-    weights = valid.double().gather(1, order)
-    tp = labels.cumsum(dim=1)
-    predicted = weights.cumsum(dim=1)
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), 0.0)
-    b, n = scores.shape
-    # Index of the last entry of each entry's tie group: the next position whose value differs.
-    is_last = torch.ones_like(scores, dtype=torch.bool)
-    is_last[:, :-1] = scores[:, :-1] != scores[:, 1:]
-    positions = torch.arange(n, device=scores.device).expand(b, n)
-    group_end = torch.where(is_last, positions, n - 1).flip(1).cummin(dim=1).values.flip(1)
-    return (labels * precision.gather(1, group_end)).sum(dim=1) / tp[:, -1].clamp_min(1)
-
-
-def average_precision(maps: Tensor, masks: Tensor) -> Tensor:
+def average_precision(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """Per-image foreground average precision: the map's pixels ranked as scores of the foreground alone.
 
-    ``average_precision_score(mask == 1, map)`` of scikit-learn over the non-ignore pixels of each image
-    (:func:`_ranked_ap`). This is not Chefer et al.'s AP, which pools the two classes
-    (:func:`average_precision_two_class`): a map unrelated to the object scores about the foreground
-    share here and about 1/2 there. The paper's AP values (Table 1) look like this foreground AP.
+    ``average_precision_score(mask == 1, map)`` of scikit-learn over the non-ignore pixels of each image:
+    with the distinct values as thresholds in decreasing order (tied pixels enter together),
+    ``AP = sum_k (R_k - R_{k-1}) * P_k``, i.e. each foreground pixel adds the precision among the pixels
+    scoring at least its value, and the sum is divided by the number of foreground pixels. This is not
+    Chefer et al.'s AP, which pools the two classes (:func:`average_precision_two_class`): a map unrelated
+    to the object scores about the foreground share here and about 1/2 there. The paper's AP values
+    (Table 1) look like this foreground AP.
 
     AP depends only on the ranking of the pixels, which min-max normalisation (strictly increasing)
-    does not change, so it is computed on the float64 map directly: identical to the normalised map,
-    without rounding that could merge close values into ties. A constant map is one tie group and
-    scores the foreground share. Ignore pixels are left out of the ranking.
+    does not change, so it is computed on the map directly: identical to the normalised map, without
+    rounding that could merge close values into ties. A constant map is one tie group and scores the
+    foreground share. Ignore pixels are left out of the ranking. Batched: one sort per row
+    (:attr:`MapStats.ranking`), prefix sums and the start of each tie group (:func:`_ranked_ap`).
 
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`MapStats` (built here when None).
 
     Returns:
         (B,) float64 values in [0, 1] (NaN for masks without foreground).
     """
-    check_batch(maps, masks)
-    b = maps.shape[0]
-    ap = _ranked_ap(maps.double().reshape(b, -1), (masks == FOREGROUND).reshape(b, -1),
-                    (masks != IGNORE).reshape(b, -1))
-    return empty_mask_to_nan(ap, masks)
+    stats = stats or MapStats(maps, masks)
+    return empty_mask_to_nan(_ranked_ap(stats.ranking), masks)
 
 
-def average_precision_two_class(maps: Tensor, masks: Tensor) -> Tensor:
+def average_precision_two_class(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
     """Per-image AP pooled over foreground and background, as Chefer et al.'s evaluation code computes it.
 
     Follows hila-chefer/Transformer-Explainability: ``baselines/ViT/imagenet_seg_eval.py`` min-max
@@ -199,9 +299,10 @@ def average_precision_two_class(maps: Tensor, masks: Tensor) -> Tensor:
 
     Implementation choices:
         * AP depends only on the order of the 2N scores, and multiplying both channels by
-          ``max - min > 0`` keeps it, so the scores ranked are ``m - min`` (foreground) and ``max - m``
-          (background) in float64: the same order as Chefer's ``n`` and ``1 - n``, without the rounding of
-          the division and of ``1 - n`` that can split a foreground-background tie (``n_i == 1 - n_j``).
+          ``max - min > 0`` keeps it, so the scores ranked are ``a = m - min`` (foreground) and
+          ``b = max - m`` (background) in float64: the same order as Chefer's ``n`` and ``1 - n``, without the
+          rounding of the division and of ``1 - n`` that can split a foreground-background tie
+          (``n_i == 1 - n_j``).
         * A constant map gives 0 in both channels, exactly Chefer's NaN-to-0: one tie group of N
           positives among 2N entries, so AP = 1/2.
         * Min and max are taken over the non-ignore pixels (Chefer et al. take them over the whole image),
@@ -211,17 +312,13 @@ def average_precision_two_class(maps: Tensor, masks: Tensor) -> Tensor:
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
+        stats: The batch's shared :class:`MapStats` (built here when None).
 
     Returns:
         (B,) float64 values in [0, 1] (NaN for masks without foreground).
     """
-    check_batch(maps, masks)
-    b = maps.shape[0]
-    m, lo, hi = _valid_range(maps, masks)
-    scores = torch.cat([(hi - m).reshape(b, -1), (m - lo).reshape(b, -1)], dim=1)
-    positive = torch.cat([(masks == BACKGROUND).reshape(b, -1), (masks == FOREGROUND).reshape(b, -1)], dim=1)
-    valid = (masks != IGNORE).reshape(b, -1).repeat(1, 2)
-    return empty_mask_to_nan(_ranked_ap(scores, positive, valid), masks)
+    stats = stats or MapStats(maps, masks)
+    return empty_mask_to_nan(_ranked_ap(stats.two_class_ranking), masks)
 
 
 PIXEL_ACCURACY = Metric(

@@ -18,18 +18,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from aft_bench.context import RunContext
 from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
-from aft_bench.metrics.base import Metric, exclusion_reasons
+from aft_bench.metrics.base import EMPTY_MASK, Metric
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
-from aft_bench.metrics.pooled import MIOU_POOLED, PIXEL_ACC_POOLED
-from aft_bench.metrics.segmentation import AVERAGE_PRECISION, AVERAGE_PRECISION_TWO_CLASS, MASK_IOU, PIXEL_ACCURACY
+from aft_bench.metrics.pooled import COUNTS, MIOU_POOLED, PIXEL_ACC_POOLED
+from aft_bench.metrics.segmentation import (
+    AVERAGE_PRECISION,
+    AVERAGE_PRECISION_TWO_CLASS,
+    MASK_IOU,
+    PIXEL_ACCURACY,
+    MapStats,
+)
 from aft_bench.options import non_negative, option
+
+CHUNK_PIXELS = 1 << 19
+"""Pixels of the maps scored together on the CPU (about 10 maps at 224 px): their intermediates fit the caches."""
 
 
 @dataclass(frozen=True)
@@ -50,32 +61,51 @@ class PointingGame(MapTask):
     )
 
     def score(self, ctx: RunContext, pair: Pair, maps: Tensor, batch: Batch) -> list[Record]:
+        """Every reported score, count and chance level of the batch, in one table and one copy to the host.
+
+        Each chunk of rows (:data:`CHUNK_PIXELS`, so that a chunk's intermediates stay in the CPU's caches;
+        the whole batch on other devices) is checked once and shares one
+        :class:`~aft_bench.metrics.segmentation.MapStats` (normalised map, threshold, ranking) across the metrics.
+        """
         if batch.masks is None:
             raise DataError(f"dataset {ctx.config.dataset!r} has no masks: the pointing game needs object masks")
         masks = batch.masks.to(maps.device)
-        records: list[Record] = [{"excluded": reason} if reason else {"scores": {}, "counts": {}}
-                                 for reason in exclusion_reasons(maps, masks)]
-        keep = [i for i, r in enumerate(records) if "scores" in r]
-        if not keep:
-            return records
-        kept_maps, kept_masks = (maps, masks) if len(keep) == len(batch) else (maps[keep], masks[keep])
         options: dict[str, dict[str, Any]] = {POINTING_GAME.name: {"tolerance": ctx.options.tolerance}}
-        counted: dict[Any, list[Any]] = {}  # pooled metrics that share a counts function compute it once
+        step = max(1, CHUNK_PIXELS // maps[0].numel()) if maps.device.type == "cpu" else len(maps)
+        table = torch.cat([self._table(maps[i : i + step], masks[i : i + step], options)
+                           for i in range(0, len(maps), step)]).tolist()
+        records: list[Record] = []
+        for row in table:
+            if not row[0]:
+                records.append({"excluded": EMPTY_MASK})
+                continue
+            values = iter(row[1:])
+            record: Record = {"scores": {}, "counts": {}}
+            for metric in self.reported:
+                if isinstance(metric, Metric):
+                    record["scores"][metric.name] = next(values)
+                    if metric.chance is not None:
+                        record.setdefault("chance", {})[metric.name] = next(values)
+                else:
+                    record["counts"][metric.name] = [int(v) for v in islice(values, len(COUNTS))]
+            records.append(record)
+        return records
+
+    def _table(self, maps: Tensor, masks: Tensor, options: dict[str, dict[str, Any]]) -> Tensor:
+        """B x K float64: has-foreground, then per metric its score (and chance level) or its counts."""
+        stats = MapStats(maps, masks)
+        columns = [stats.has_foreground.double()[:, None]]
+        counted: dict[Any, Tensor] = {}  # pooled metrics that share a counts function compute it once
         for metric in self.reported:
             if isinstance(metric, Metric):
-                values = metric(kept_maps, kept_masks, **options.get(metric.name, {})).tolist()
-                field = "scores"
+                columns.append(metric(maps, masks, stats=stats, **options.get(metric.name, {}))[:, None])
+                if metric.chance is not None:
+                    columns.append(metric.chance(masks, **options.get(metric.name, {}))[:, None])
             else:
                 if metric.counts not in counted:
-                    counted[metric.counts] = metric.counts(kept_maps, kept_masks).tolist()
-                values, field = counted[metric.counts], "counts"
-            for i, value in zip(keep, values, strict=True):
-                records[i][field][metric.name] = value
-            if isinstance(metric, Metric) and metric.chance is not None:
-                levels = metric.chance(kept_masks, **options.get(metric.name, {})).tolist()
-                for i, level in zip(keep, levels, strict=True):
-                    records[i].setdefault("chance", {})[metric.name] = level
-        return records
+                    counted[metric.counts] = metric.counts(maps, masks, stats=stats).double()
+                columns.append(counted[metric.counts])
+        return torch.cat(columns, dim=1)
 
     def extras(self, ctx: RunContext, pair: Pair, records: Sequence[Record]) -> dict[str, Any]:
         """``chance``: per metric, the mean chance level of the scored images (in the metric's unit)."""

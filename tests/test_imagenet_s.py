@@ -278,3 +278,18 @@ def test_merged_class_takes_the_id_of_its_target(s919: tuple[Path, dict]) -> Non
     expected = np.array([[1, 0], [-1, 0]], dtype=np.int8)
     np.testing.assert_array_equal(ds.target_mask(ids, "n04356056", Path("m.png")), expected)
     np.testing.assert_array_equal(ds.target_mask(ids, "n04355933", Path("m.png")), expected)
+
+
+def test_the_data_version_is_part_of_the_run_key_only_where_a_dataset_declares_one(tiny_vit, monkeypatch) -> None:
+    from aft_bench.config import RunConfig
+    from aft_bench.context import RunContext
+    from aft_bench.data.imagenet_s import ImageNetS
+    from aft_bench.data.shapes import ShapesDataset
+
+    def key(dataset: str) -> str:
+        return RunContext.local(RunConfig(task="pointing_game", dataset=dataset)).run_key("e", tiny_vit)
+
+    before = {name: key(name) for name in ("imagenet_s", "shapes")}
+    monkeypatch.setattr(ImageNetS, "data_version", ImageNetS.data_version + 1)
+    assert key("imagenet_s") != before["imagenet_s"]  # newer pixels: stored scores are not reused
+    assert key("shapes") == before["shapes"] and not hasattr(ShapesDataset, "data_version")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from aft_bench.data.base import Batch, DataError
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset, render_shapes_scene
-from aft_bench.data.shortcut import PATTERN_PERIOD, check_amplitude, class_pattern
+from aft_bench.data.shortcut import PATTERN_PERIOD, class_pattern
 from aft_bench.metrics.reliance import reliance_scores
 from aft_bench.tasks.shortcut_reliance import reliance_records, swapped_label
 from aft_bench.toy.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe

@@ -84,6 +84,11 @@ class Batch:
                      prompts=[self.prompts[i] for i in index], labels=self.labels[rows.to(self.labels.device)],
                      masks=None if self.masks is None else self.masks[rows.to(self.masks.device)])
 
+    def pin_memory(self) -> Batch:
+        """The batch with its tensors in pinned memory (the DataLoader's pinning thread calls this on CUDA)."""
+        return Batch(ids=self.ids, images=self.images.pin_memory(), prompts=self.prompts,
+                     labels=self.labels.pin_memory(), masks=None if self.masks is None else self.masks.pin_memory())
+
     def to(self, device: torch.device | str, non_blocking: bool = False, pin: bool = False) -> Batch:
         """The batch's tensors on ``device`` (pinned first when ``pin``, for asynchronous copies to a GPU)."""
 

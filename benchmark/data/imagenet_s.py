@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,8 +48,8 @@ from aft_bench.data.classnames import (
     imagenet_index,
     is_imagenet_wnid,
 )
-from aft_bench.data.io import read_image, read_label_png
-from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
+from aft_bench.data.io import read_image_uint8, read_label_png
+from aft_bench.data.transforms import resize_center_crop_mask, resize_center_crop_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -105,17 +106,24 @@ class ImageNetS:
         on_error: ``"raise"`` fails on the first listing problem (image without mask, mask without
             image, duplicate name, folder that is not an ImageNet wnid); ``"skip"`` skips and counts
             them in ``skipped``. Unreadable files surface in :meth:`load`, which always raises.
+        draft: Let JPEGs of at least twice the target size decode at a reduced scale (faster; pixels within
+            the bound of :data:`aft_bench.data.io.DRAFT_MARGIN`, so numbers change slightly). Off by default.
 
     Attributes:
         classnames: The 1000 ImageNet-1k class names; ``Sample.label`` indexes it.
         skipped: Count of skipped items per reason (empty unless ``on_error="skip"``).
         category_ids: wnid -> ImageNet-S mask id, or None when the category list is not known (then
             foreground is every annotated object; see the module docstring).
+        data_version: Bumped when the pixels a sample loads as change; part of every run key on this dataset, so
+            stored scores of an older version are not reused. 2: images resized in uint8 (within about 1/255 per
+            pixel of version 1's float resize).
 
     Raises:
         DataError: If ``root`` is None, missing or not laid out as ImageNet-S, or (with
             ``on_error="raise"``) a listing problem is found.
     """
+
+    data_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -123,6 +131,7 @@ class ImageNetS:
         image_size: tuple[int, int],
         prompt_template: str = "a photo of a {}.",
         on_error: str = "raise",
+        draft: bool = False,
     ) -> None:
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
@@ -135,7 +144,10 @@ class ImageNetS:
         self.root = self._check_root(root)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.prompt_template = prompt_template
+        if not isinstance(draft, bool):
+            raise ValueError(f"draft must be true or false, got {draft!r}")
         self.on_error = on_error
+        self.draft = draft
         self.classnames: list[str] = imagenet_classnames()
         self.skipped: dict[str, int] = {}
         self._pairs = self._list_pairs()
@@ -282,25 +294,79 @@ class ImageNetS:
         return mask
 
     def load(self, sample_id: str) -> Sample:
-        """Reads, checks, converts and resizes one image and its mask.
+        """Reads, checks, converts and resizes one image and its mask (each file read once; the image resized
+        in uint8 and made float at the target size, the mask decoded to uint16 ids and indexed, never float).
 
         Raises:
             DataError: If the id is unknown, a file is unreadable, or mask and image sizes differ.
         """
         image_path, mask_path = self.paths(sample_id)
         wnid = sample_id.split("/", 1)[0]
-        image = read_image(image_path)
-        ids = read_label_png(mask_path)
-        if tuple(ids.shape) != tuple(image.shape[1:]):
+        image, stored = read_image_uint8(image_path, draft=self.image_size if self.draft else None)
+        ids = read_label_png(mask_path, np.uint16)
+        if tuple(ids.shape) != stored:
             raise DataError(
                 f"mask {mask_path} is {ids.shape[1]}x{ids.shape[0]} (WxH) but image {image_path} is "
-                f"{image.shape[2]}x{image.shape[1]}; re-download the mask or pass --on-error skip"
+                f"{stored[1]}x{stored[0]}; re-download the mask or pass --on-error skip"
             )
         mask = torch.from_numpy(self.target_mask(ids, wnid, mask_path))
         return Sample(
             id=sample_id,
-            image=resize_center_crop(image, self.image_size),
+            image=resize_center_crop_uint8(image, self.image_size, stored),
             prompt=self.prompt_template.format(imagenet_classname(wnid)),
             label=imagenet_index(wnid),
             mask=resize_center_crop_mask(mask, self.image_size),
         )
+
+def write_synthetic(root: str | Path, n: int, size: tuple[int, int] = (375, 500), classes: int = 10,
+                    seed: int = 0) -> Path:
+    """Writes ``n`` image/mask pairs in the ImageNet-S layout (for benchmarks and tests; no download).
+
+    Each image is a smooth colour gradient with textured noise and an ellipse of the image's class (what JPEG
+    sees in photographs: smooth regions and edges); each mask marks the ellipse with the class's id, a strip
+    of ignore pixels along its border and an object of another class. The category table of the ``classes``
+    wnids is written too, so the loader finds the own-class ids.
+
+    Args:
+        root: The subset folder to create (``.../ImageNetS<k>``); existing files are overwritten.
+        n: Image/mask pairs, spread over the classes.
+        size: (height, width) of every image.
+        classes: How many ImageNet classes (the first wnids in sorted order) the pairs use.
+        seed: Seed of the images and shapes.
+
+    Returns:
+        ``root``.
+    """
+    from PIL import Image
+
+    from aft_bench.data.classnames import imagenet_wnids
+
+    root = Path(root)
+    wnids = imagenet_wnids()[:classes]
+    (root / f"ImageNetS_categories_im{classes}.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / f"ImageNetS_categories_im{classes}.txt").write_text("\n".join(wnids) + "\n")
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for index in range(n):
+        k = index % classes
+        wnid = wnids[k]
+        for folder in (IMAGE_DIR, MASK_DIR):
+            (root / folder / wnid).mkdir(parents=True, exist_ok=True)
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        ry, rx = rng.uniform(0.1, 0.3) * h, rng.uniform(0.1, 0.3) * w
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        base = rng.uniform(0, 255, 3).astype(np.float32)
+        slope = rng.uniform(-0.3, 0.3, (2, 3)).astype(np.float32)
+        rgb = base + yy[..., None] * slope[0] + xx[..., None] * slope[1] + rng.normal(0, 12, (h, w, 3))
+        rgb[inside < 1] = rgb[inside < 1] * 0.4 + rng.uniform(0, 255, 3) * 0.6
+        ids = np.zeros((h, w), dtype=np.int64)
+        ids[inside < 1] = k + 1
+        ids[(inside >= 1) & (inside < 1.15)] = IGNORE_ID
+        ids[: h // 6, : w // 6] = (k + 1) % classes + 1  # an object of another class
+        name = f"ILSVRC2012_val_{index:08d}"
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(root / IMAGE_DIR / wnid / f"{name}.JPEG",
+                                                                    quality=90)
+        label = np.stack([ids % 256, ids // 256, np.zeros_like(ids)], axis=-1).astype(np.uint8)
+        Image.fromarray(label).save(root / MASK_DIR / wnid / f"{name}.png")
+    return root

@@ -1,0 +1,245 @@
+"""Host-side cost of an evaluation run, measured against the targets of issue 17, in one run.
+
+On a generated ImageNet-S-format folder (``--images`` pairs of ``--size`` JPEG images and PNG masks,
+:func:`aft_bench.data.imagenet_s.write_synthetic`), with one torch thread as a DataLoader worker runs:
+
+- decode: ``ImageNetS.load`` per image (read, convert, resize image and mask to 224 px);
+- metrics: the pointing game's ``score`` (all eight metrics and their chance levels) on 512 maps at 224 px;
+- store: appending the records to a per-sample store;
+- host work per image: decode + collate + metrics + store (target <= 8 ms);
+- one pass: the data-loading time of a pointing-game run with 3 methods over that of a run with 1
+  (target <= 1.2), on a cheap random-weight encoder at 224 px and cheap maps;
+- workers: end-to-end images/s of that run with W workers over W x the 1-worker images/s (target >= 0.7).
+
+Host figures are CPU seconds of this process (``time.process_time``, one thread), so that other work on a
+shared machine inflates them less than wall time; the run figures are wall time. ``--before CHECKOUT`` measures
+the same figures on another checkout of the project first (a copy of the code before a change, e.g. from
+``git archive HEAD``), in a subprocess on the same folder, and prints after/before ratios; ``--json FILE`` writes
+the figures. ``--profile`` prints cProfile's top functions of the host path (decode, metrics, store).
+
+    git archive HEAD benchmark tasks metrics | tar -x -C /tmp/before
+    python benchmarks/host_speed.py --before /tmp/before --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import cProfile
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aft_bench.attributions.base import Attribution, Target
+from aft_bench.config import resolve_config
+from aft_bench.context import RunContext
+from aft_bench.data.base import Batch
+from aft_bench.data.imagenet_s import ImageNetS
+from aft_bench.encoder import Encoder
+from aft_bench.evaluation import Pair
+from aft_bench.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.registries import ATTRIBUTIONS, DATASETS
+from aft_bench.results import SampleStore
+from aft_bench.runner import run
+from aft_bench.tasks.pointing_game import PointingGame, PointingGameOptions
+
+SIZE = 224
+METRIC_MAPS, METRIC_BATCH = 512, 64
+CHEAP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": SIZE, "patch_size": 32, "width": 32, "layers": 1, "head_width": 16,
+                   "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+TARGETS = {"host_ms_per_image": ("<=", 8.0), "metrics_ms_per_image": ("<=", 5.0),
+           "loading_3_over_1": ("<=", 1.2), "worker_efficiency": (">=", 0.7)}
+
+
+class CheapMap(Attribution):
+    """A map that costs next to nothing (the image's mean channel), so a run measures the host path."""
+
+    name = "cheap"
+
+    def attribute(self, encoder: Encoder, images: Tensor, target: Target) -> Tensor:
+        return images.mean(dim=1)
+
+
+class TimedImageNetS(ImageNetS):
+    """ImageNet-S that adds the seconds spent in :meth:`load` to a file (works across worker processes)."""
+
+    log_path: Path | None = None
+
+    def load(self, sample_id: str):  # noqa: ANN201 - the parent's Sample
+        start = time.perf_counter()
+        sample = super().load(sample_id)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as fh:
+                fh.write(f"{time.perf_counter() - start}\n")
+        return sample
+
+
+def _ms(seconds: float, n: int) -> float:
+    return seconds / n * 1e3
+
+
+def measure_host(root: Path, profile: bool) -> dict[str, float]:
+    """Per-image milliseconds of decode, collate, metrics and store on one thread."""
+    dataset = ImageNetS(root, (SIZE, SIZE))
+    ids = dataset.ids()
+    dataset.load(ids[0])  # warm-up (imports, tables)
+    profiler = cProfile.Profile() if profile else None
+    with profiler or contextlib.nullcontext():
+        start = time.process_time()
+        samples = [dataset.load(i) for i in ids]
+        decode = time.process_time() - start
+        start = time.process_time()
+        batches = [Batch.collate(samples[i : i + METRIC_BATCH]) for i in range(0, len(samples), METRIC_BATCH)]
+        collate = time.process_time() - start
+        config = resolve_config("pointing_game", {"dataset": "imagenet_s", "data_root": str(root)})
+        ctx = RunContext.local(config, options=PointingGameOptions())
+        pair = Pair("cheap", None, "cheap", None, dataset)  # type: ignore[arg-type]
+        task = PointingGame()
+        generator = torch.Generator().manual_seed(0)
+        masks = torch.cat([b.masks for b in batches])
+        chunks = []
+        for i in range(0, METRIC_MAPS, METRIC_BATCH):
+            index = torch.arange(i, i + METRIC_BATCH) % masks.shape[0]
+            chunks.append(Batch(ids=[ids[j] for j in index.tolist()], images=torch.empty(0),
+                                prompts=[""] * METRIC_BATCH, labels=torch.zeros(METRIC_BATCH, dtype=torch.long),
+                                masks=masks[index]))
+        maps = [torch.rand(METRIC_BATCH, SIZE, SIZE, generator=generator) for _ in chunks]
+        start = time.process_time()
+        records = [task.score(ctx, pair, m, b) for m, b in zip(maps, chunks, strict=True)]
+        metrics = time.process_time() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SampleStore(Path(tmp) / "store.jsonl")
+            start = time.process_time()
+            for batch_records, b in zip(records, chunks, strict=True):
+                store.append({"id": f"{k}-{sample_id}", **r} for k, (sample_id, r) in
+                             enumerate(zip(b.ids, batch_records, strict=True)))
+            stored = time.process_time() - start
+    out = {"decode_ms_per_image": _ms(decode, len(ids)), "collate_ms_per_image": _ms(collate, len(ids)),
+           "metrics_ms_per_image": _ms(metrics, METRIC_MAPS), "store_ms_per_image": _ms(stored, METRIC_MAPS)}
+    out["host_ms_per_image"] = sum(out.values())
+    if profiler is not None:
+        print("cProfile of the host path (decode, collate, metrics, store), top 5 by own time:")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(5)
+    return out
+
+
+@contextlib.contextmanager
+def _registered(log_path: Path) -> Iterator[None]:
+    TimedImageNetS.log_path = log_path
+    with contextlib.ExitStack() as stack:
+        for name in ("cheap_a", "cheap_b", "cheap_c"):
+            stack.enter_context(ATTRIBUTIONS.temporary(name, CheapMap))
+        stack.enter_context(DATASETS.temporary("imagenet_s_timed", TimedImageNetS))
+        yield
+
+
+def _encoder_spec(folder: Path) -> str:
+    torch.manual_seed(0)
+    model = build_model(copy.deepcopy(CHEAP_CFG))
+    encoder = Encoder(model, tokenizer_for(CHEAP_CFG), name="cheap224", card={"model_cfg": CHEAP_CFG})
+    path = save_encoder(encoder, folder / "cheap224", {"model_cfg": CHEAP_CFG, "name": "cheap224"})
+    return f"ckpt:{path}"
+
+
+def _run(root: Path, folder: Path, spec: str, methods: list[str], workers: int, tag: str) -> tuple[float, float]:
+    """(wall seconds of the run, seconds spent loading samples) of a fresh pointing-game run."""
+    log_path = folder / f"{tag}.load.txt"
+    log_path.unlink(missing_ok=True)
+    config = resolve_config("pointing_game", {
+        "encoders": [spec], "attributions": methods, "dataset": "imagenet_s_timed", "data_root": str(root),
+        "batch_size": 32, "num_workers": workers, "out": str(folder / tag), "fresh": True})
+    with _registered(log_path):
+        start = time.perf_counter()
+        run(config)
+        wall = time.perf_counter() - start
+    loading = sum(float(x) for x in log_path.read_text().split()) if log_path.exists() else 0.0
+    return wall, loading
+
+
+def measure_runs(root: Path, workers: int) -> dict[str, float]:
+    """Data loading of 3 methods over 1, and the worker scaling of a cheap run."""
+    n = len(ImageNetS(root, (SIZE, SIZE)))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        spec = _encoder_spec(folder)
+        _, load1 = _run(root, folder, spec, ["cheap_a"], 0, "one")
+        _, load3 = _run(root, folder, spec, ["cheap_a", "cheap_b", "cheap_c"], 0, "three")
+        wall1, _ = _run(root, folder, spec, ["cheap_a"], 1, "w1")
+        wallw, _ = _run(root, folder, spec, ["cheap_a"], workers, f"w{workers}")
+    rate1, ratew = n / wall1, n / wallw
+    return {"loading_1_method_s": load1, "loading_3_methods_s": load3, "loading_3_over_1": load3 / load1,
+            "images_per_s_1_worker": rate1, f"images_per_s_{workers}_workers": ratew,
+            "worker_efficiency": ratew / (workers * rate1), "workers": workers}
+
+
+def _before(args: argparse.Namespace, root: Path, tmp: Path) -> dict[str, Any]:
+    """The figures of the checkout ``args.before``: this script in a subprocess that imports that code."""
+    shim = tmp / "before" / "aft_bench"
+    shim.mkdir(parents=True)
+    for entry in (args.before / "benchmark").iterdir():
+        if entry.name not in ("tasks", "metrics"):
+            (shim / entry.name).symlink_to(entry.resolve())
+    for sub in ("tasks", "metrics"):
+        (shim / sub).symlink_to((args.before / sub).resolve())
+    out = tmp / "before.json"
+    command = [sys.executable, __file__, "--root", str(root), "--workers", str(args.workers), "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(shim.parent)}
+    subprocess.run(command + (["--skip-runs"] if args.skip_runs else []), check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300, help="image/mask pairs to generate (default 300)")
+    parser.add_argument("--size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    parser.add_argument("--root", type=Path, help="reuse (or create) the generated folder here")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 2),
+                        help="W of the worker-scaling figure (default: the cores, at most 2)")
+    parser.add_argument("--skip-runs", action="store_true", help="host path only (no end-to-end runs)")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top 5 of the host path")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="measure a checkout of the code before a change first and print after/before ratios")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.root or Path(tmp) / "ImageNetS10"
+        if not (root / "validation").is_dir():
+            from aft_bench.data.imagenet_s import write_synthetic
+
+            write_synthetic(root, args.images, tuple(args.size))
+        before = _before(args, root, Path(tmp)) if args.before else {}
+        figures: dict[str, Any] = measure_host(root, args.profile)
+        if not args.skip_runs:
+            figures.update(measure_runs(root, args.workers))
+    print(f"{'figure':<28} {'value':>10} {'before':>10} {'after/before':>12}  target")
+    for name, value in figures.items():
+        old = before.get(name)
+        ratio = f"{value / old:12.3f}" if isinstance(old, int | float) and old else " " * 12
+        target = " ".join(str(t) for t in TARGETS.get(name, ()))
+        print(f"{name:<28} {value:10.3f} {old if old is not None else float('nan'):10.3f} {ratio}  {target}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
