@@ -116,6 +116,22 @@ class Encoder(nn.Module):
         """A CNN's stages, first first (CNN backends override); ``stage:I`` is the I-th, counted from 1."""
         raise UnsupportedEncoderError(f"encoder {self.name!r}: its image tower has no stages known to aft-bench")
 
+    def tower_parts(self) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+        """The image tower's blocks (ViT) or stages (CNN), first first, as (label, key prefix in
+        ``visual.state_dict()``), and the key prefixes of its stem (what runs before the first block).
+
+        By default the blocks are labelled ``block<i>`` / ``stage<i>`` from 0 and the stem is every state-dict key
+        before the first block's: modules register in the order they run in transformers' and timm's towers
+        (embeddings, blocks, final norm and head). Backends whose order differs override this.
+        """
+        modules = list(self.blocks) if self.kind == "vit" else self._stages()
+        names = {id(m): name for name, m in self.visual.named_modules()}
+        label = "block" if self.kind == "vit" else "stage"
+        parts = [(f"{label}{i}", names[id(m)]) for i, m in enumerate(modules)]
+        keys = list(self.visual.state_dict())
+        first = parts[0][1] + "."
+        return parts, tuple(keys[:next(i for i, k in enumerate(keys) if k.startswith(first))])
+
     @property
     def num_prefix_tokens(self) -> int:
         """Tokens before the patch grid in a ViT's sequence (the class token; timm adds register tokens)."""

@@ -9,7 +9,9 @@ the model. Here the layers are the tower's *units*, top first (:func:`tower_unit
   ``block0``, ``stem`` (patch embedding, class and position embeddings, pre-norm);
 * ModifiedResNet: ``head`` (the attention pool), ``layer4`` .. ``layer1``, ``stem`` (the three stem convolutions);
 * timm towers (ConvNeXt, ...): ``head`` (the trunk's head and open_clip's projection), ``stage<S-1>`` ..
-  ``stage0``, ``stem``.
+  ``stage0``, ``stem``;
+* the other backends' towers (transformers CLIP, timm classifiers): ``head``, their blocks or stages, ``stem``
+  (:meth:`aft_bench.encoder.Encoder.tower_parts`).
 
 The units partition the tower's state: every trained parameter and every buffer belongs to exactly one.
 
@@ -36,7 +38,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from open_clip.modified_resnet import ModifiedResNet
 from torch import Tensor, nn
 
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
@@ -57,22 +58,6 @@ class Unit:
     keys: tuple[str, ...]
 
 
-def _blocks_and_stem(encoder: Encoder) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
-    """(label, key prefix) of each block of the tower, first block first, and the key prefixes of its stem."""
-    visual = encoder.visual
-    if encoder.kind == "vit":
-        blocks = [(f"block{i}", f"transformer.resblocks.{i}") for i in range(len(encoder.blocks))]
-        return blocks, ("conv1", "class_embedding", "positional_embedding", "ln_pre")
-    if isinstance(visual, ModifiedResNet):
-        return [(f"layer{i}", f"layer{i}") for i in range(1, 5)], ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
-    stages = getattr(getattr(visual, "trunk", None), "stages", None)
-    if stages is None:
-        raise UnsupportedEncoderError(f"encoder {encoder.name!r}: no blocks found in its {type(visual).__name__} "
-                                      "image tower (randomisation knows open_clip ViTs, ModifiedResNets and timm "
-                                      "towers with stages)")
-    return [(f"stage{i}", f"trunk.stages.{i}") for i in range(len(stages))], ("trunk.stem",)
-
-
 def _under(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
@@ -84,7 +69,7 @@ def tower_units(encoder: Encoder) -> list[Unit]:
         UnsupportedEncoderError: For a tower whose blocks are unknown, or a unit with nothing to re-draw (every
             parameter frozen with ``requires_grad_(False)``: unfreeze the encoder first).
     """
-    blocks, stem = _blocks_and_stem(encoder)
+    blocks, stem = encoder.tower_parts()
     frozen = {name for name, p in encoder.visual.named_parameters() if not p.requires_grad}
     keys = [k for k in encoder.visual.state_dict() if k not in frozen]  # trained parameters and buffers
     in_blocks = [label for label, prefix in blocks]

@@ -57,3 +57,29 @@ def test_task_runs_on_backend(task: str, backend: str, specs: dict[str, str], tm
     outcome = run(resolve_config(task, overrides))
     assert outcome.results and all(result.n == 4 for result in outcome.results)
     assert all(result.encoder == specs[backend] for result in outcome.results)
+
+
+@pytest.mark.parametrize(("backend", "labels"), [
+    ("hf", ["head", "block1", "block0", "stem"]),
+    ("timm_vit", ["head", "block1", "block0", "stem"]),
+    ("timm_resnet", ["head", "stage3", "stage2", "stage1", "stage0", "stem"]),
+])
+def test_sanity_checks_units_and_run_on_backend(backend: str, labels: list[str], specs: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    """The model-parameter randomisation test re-draws every backend's tower unit by unit (stem: what runs before
+    the first block; head: what runs after the last)."""
+    from aft_bench.loading import load_encoder
+    from aft_bench.randomisation import tower_units
+
+    encoder = load_encoder(specs[backend])
+    units = tower_units(encoder)
+    keys = [k for u in units for k in u.keys]
+    assert [u.label for u in units] == labels
+    assert len(keys) == len(set(keys)) and set(keys) == set(encoder.visual.state_dict())
+    stem = next(u for u in units if u.label == "stem").keys
+    assert stem and all("block" not in k and "layers" not in k and "layer1" not in k for k in stem)
+    options = dict(LIGHT["sanity_checks"], **({} if backend == "hf" else {"target": "head", "probe_class": "top1"}))
+    outcome = run(resolve_config("sanity_checks", dict(encoders=[specs[backend]], limit=2, batch_size=2,
+                                                       attributions=["simple_gradient"], out=str(tmp_path / "out"),
+                                                       options={**options, "samples": 2})))
+    assert outcome.results and all(r.n == 2 for r in outcome.results)

@@ -65,6 +65,16 @@ class OpenClipEncoder(Encoder):
             return super()._stages()
         return list(stages)
 
+    def tower_parts(self) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+        """open_clip registers a ViT's projection and embeddings before its blocks, so the parts are named: blocks
+        ``block<i>``, ModifiedResNet layers ``layer1`` .. ``layer4``, timm trunks' stages ``stage<i>``."""
+        if self.kind == "vit":
+            blocks = [(f"block{i}", f"transformer.resblocks.{i}") for i in range(len(self.blocks))]
+            return blocks, ("conv1", "class_embedding", "positional_embedding", "ln_pre")
+        if isinstance(self.visual, ModifiedResNet):
+            return [(f"layer{i}", f"layer{i}") for i in range(1, 5)], ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
+        return [(f"stage{i}", f"trunk.stages.{i}") for i in range(len(self._stages()))], ("trunk.stem",)
+
     def text_features(self, tokens: Tensor) -> Tensor:
         return self.model.encode_text(tokens.to(self.device))
 
