@@ -106,12 +106,13 @@ CHANCE_ENCODER, CHANCE_ATTRIBUTION = "chance", "random map (exact)"
 
 
 def chance_rows(rows: list[RunResult]) -> list[tuple[RunResult, dict[str, float]]]:
-    """The distinct chance levels of ``rows`` (``extra.chance``, in first-seen order), each with the first result
-    that carries it (whose distinguishing cells and n the chance row shows)."""
+    """The distinct chance levels of ``rows`` (``extra.chance`` as ``{metric: level}``, in first-seen order), each
+    with the first result that carries it (whose distinguishing cells and n the chance row shows). A task that keeps
+    one chance figure there instead (the user study's 25%) gets no row: it says nothing per metric."""
     found: dict[tuple[tuple[str, float], ...], tuple[RunResult, dict[str, float]]] = {}
     for r in rows:
-        levels = r.extra.get("chance") or {}
-        if levels:
+        levels = r.extra.get("chance")
+        if isinstance(levels, Mapping) and levels:
             found.setdefault(tuple(sorted((k, round(float(v), 9)) for k, v in levels.items())), (r, dict(levels)))
     return list(found.values())
 

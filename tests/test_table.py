@@ -112,4 +112,6 @@ def test_one_chance_row_per_distinct_set_of_levels_in_markdown_and_csv() -> None
 
 def test_no_chance_row_without_levels() -> None:
     assert "chance |" not in make_markdown([_pg_result("toy", 40.0, None)])
+    scalar = dataclasses.replace(_pg_result("toy", 40.0, None), extra={"chance": 25.0})  # the user study's figure
+    assert "chance |" not in make_markdown([scalar]) and ",chance," not in make_csv([scalar])
     assert all(",chance," not in line for line in make_csv([_pg_result("toy", 40.0, None)]).splitlines())
