@@ -156,3 +156,27 @@ def test_table2_layout_cell_by_cell(table2_folder: Path) -> None:
             expected = ("zero_shot steps=10 (paper: 100)",) if column.key == "cifar10" and in_paper else ()
             assert cell.differences == expected
     assert table.cell("imagenet", metric="clean", encoder="original", train_eps=None).reference.printed == "74.90"
+
+
+def test_the_average_zero_shot_column_is_the_mean_of_a_full_row(tmp_path: Path) -> None:
+    """Table 2's last column averages the 13 zero-shot datasets: measured only where the row has all of them."""
+    suite = load_paper_suite("table2")
+    reference = load_reference("table2")
+    averaged = suite.paper.layout.averages["average_zero_shot"]
+    assert len(averaged) == 13 and "imagenet" not in averaged
+    paper_row = reference.cells[0].row  # the paper's own average is the mean of its row (CLIP, clean): 72.95
+    assert sum(reference.cell(c, **paper_row).value for c in averaged) / 13 == pytest.approx(72.95, abs=0.005)
+    for i, dataset in enumerate(("imagenet", *averaged)):
+        metrics = {"clean": 50.0 + i, "robust@2/255": 10.0 + i}
+        if dataset != "pcam":  # the robust row misses one dataset: no average for it
+            metrics["robust@4/255"] = 1.0
+        write_result(_result("zero_shot", ROLES2["original"], "zero_shot", dataset, metrics, 1000,
+                             {"eps": [2, 4], "attacks": ["apgd-ce", "apgd-t"], "steps": 100, "robust_n": 1000}),
+                     tmp_path)
+    table = build_table(suite.paper, reference, _measurements(tmp_path, ROLES2, "table2"))
+    cell = table.cell("average_zero_shot", metric="clean", encoder="original", train_eps=None)
+    assert cell.value == pytest.approx(50.0 + sum(range(1, 14)) / 13)  # imagenet (i = 0) left out
+    assert cell.reference.value == 72.95 and cell.difference == pytest.approx(cell.value - 72.95)
+    assert table.cell("average_zero_shot", metric="robust@2/255", encoder="original",
+                      train_eps=None).value == pytest.approx(10.0 + 7.0)
+    assert table.cell("average_zero_shot", metric="robust@4/255", encoder="original", train_eps=None).value is None

@@ -5,8 +5,10 @@ The columns (keys, labels, units, decimals, order) are those of the table's refe
 zero-shot and linear-probe halves). The rows are the reference's, in its order, projected onto the layout's row keys,
 then any measured row the paper lacks. Each :class:`Cell` holds the measured mean (None: not measured), the paper's
 cell (None: the paper has none; ``missing`` says why when the reference does), and the ways the run's protocol
-differs from the paper's (another encoder, dataset, sample count or task option), which mark the cell. A table
-without a reference file (a figure's scores) has one column per headline metric.
+differs from the paper's (another encoder, dataset, sample count or task option), which mark the cell. A layout's
+``averages`` column (Table 2's "Average Zero-shot") is the mean of the row's measured cells in the columns it names,
+measured only when every one of them is (as the paper averages a full row), and marked with their differences. A
+table without a reference file (a figure's scores) has one column per headline metric.
 """
 
 from __future__ import annotations
@@ -220,6 +222,11 @@ def build_table(paper: PaperSection, reference: ReferenceTable | None, measured:
             full = {**keys, **({group: column.group} if group else {})}
             ref = _reference_cell(reference, column.key, full)
             missing = reference.missing_reason(column.key, **full) if reference is not None and ref is None else None
+            averaged = paper.layout.averages.get(column.key)
+            if m is None and averaged:
+                cells.append(_average_cell([by_cell.get((*values, column.group, c)) for c in averaged], ref, missing,
+                                           reference, paper))
+                continue
             cells.append(Cell(None if m is None else m.value, ref, missing, None if m is None else m.n,
                               () if m is None or ref is None else _differences(m, reference, paper)))
         labels = tuple(role_labels.get((v, keys.get("train_eps")), _printed(k, v, paper)) if k == "encoder"
@@ -229,6 +236,17 @@ def build_table(paper: PaperSection, reference: ReferenceTable | None, measured:
     group_labels = {g: _printed(group, g, paper) for g in groups} if group else {}
     title = f"{paper.item}: {paper.title}" if paper.title else paper.item
     return PaperTable(title, tuple(row_keys), headers, group, group_labels, tuple(columns), tuple(rows), reference)
+
+
+def _average_cell(parts: Sequence[Measurement | None], ref: ReferenceCell | None, missing: str | None,
+                  reference: ReferenceTable | None, paper: PaperSection) -> Cell:
+    """The mean of ``parts`` (None unless every part is measured), marked with the parts' protocol differences."""
+    if any(p is None or p.value is None for p in parts):
+        return Cell(None, ref, missing, None, ())
+    value = sum(p.value for p in parts) / len(parts)
+    differences = () if ref is None else tuple(dict.fromkeys(d for p in parts for d in _differences(p, reference,
+                                                                                                   paper)))
+    return Cell(value, ref, missing, None, differences)
 
 
 def _reference_cell(reference: ReferenceTable | None, column: str, row: Mapping[str, Any]) -> ReferenceCell | None:

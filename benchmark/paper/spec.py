@@ -94,6 +94,15 @@ def _labels(value: Any, key: str) -> dict[str, dict[str, str]]:
     return out
 
 
+def _averages(value: Any, key: str) -> dict[str, tuple[str, ...]]:
+    def names(over: Any) -> bool:
+        return isinstance(over, list | tuple) and bool(over) and all(isinstance(c, str) for c in over)
+
+    if not isinstance(value, Mapping) or not all(names(over) for over in value.values()):
+        raise ValueError(f"{key}={value!r}: give {{column: [the columns it averages]}}")
+    return {str(column): tuple(over) for column, over in value.items()}
+
+
 def _kind(value: Any, key: str) -> str:
     if value not in FIGURE_KINDS:
         raise UnknownNameError(f"figure kind ({key})", str(value), list(FIGURE_KINDS))
@@ -145,6 +154,8 @@ class Layout:
     groups: str | None = option(None, parse=lambda v, k: None if v is None else _row_key(v, k),
                                 help="a row key whose values become column groups")
     labels: dict[str, dict[str, str]] = option(default_factory=dict, parse=_labels, help="{row key: {value: label}}")
+    averages: dict[str, tuple[str, ...]] = option(default_factory=dict, parse=_averages,
+                                                  help="{column: [columns]}: a column that is the mean of others")
 
 
 @dataclass(frozen=True)
