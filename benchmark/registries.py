@@ -53,6 +53,9 @@ ENCODERS.register("toy-shortcut-fare", "aft_bench.toy.finetunes:load_toy_shortcu
                   help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on "
                        "first use")
 
+ENCODERS.register("control-mask", "aft_bench.controls.mask_gated:load_mask_control",
+                  help="positive control: a random ViT that sees only the pixels inside each shapes sample's mask")
+
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
                     help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
 OBJECTIVES.register("fare", "aft_bench.training.objectives.fare:FAREObjective",

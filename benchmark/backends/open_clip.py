@@ -133,7 +133,7 @@ class OpenClipEncoder(Encoder):
 def _class_token_only(visual: nn.Module, block: nn.Module) -> bool:
     """Whether the tower's embedding reads only the class token of ``block``'s output."""
     return (
-        isinstance(block, ResidualAttentionBlock)
+        type(block) is ResidualAttentionBlock  # a subclass (the positive control's gated block) may mask
         and isinstance(block.attn, nn.MultiheadAttention)
         and block.attn.batch_first
         and not hasattr(block, "ln_1_kv")
