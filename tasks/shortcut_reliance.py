@@ -87,16 +87,23 @@ class ShortcutReliance(SampleTask):
 
 def reliance_records(predict: Callable[[Tensor], Tensor], dataset: Dataset, batch: Batch, seed: int) -> list[Record]:
     """The task's records of ``batch``: ``predict`` (images -> (B,) classes) on the images as drawn, with the
-    pattern swapped (:func:`swapped_label`) and with it removed, scored by :func:`reliance_scores`."""
+    pattern swapped (:func:`swapped_label`) and with it removed, scored by :func:`reliance_scores`. A sample
+    without a class label gets an error record; the labelled samples of its batch are scored."""
     labels = batch.labels.tolist()
-    if any(label < 0 for label in labels):
-        return [{"error": "no class label (the reliance measure needs the object's class)"} if label < 0 else
-                {"error": "its batch holds an unlabelled sample"} for label in labels]
-    patterns = [swapped_label(i, label, len(dataset.classnames), seed) for i, label in zip(batch.ids, labels,
-                                                                                            strict=True)]
-    swapped = torch.stack([dataset.load_variant(i, p).image for i, p in zip(batch.ids, patterns, strict=True)])
-    removed = torch.stack([dataset.load_variant(i, shortcut=0.0).image for i in batch.ids])
-    predictions = [predict(images).cpu() for images in (batch.images, swapped, removed)]
-    scores = reliance_scores(*predictions, torch.tensor(labels), torch.tensor(patterns))
-    return [{"scores": {name: float(values[k]) for name, values in scores.items()}, "pattern": patterns[k]}
-            for k in range(len(labels))]
+    records: list[Record] = [{"error": "no class label (the reliance measure needs the object's class)"}
+                             for _ in labels]
+    scored = [k for k, label in enumerate(labels) if label >= 0]
+    if not scored:
+        return records
+    ids = [batch.ids[k] for k in scored]
+    labelled = torch.tensor([labels[k] for k in scored])
+    patterns = [swapped_label(i, int(label), len(dataset.classnames), seed) for i, label in zip(ids, labelled,
+                                                                                                 strict=True)]
+    swapped = torch.stack([dataset.load_variant(i, p).image for i, p in zip(ids, patterns, strict=True)])
+    removed = torch.stack([dataset.load_variant(i, shortcut=0.0).image for i in ids])
+    drawn = batch.images[torch.tensor(scored, device=batch.images.device)]
+    predictions = [predict(images).cpu() for images in (drawn, swapped, removed)]
+    scores = reliance_scores(*predictions, labelled, torch.tensor(patterns))
+    for j, k in enumerate(scored):
+        records[k] = {"scores": {name: float(values[j]) for name, values in scores.items()}, "pattern": patterns[j]}
+    return records

@@ -15,6 +15,7 @@ from aft_bench.data.shapes import CLASSNAMES, ShapesDataset, render_shapes_scene
 from aft_bench.data.shortcut import PATTERN_PERIOD, class_pattern
 from aft_bench.metrics.reliance import reliance_scores
 from aft_bench.tasks.shortcut_reliance import reliance_records, swapped_label
+from aft_bench.toy.data import conflict_offsets, render_pool
 from aft_bench.toy.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe
 from aft_bench.training.data import check_data, make_source
 
@@ -137,6 +138,41 @@ def test_reliance_of_linear_models_whose_reliance_is_known() -> None:
     assert np.mean([r["scores"]["follow"] for r in records]) == expected_follow
     assert np.mean([r["scores"]["acc"] for r in records]) == np.mean([y == 0 for y in labels])
     assert all(r["pattern"] == swapped_label(i, y, K, 0) for r, i, y in zip(records, batch.ids, labels, strict=True))
+
+
+def test_conflict_images_carry_the_caption_class_pattern_over_another_object() -> None:
+    recipe = ToyRecipe(shortcut=2, conflict=0.25, pool_size=40, image_size=32, patch_size=8)
+    offsets = conflict_offsets(recipe)
+    assert int((offsets > 0).sum()) == 10 and offsets.min() >= 0 and offsets.max() < K
+    assert torch.equal(offsets, conflict_offsets(recipe))  # seeded by data_seed
+    assert not torch.equal(offsets, conflict_offsets(ToyRecipe(shortcut=2, conflict=0.25, pool_size=40,
+                                                               image_size=32, patch_size=8, data_seed=1)))
+    images, captions = render_pool(recipe, progress=False)
+    for k in (int(i) for i in offsets.nonzero()[:3, 0]):
+        scene = render_shapes_scene(0, "train", k, 32, shortcut=2, pattern_label=int(captions[k]))
+        assert int(captions[k]) == (scene.label + int(offsets[k])) % K != scene.label  # another class than its object
+        np.testing.assert_array_equal(images[k].permute(1, 2, 0).numpy(), np.round(scene.image * 255).astype(np.uint8))
+    plain = int((offsets == 0).nonzero()[0, 0])
+    assert int(captions[plain]) == render_shapes_scene(0, "train", plain, 32).label
+
+
+def test_conflict_recipes_are_keyed_and_checked() -> None:
+    assert "conflict" not in SHORTCUT_RECIPE.to_dict()
+    conflicting = ToyRecipe(shortcut=2, conflict=0.3)
+    assert conflicting.to_dict()["conflict"] == 0.3 and conflicting.key() != SHORTCUT_RECIPE.key()
+    for bad in ({"shortcut": 0, "conflict": 0.3}, {"shortcut": 2, "conflict": 1.0}, {"shortcut": 2, "conflict": -0.1}):
+        with pytest.raises(ValueError, match="conflict"):
+            ToyRecipe(**bad)
+
+
+def test_an_unlabelled_sample_is_an_error_and_its_batch_is_still_scored() -> None:
+    dataset = ShapesDataset(image_size=64, size=6, shortcut=2)
+    batch = _batch(dataset)
+    full = reliance_records(lambda images: images.mean(dim=(1, 2, 3)).mul(1e4).long() % K, dataset, batch, seed=0)
+    batch.labels[2] = -1
+    partial = reliance_records(lambda images: images.mean(dim=(1, 2, 3)).mul(1e4).long() % K, dataset, batch, seed=0)
+    assert "class label" in partial[2]["error"] and "scores" not in partial[2]
+    assert [r for k, r in enumerate(partial) if k != 2] == [r for k, r in enumerate(full) if k != 2]
 
 
 def test_the_task_end_to_end_and_its_refusals(tiny_ckpt: Path, tmp_path: Path) -> None:

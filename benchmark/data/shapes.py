@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,7 +252,8 @@ def _paint(image: np.ndarray, obj: ShapeObject, box: tuple[slice, slice], alpha:
 
 
 def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int, int] | int = (64, 64),
-                        shortcut: float = 0.0, pattern_label: int | None = None) -> ShapesScene:
+                        shortcut: float = 0.0, pattern_label: int | None = None,
+                        pattern_offset: int = 0) -> ShapesScene:
     """Renders sample ``index`` of ``split`` with ``seed``, keeping the object layers.
 
     Args:
@@ -264,6 +265,9 @@ def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int
             The pattern uses no draw of the sample's generator, so everything else is the same at any amplitude.
         pattern_label: Whose pattern is planted: None for the sample's own class (the shortcut world), another
             class index to swap it (the reliance measure of :mod:`aft_bench.tasks.shortcut_reliance`).
+        pattern_offset: With ``pattern_label=None``, plant the pattern of class ``(label + pattern_offset) mod C``
+            (0: the own class); for callers that swap before the label is drawn (the toy's conflict images,
+            :func:`aft_bench.toy.data.render_pool`).
 
     Returns:
         The scene; see :class:`ShapesScene`.
@@ -304,7 +308,8 @@ def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int
     image += rng.normal(0.0, rng.uniform(0.01, 0.04), image.shape).astype(np.float32)
     if pattern_label is not None and not 0 <= pattern_label < num_classes:
         raise DataError(f"pattern_label={pattern_label!r}: use a class index in [0, {num_classes})")
-    add_pattern(image, label if pattern_label is None else int(pattern_label), shortcut, seed)
+    planted = (label + int(pattern_offset)) % num_classes if pattern_label is None else int(pattern_label)
+    add_pattern(image, planted, shortcut, seed)
     np.clip(image, 0.0, 1.0, out=image)
     return ShapesScene(image=image, mask=target_px & (occluder < 0.5), label=label, target=target,
                        distractors=tuple(d[0] for d in distractors), target_alpha=target_alpha,
@@ -312,24 +317,29 @@ def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int
 
 
 def render_shapes_sample(seed: int, split: str, index: int, image_size: tuple[int, int] | int = (64, 64),
-                         shortcut: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Renders one sample: (image H x W x 3 float32 in [0, 1], target mask H x W bool, label); ``shortcut`` as
-    for :func:`render_shapes_scene`."""
-    scene = render_shapes_scene(seed, split, index, image_size, shortcut)
+                         shortcut: float = 0.0, pattern_offset: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Renders one sample: (image H x W x 3 float32 in [0, 1], target mask H x W bool, label); ``shortcut`` and
+    ``pattern_offset`` as for :func:`render_shapes_scene`."""
+    scene = render_shapes_scene(seed, split, index, image_size, shortcut, pattern_offset=pattern_offset)
     return scene.image, scene.mask, scene.label
 
 
 def generate_batch(seed: int, split: str, start: int, count: int, image_size: tuple[int, int] | int = (64, 64),
-                   shortcut: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                   shortcut: float = 0.0, pattern_offsets: Sequence[int] | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
     """Samples ``start .. start + count - 1`` stacked for training (``shortcut`` as for
-    :func:`render_shapes_scene`).
+    :func:`render_shapes_scene`; ``pattern_offsets``, one per sample, its ``pattern_offset``; None: all 0).
 
     Returns:
-        images N x 3 x H x W float32 in [0, 1], masks N x H x W int8 (1 target, 0 other), labels N int64.
+        images N x 3 x H x W float32 in [0, 1], masks N x H x W int8 (1 target, 0 other), labels N int64 (the
+        objects' classes).
     """
     if count < 1:
         raise DataError(f"generate_batch count={count}: ask for at least one sample")
-    rendered = [render_shapes_sample(seed, split, start + i, image_size, shortcut) for i in range(count)]
+    offsets = [0] * count if pattern_offsets is None else list(pattern_offsets)
+    if len(offsets) != count:
+        raise DataError(f"generate_batch: {len(offsets)} pattern offsets for {count} samples; give one per sample")
+    rendered = [render_shapes_sample(seed, split, start + i, image_size, shortcut, offsets[i]) for i in range(count)]
     images = torch.from_numpy(np.stack([r[0] for r in rendered])).permute(0, 3, 1, 2).contiguous()
     masks = torch.from_numpy(np.stack([r[1] for r in rendered]).astype(np.int8))
     labels = torch.tensor([r[2] for r in rendered], dtype=torch.long)

@@ -11,24 +11,43 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from aft_bench.data.shapes import generate_batch
+from aft_bench.data.shapes import CLASSNAMES, generate_batch
 from aft_bench.progress import progress_bar
 from aft_bench.toy.recipe import ToyRecipe
 
 _RENDER_CHUNK = 500
 
 
+def conflict_offsets(recipe: ToyRecipe) -> Tensor:
+    """Per pool image, the class offset of its planted pattern and caption from its object's class: 0 for most,
+    uniform in 1..C-1 for a ``recipe.conflict`` share of them (exactly ``round(conflict * N)`` images, chosen by a
+    generator seeded with the recipe's ``data_seed``)."""
+    offsets = torch.zeros(recipe.pool_size, dtype=torch.long)
+    count = round(recipe.conflict * recipe.pool_size)
+    if count:
+        generator = torch.Generator().manual_seed(recipe.data_seed)
+        chosen = torch.randperm(recipe.pool_size, generator=generator)[:count]
+        offsets[chosen] = torch.randint(1, len(CLASSNAMES), (count,), generator=generator)
+    return offsets
+
+
 def render_pool(recipe: ToyRecipe, progress: bool = True) -> tuple[Tensor, Tensor]:
-    """Renders the training pool once: (N x 3 x H x W uint8 images, N int64 labels) of the train split."""
+    """Renders the training pool once: (N x 3 x H x W uint8 images, N int64 caption classes) of the train split.
+
+    A caption's class is the object's, except on the recipe's conflict images (:func:`conflict_offsets`), whose
+    caption and planted pattern are those of another class than the object's.
+    """
     images = torch.empty((recipe.pool_size, 3, recipe.image_size, recipe.image_size), dtype=torch.uint8)
     labels = torch.empty(recipe.pool_size, dtype=torch.long)
+    offsets = conflict_offsets(recipe)
     starts = range(0, recipe.pool_size, _RENDER_CHUNK)
     for start in progress_bar(starts, desc="toy: rendering shapes", unit="chunk", enabled=progress, leave=False):
         count = min(_RENDER_CHUNK, recipe.pool_size - start)
-        chunk, _, chunk_labels = generate_batch(recipe.data_seed, "train", start, count, recipe.image_size,
-                                                recipe.shortcut)
+        chunk_offsets = offsets[start : start + count]
+        chunk, _, objects = generate_batch(recipe.data_seed, "train", start, count, recipe.image_size,
+                                           recipe.shortcut, chunk_offsets.tolist())
         images[start : start + count] = (chunk * 255).round_().to(torch.uint8)
-        labels[start : start + count] = chunk_labels
+        labels[start : start + count] = (objects + chunk_offsets) % len(CLASSNAMES)
     return images, labels
 
 

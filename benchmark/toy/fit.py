@@ -164,7 +164,9 @@ def toy_card(recipe: ToyRecipe, metrics: dict[str, Any]) -> dict[str, Any]:
         "trainer_version": TRAINER_VERSION,
         "objective": "clip, identical captions merged (aft_bench.toy.deduplicated_clip_loss)",
         "data": f"shapes world, train split, seed {recipe.data_seed}, {recipe.pool_size} images"
-                + (f", planted class pattern at {recipe.shortcut:g}/255" if recipe.shortcut else ""),
+                + (f", planted class pattern at {recipe.shortcut:g}/255" if recipe.shortcut else "")
+                + (f", {recipe.conflict:.0%} of them captioned and patterned as another class than their object"
+                   if recipe.conflict else ""),
         **metrics,
         "versions": package_versions(),
     }

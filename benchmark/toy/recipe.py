@@ -50,6 +50,11 @@ class ToyRecipe:
         shortcut: Amplitude (1/255 units) of the planted class pattern on every training and evaluation image
             (:mod:`aft_bench.data.shortcut`; the ``toy-shortcut`` encoder); 0, the default, for the plain world. Left
             out of :meth:`to_dict` (and so of the key) at 0, so the plain toy's cache key predates the field.
+        conflict: Share of the training pool whose object is of another class than its caption and its planted
+            pattern (:func:`aft_bench.toy.data.render_pool`), so that on the training images the pattern predicts
+            the caption more often than the object does, the condition under which Ilyas et al. (2019) find a
+            model relying on a non-robust feature. Evaluation images are unchanged (object, pattern and caption
+            agree). Needs ``shortcut > 0``; left out of the key at 0 like ``shortcut``.
     """
 
     image_size: int = 64
@@ -80,9 +85,13 @@ class ToyRecipe:
     eval_size: int = 500
     eval_seed: int = 0
     shortcut: float = 0.0
+    conflict: float = 0.0
 
     def __post_init__(self) -> None:
         check_amplitude(self.shortcut)
+        if not 0.0 <= self.conflict < 1.0 or (self.conflict and not self.shortcut):
+            raise ValueError(f"ToyRecipe: conflict={self.conflict!r} must be in [0, 1), and above 0 only with a "
+                             f"planted pattern (shortcut={self.shortcut!r})")
         if self.image_size % self.patch_size:
             raise ValueError(f"ToyRecipe: image_size={self.image_size} is not a multiple of "
                              f"patch_size={self.patch_size}")
@@ -119,10 +128,11 @@ class ToyRecipe:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready data (tuples as lists; ``shortcut`` only when planted)."""
+        """The recipe as JSON-ready data (tuples as lists; ``shortcut`` and ``conflict`` only when non-zero)."""
         data = json.loads(json.dumps(asdict(self)))
-        if not self.shortcut:
-            del data["shortcut"]
+        for name in ("shortcut", "conflict"):
+            if not data[name]:
+                del data[name]
         return data
 
     def key(self) -> str:
