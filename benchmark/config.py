@@ -20,6 +20,8 @@ import yaml
 from aft_bench.series import expand_encoder_specs
 
 OnError = Literal["raise", "skip"]
+PRECISIONS = ("fp32", "bf16")
+"""Attribution precisions: fp32, or bf16 autocast with fp32 maps (:mod:`aft_bench.attributions.precision`)."""
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,13 @@ class RunConfig:
         attributions: Attribution method names (registry ``ATTRIBUTIONS``).
         dataset: Dataset name (registry ``DATASETS``); ``data_root`` its folder on disk.
         limit: Evaluate a seeded random subset of this many samples; None (the default) = the whole dataset.
-        batch_size, device, num_workers: Execution settings: they change neither which samples are scored nor
+        batch_size, device, num_workers: Execution settings (``num_workers`` None: the available cores, at most 8,
+            :func:`aft_bench.streaming.default_workers`): they change neither which samples are scored nor
             how, but batched float arithmetic rounds differently at different batch sizes, so per-sample scores
             agree across batch sizes to rounding only (tests/test_determinism.py states the tolerances).
         seed: The run's seed (subsets, noise).
+        precision: Attribution forwards in ``fp32`` (default) or ``bf16`` autocast (maps and inputs stay fp32); part
+            of the numbers key when not fp32.
         out: Results folder. on_error: ``raise`` (default) or ``skip`` bad samples, counted.
         fresh: Ignore stored per-sample scores and recompute.
         options: Task-specific options. attribution_args: ``{method: {hparam: value}}``.
@@ -51,7 +56,8 @@ class RunConfig:
     batch_size: int = 16
     device: str = "cpu"
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None
+    precision: str = "fp32"
     out: str = "results"
     on_error: OnError = "raise"
     fresh: bool = False
@@ -66,7 +72,9 @@ class RunConfig:
             raise ValueError(f"--limit {self.limit}: give a positive number of samples, or leave --limit out for all")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size {self.batch_size}: give a positive number of samples per batch")
-        if self.num_workers < 0:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"--num-workers {self.num_workers}: give 0 (load in the main process) or a positive "
                              "number of data-loading worker processes")
 
@@ -76,6 +84,7 @@ class RunConfig:
         return {
             "task": self.task, "dataset": self.dataset, "data_root": self.data_root, "seed": self.seed,
             "options": dict(self.options), "dataset_args": dict(self.dataset_args),
+            **({"precision": self.precision} if self.precision != "fp32" else {}),  # fp32 keys stay as they were
         }
 
     def to_dict(self) -> dict[str, Any]:

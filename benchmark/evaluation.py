@@ -40,6 +40,7 @@ from torch import Tensor
 
 from aft_bench import distributed as dist_utils
 from aft_bench.attributions.base import Attribution
+from aft_bench.attributions.precision import attribution_precision
 from aft_bench.context import RunContext
 from aft_bench.data.base import Batch, Dataset
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
@@ -318,9 +319,12 @@ class MapTask(SampleTask):
         """One record per sample of ``batch`` from its finite maps (``maps[i]`` belongs to ``batch.ids[i]``)."""
 
     def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
-        """Attribution maps of a batch, ``maps[i]`` of sample i (overridden by tasks that perturb images)."""
-        return self.method(pair)(pair.encoder, batch.images.to(pair.encoder.device),
-                                 ctx.target(pair.encoder, batch, pair.dataset))
+        """Attribution maps of a batch, ``maps[i]`` of sample i (overridden by tasks that perturb images), fp32, from
+        forwards in the run's precision (:func:`aft_bench.attributions.precision.attribution_precision`)."""
+        images = batch.images.to(pair.encoder.device)
+        target = ctx.target(pair.encoder, batch, pair.dataset)
+        with attribution_precision(ctx.config.precision, images.device):
+            return self.method(pair)(pair.encoder, images, target)
 
     @staticmethod
     def method(pair: Pair) -> Attribution:

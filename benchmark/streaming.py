@@ -10,12 +10,20 @@ Samples load in DataLoader worker processes (:func:`default_workers` of them unl
 more than there are batches), each worker stacks its batch, and at most :data:`PREFETCH` batches per worker wait
 ahead of the consumer, so memory stays bounded whatever the dataset's size. On CUDA the batches are pinned (in
 the loader's pinning thread) and copied to the device without blocking.
+
+Workers start by ``fork`` where the platform has it (:data:`START_METHOD`): a worker is ready in milliseconds,
+where ``spawn`` and ``forkserver`` import torch again in every worker of every pass (seconds each on a small
+machine) and need every dataset to be importable by name. Forking after the parent ran OpenMP-parallel torch
+operators does not hang: each worker runs on one torch thread (:func:`_one_thread`), so it never enters an OpenMP
+parallel region of the runtime state it inherited (tests/test_speed_workers.py runs a 2-thread operator in the
+parent and then 2 workers doing torch operators, under a timeout, and compares with loading in the main process).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import re
 from collections import Counter
@@ -36,6 +44,8 @@ MAX_WORKERS = 8
 """The default number of loading workers is the available cores, at most this many."""
 PREFETCH = 2
 """Batches each worker loads ahead of the consumer (the bound on the memory of batches in flight)."""
+START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+"""How workers start: ``fork`` where the platform has it (see the module docstring), else its default."""
 
 
 def default_workers() -> int:
@@ -135,6 +145,11 @@ class _ById(torch.utils.data.Dataset):
             return (self.ids[index], str(exc))
 
 
+def _one_thread(worker_id: int) -> None:
+    """Worker start: one torch thread, so that workers do not compete for the cores (and never run OpenMP)."""
+    torch.set_num_threads(1)
+
+
 def _collate(items: list[Sample | tuple[str, str]]) -> Chunk:
     """A loader batch as a :class:`Chunk` (stacked in the worker); bad samples are still ``(id, message)``."""
     samples = [item for item in items if isinstance(item, Sample)]
@@ -164,7 +179,8 @@ def stream(
     workers = min(default_workers() if num_workers is None else num_workers, batches if batches > 1 else 0)
     loader = DataLoader(_ById(dataset, ids), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         shuffle=False, pin_memory=cuda, prefetch_factor=PREFETCH if workers else None,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_one_thread if workers else None,
+                        multiprocessing_context=START_METHOD if workers else None)
     with progress_bar(total=len(ids), desc=desc, unit="img", leave=False, enabled=progress) as bar:
         for loaded in loader:
             bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in loaded.bad]

@@ -45,8 +45,10 @@ class Metric:
         fn: Batched function ``fn(maps, masks, **options) -> (B,) float64`` of per-sample scores, when the
             score is a function of maps and masks (None for scores a task computes itself, e.g. accuracy).
         scale: Factor from the per-sample value to the reported mean (100: fractions shown in percent).
-        chance: Batched ``chance(masks, **options) -> (B,) float64``: the score a random map gets in expectation
-            (:mod:`aft_bench.metrics.chance`), or None where there is no closed form.
+        chance: Batched ``chance(masks, stats=None, **options) -> (B,) float64``: the score a random map gets in
+            expectation (:mod:`aft_bench.metrics.chance`; ``stats``, the batch's
+            :class:`~aft_bench.metrics.segmentation.MapStats`, lends its pixel counts), or None where there is no
+            closed form.
     """
 
     name: str
@@ -110,6 +112,41 @@ def _count_non_finite(maps: Tensor) -> Tensor:
     return (~torch.isfinite(maps)).reshape(maps.shape[0], -1).sum(dim=1)
 
 
+def _all_finite(maps: Tensor) -> bool:
+    """Whether every value is finite, from one min/max pass (NaN propagates into both, +-Inf shows in one)."""
+    if not maps.is_floating_point() or maps.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(maps)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
+def check_masks(masks: Tensor) -> None:
+    """Checks that masks are a B x H x W integer (or bool) tensor with values 1 / 0 / -1.
+
+    Raises:
+        TypeError: If ``masks`` is not a tensor.
+        ValueError: If the shape is not B x H x W with pixels, the dtype is floating, or another value occurs.
+    """
+    if not isinstance(masks, Tensor):
+        raise TypeError(f"masks must be a torch tensor, got {type(masks).__name__}")
+    if masks.dim() != 3 or masks.shape[1] == 0 or masks.shape[2] == 0:
+        raise ValueError(f"masks must be B x H x W with pixels, got shape {tuple(masks.shape)}")
+    if masks.is_floating_point() or masks.is_complex():
+        raise ValueError(
+            f"masks must be an integer tensor (1 fg / 0 bg / -1 ignore), got dtype {masks.dtype}; "
+            "convert them with masks.to(torch.int8)"
+        )
+    if masks.dtype == torch.bool or masks.numel() == 0:
+        return
+    lo, hi = torch.aminmax(masks)  # one pass; the offending values are looked up only on failure
+    if int(lo) < IGNORE or int(hi) > FOREGROUND:
+        bad = torch.unique(masks[(masks < IGNORE) | (masks > FOREGROUND)]).tolist()[:5]
+        raise ValueError(
+            f"masks hold values {bad} outside {{1 foreground, 0 background, -1 ignore}}; map the dataset's "
+            "labels onto this convention first"
+        )
+
+
 def check_batch(maps: Tensor, masks: Tensor) -> None:
     """Checks shapes, mask values and finiteness of a batch before it is scored.
 
@@ -137,19 +174,9 @@ def check_batch(maps: Tensor, masks: Tensor) -> None:
         )
     if maps.shape[1] == 0 or maps.shape[2] == 0:
         raise ValueError(f"maps have no pixels (shape {tuple(maps.shape)})")
-    if masks.is_floating_point() or masks.is_complex():
-        raise ValueError(
-            f"masks must be an integer tensor (1 fg / 0 bg / -1 ignore), got dtype {masks.dtype}; "
-            "convert them with masks.to(torch.int8)"
-        )
-    if masks.dtype != torch.bool and bool(((masks < IGNORE) | (masks > FOREGROUND)).any()):
-        bad = torch.unique(masks[(masks < IGNORE) | (masks > FOREGROUND)]).tolist()[:5]
-        raise ValueError(
-            f"masks hold values {bad} outside {{1 foreground, 0 background, -1 ignore}}; map the dataset's "
-            "labels onto this convention first"
-        )
-    bad_counts = _count_non_finite(maps)
-    if bool(bad_counts.any()):
+    check_masks(masks)
+    if not _all_finite(maps):
+        bad_counts = _count_non_finite(maps)
         samples = torch.nonzero(bad_counts).flatten().tolist()
         raise NonFiniteMapError(
             f"maps hold {int(bad_counts.sum())} non-finite (NaN/Inf) values in batch samples {samples[:10]}"
@@ -209,9 +236,3 @@ def exclusion_reasons(maps: Tensor, masks: Tensor) -> list[str | None]:
     check_batch(maps, masks)
     has_fg = (masks == FOREGROUND).reshape(masks.shape[0], -1).any(dim=1).tolist()
     return [None if fg else EMPTY_MASK for fg in has_fg]
-
-
-def empty_mask_to_nan(scores: Tensor, masks: Tensor) -> Tensor:
-    """Sets the score of every sample without a foreground pixel to NaN (never a hit)."""
-    has_fg = (masks == FOREGROUND).reshape(masks.shape[0], -1).any(dim=1)
-    return torch.where(has_fg, scores, torch.full_like(scores, float("nan")))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aft_bench.metrics.base import Metric, empty_mask_to_nan
+from aft_bench.metrics.base import Metric
 from aft_bench.metrics.chance import pg_energy_chance, pointing_game_chance
 from aft_bench.metrics.segmentation import MapStats
 
@@ -56,8 +56,7 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0, stats: MapS
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
     stats = stats or MapStats(maps, masks)
     b, h, w = maps.shape
-    scores = maps if maps.is_floating_point() else stats.double
-    point = scores.masked_fill(~stats.valid, float("-inf")).reshape(b, h * w).argmax(dim=1)  # first maximum
+    point = stats.scores.masked_fill(~stats.valid, float("-inf")).reshape(b, h * w).argmax(dim=1)  # first maximum
     foreground = stats.foreground.reshape(b, h * w)
     if tolerance <= 1:  # distance**2 < tolerance**2 <= 1 accepts only the point itself
         hits = foreground.gather(1, point[:, None])[:, 0]
@@ -67,7 +66,7 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0, stats: MapS
         cols = torch.arange(w, device=maps.device)
         dist2 = (rows[None, :, None] - row[:, None, None]) ** 2 + (cols[None, None, :] - col[:, None, None]) ** 2
         hits = ((dist2.double() < float(tolerance) ** 2) & stats.foreground).reshape(b, -1).any(dim=1)
-    return empty_mask_to_nan(hits.double(), masks)
+    return stats.nan_if_empty(hits.double())
 
 
 def pg_energy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
@@ -96,11 +95,11 @@ def pg_energy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Ten
         NonFiniteMapError: If a map holds NaN or Inf.
     """
     stats = stats or MapStats(maps, masks)
-    energy = stats.double.clamp_min(0) * stats.valid
-    inside = (energy * stats.foreground).sum(dim=(1, 2))
-    total = energy.sum(dim=(1, 2))
+    energy = stats.scores.clamp_min(0).masked_fill_(~stats.valid, 0)  # exact in the maps' dtype
+    inside = energy.masked_fill(~stats.foreground, 0).sum(dim=(1, 2), dtype=torch.float64)
+    total = energy.sum(dim=(1, 2), dtype=torch.float64)
     ratio = torch.where(total > 0, inside / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-    return empty_mask_to_nan(ratio, masks)
+    return stats.nan_if_empty(ratio)
 
 
 POINTING_GAME = Metric(

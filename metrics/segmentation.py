@@ -31,18 +31,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aft_bench.metrics.base import BACKGROUND, FOREGROUND, IGNORE, Metric, check_batch, empty_mask_to_nan
+from aft_bench.metrics.base import BACKGROUND, FOREGROUND, IGNORE, Metric, check_batch
 from aft_bench.metrics.chance import average_precision_chance, mask_iou_chance, pixel_accuracy_chance
 
 
 class MapStats:
     """What the pointing-game and segmentation scores of one batch share, each computed once when first needed.
 
-    Every metric of this module (and :mod:`aft_bench.metrics.pointing`, :mod:`aft_bench.metrics.pooled`) takes
-    an optional ``stats``: a task that reports several of them builds one :class:`MapStats` per batch, so the
-    batch is checked once (shapes, mask values, NaN/Inf: :func:`aft_bench.metrics.base.check_batch`) and the
-    float64 map, its range over the non-ignore pixels, the normalised map, its mean threshold and the per-row
-    ranking of the pixels are computed once for all the scores, on the maps' device, without a host sync.
+    Every metric of this module (and :mod:`aft_bench.metrics.pointing`, :mod:`aft_bench.metrics.pooled`,
+    :mod:`aft_bench.metrics.chance`) takes an optional ``stats``: a task that reports several of them builds one
+    :class:`MapStats` per batch, so the batch is checked once (shapes, mask values, NaN/Inf:
+    :func:`aft_bench.metrics.base.check_batch`) and the pixel counts, the map's range over the non-ignore pixels,
+    the normalised map, its mean threshold and the per-row ranking of the pixels are computed once for all the
+    scores, on the maps' device, without a host sync on accelerators.
 
     Args:
         maps: B x H x W saliency maps (finite).
@@ -67,9 +68,28 @@ class MapStats:
         return self.masks == FOREGROUND
 
     @cached_property
+    def valid_count(self) -> Tensor:
+        """(B,) int64: the non-ignore pixels N of each sample."""
+        return _count(self.valid)
+
+    @cached_property
+    def foreground_count(self) -> Tensor:
+        """(B,) int64: the foreground pixels K of each sample."""
+        return _count(self.foreground)
+
+    @cached_property
     def has_foreground(self) -> Tensor:
         """(B,) bool: the samples that can be scored (a mask without foreground scores NaN)."""
-        return self.foreground.flatten(1).any(dim=1)
+        return self.foreground_count > 0
+
+    def nan_if_empty(self, scores: Tensor) -> Tensor:
+        """``scores`` with NaN for the samples without foreground (never a hit)."""
+        return torch.where(self.has_foreground, scores, torch.nan)
+
+    @cached_property
+    def scores(self) -> Tensor:
+        """The maps as exact floats: float maps as they are, integer maps in float64."""
+        return self.maps if self.maps.is_floating_point() else self.maps.double()
 
     @cached_property
     def double(self) -> Tensor:
@@ -78,32 +98,38 @@ class MapStats:
 
     @cached_property
     def valid_range(self) -> tuple[Tensor, Tensor]:
-        """Per-image min and max over the non-ignore pixels (B x 1 x 1 float64 each)."""
-        lo = self.double.masked_fill(~self.valid, float("inf")).amin(dim=(1, 2), keepdim=True)
-        hi = self.double.masked_fill(~self.valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
-        return lo, hi
+        """Per-image min and max over the non-ignore pixels (B x 1 x 1 float64 each), taken in the maps' own
+        dtype (exact: a min or max is one of the values)."""
+        lo = self.scores.masked_fill(~self.valid, float("inf")).amin(dim=(1, 2), keepdim=True)
+        hi = self.scores.masked_fill(~self.valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+        return lo.double(), hi.double()
 
     @cached_property
     def normalised(self) -> Tensor:
-        """:func:`normalise` of the maps."""
+        """:func:`normalise` of the maps: ``(map - min) / (max - min)`` in float64, 0 on ignore pixels and on
+        constant maps."""
         lo, hi = self.valid_range
         span = hi - lo
         ok = span > 0
-        return torch.where(ok, (self.double - lo) / torch.where(ok, span, 1.0), 0.0) * self.valid
+        out = torch.sub(self.scores, lo)  # float64: the maps are promoted to lo's dtype
+        out.div_(torch.where(ok, span, 1.0))
+        return out.masked_fill_(~self.valid | ~ok, 0.0)
 
     @cached_property
     def predicted(self) -> Tensor:
-        """:func:`predicted_foreground` of the maps."""
-        count = _count(self.valid).clamp_min(1)[:, None, None]
+        """:func:`predicted_foreground` of the maps (the normalised map is >= 0 and 0 on ignore pixels, so no
+        ignore pixel is ever above the mean)."""
+        count = self.valid_count.clamp_min(1)[:, None, None]
         mean = self.normalised.sum(dim=(1, 2), keepdim=True) / count
-        return (self.normalised > mean) & self.valid
+        return self.normalised > mean
 
     @cached_property
     def confusion(self) -> Tensor:
         """B x 4 int64 pixel counts: non-ignore V, predicted foreground P, foreground F and their intersection I
         (every other count of the thresholded map follows from these four)."""
-        pred, fg = self.predicted, self.foreground
-        return torch.stack([_count(self.valid), _count(pred), _count(fg), _count(pred & fg)], dim=1)
+        pred = self.predicted
+        return torch.stack([self.valid_count, _count(pred), self.foreground_count, _count(pred & self.foreground)],
+                           dim=1)
 
     @cached_property
     def ranking(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -115,9 +141,16 @@ class MapStats:
 
     @cached_property
     def two_class_ranking(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The 2N scores of :func:`average_precision_two_class` in increasing order (see :func:`_rank`)."""
+        """The 2N scores of :func:`average_precision_two_class` in increasing order (see :func:`_rank`).
+
+        On the CPU they follow from :attr:`ranking` without a sort of their own: ``map - min`` is non-decreasing
+        and ``max - map`` non-increasing along it, so the two channels are two sorted runs, which one stable sort
+        (timsort: a merge of the runs) combines.
+        """
         b = self.maps.shape[0]
         lo, hi = self.valid_range
+        if self.maps.device.type == "cpu":
+            return _merged_two_class(self.ranking, lo.reshape(b, 1), hi.reshape(b, 1))
         scores = torch.cat([(hi - self.double).reshape(b, -1), (self.double - lo).reshape(b, -1)], dim=1)
         positive = torch.cat([(self.masks == BACKGROUND).reshape(b, -1), self.foreground.reshape(b, -1)], dim=1)
         return _rank(scores, positive, self.valid.reshape(b, -1).repeat(1, 2), non_negative=True)
@@ -135,31 +168,67 @@ def _rank(scores: Tensor, positive: Tensor, valid: Tensor, non_negative: bool = 
 
     On the CPU, float32 scores and non-negative float64 scores (``non_negative``: the valid ones are >= 0) are
     ranked by one numpy sort of 64-bit keys that hold the score's order in their high bits and the label in the
-    lowest (no argsort, no gather); other scores, and scores on other devices, by a torch argsort.
+    lowest (no argsort, no gather; int64 keys); other scores, and scores on other devices, by a torch argsort
+    (float64 values, inf for padding).
     """
     n = _count(valid)
     packable = scores.dtype == torch.float32 or (scores.dtype == torch.float64 and non_negative)
     if scores.device.type == "cpu" and packable:
-        return (*_sorted_keys(scores, positive, valid), n)
+        values = scores.numpy() + 0.0  # + 0.0 turns -0.0 into 0.0, so that equal scores get one key
+        keys = _float32_order(values) if values.dtype == np.float32 else values.view(np.uint64)
+        return (*_sorted_keys(keys, positive.numpy(), valid.numpy()), n)
     values, order = torch.sort(scores.double().masked_fill(~valid, float("inf")), dim=1)
     return values, positive.gather(1, order) & valid.gather(1, order), n
 
 
-def _sorted_keys(scores: Tensor, positive: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Sorts float32 (any sign) or non-negative float64 scores with their labels packed into one 64-bit key."""
-    values = (scores + 0.0).numpy()  # + 0.0 turns -0.0 into 0.0, so that equal scores get one key
-    if values.dtype == np.float32:
-        bits = values.view(np.int32)
-        keys = (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)  # in the floats' order
-    else:  # non-negative float64: the bit patterns are in order as unsigned integers, and the top bit is free
-        keys = values.view(np.uint64)
+def _float32_order(values: np.ndarray) -> np.ndarray:
+    """int64 keys in the order of float32 values (any sign; an involution on the 32-bit patterns)."""
+    bits = values.view(np.int32)
+    return (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
+
+
+def _sorted_keys(keys: np.ndarray, positive: np.ndarray, valid: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Sorts each row of order keys (int64 below 2**62, or the uint64 patterns of non-negative float64) with the
+    labels packed into the lowest bit; the entries where ``valid`` is False go last with label False."""
     keys <<= 1
-    keys |= positive.numpy()
-    keys[~valid.numpy()] = np.iinfo(keys.dtype).max - 1  # ignore pixels last, label 0, after every valid key
+    keys |= positive
+    np.copyto(keys, np.iinfo(keys.dtype).max - 1, where=~valid)  # after every valid key, label 0
     keys.sort(axis=1)
-    labels = (keys & 1).astype(bool)
+    return _unpacked(keys)
+
+
+def _unpacked(keys: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Splits sorted packed 64-bit keys (in place) into the order keys (int64) and the lowest bits (bool)."""
+    labels = (keys.view(np.uint8)[..., :: 8] & 1).view(bool)  # the lowest byte of each little-endian key
     keys >>= 1
     return torch.from_numpy(keys.view(np.int64)), torch.from_numpy(labels)
+
+
+def _merged_two_class(ranking: tuple[Tensor, Tensor, Tensor], lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The two-class ranking of :attr:`MapStats.two_class_ranking` from a CPU foreground :attr:`MapStats.ranking`:
+    the same keys as ranking ``cat([max - map, map - min])`` directly (the uint64 patterns of the non-negative
+    float64 scores), from the sorted map values and a merge."""
+    keys, labels, n = ranking
+    b, length = keys.shape
+    if keys.dtype == torch.float64:  # the argsort path holds the sorted values themselves
+        values = keys.numpy()
+    else:  # the packed keys of float32 values: undo the order transform
+        values = _float32_order(keys.numpy().astype(np.int32)).astype(np.int32).view(np.float32).astype(np.float64)
+    merged = np.empty((b, 2 * length), dtype=np.uint64)
+    up, down = merged[:, :length], merged[:, length:]
+    with np.errstate(invalid="ignore"):  # padding (inf) of a row without a non-ignore pixel (inf range)
+        np.subtract(values, lo.numpy(), out=up.view(np.float64))  # map - min: non-decreasing along the ranking
+        np.subtract(hi.numpy(), values[:, ::-1], out=down.view(np.float64))  # max - map reversed: non-decreasing
+    merged <<= 1
+    foreground = labels.numpy()
+    up |= foreground
+    down |= ~foreground[:, ::-1]  # a non-ignore pixel that is not foreground is background
+    padding = np.arange(length) >= n.numpy()[:, None]
+    top = np.iinfo(np.uint64).max - 1  # after every valid key, label 0
+    np.copyto(up, top, where=padding)
+    np.copyto(down, top, where=padding[:, ::-1])
+    merged.sort(axis=1, kind="stable")  # timsort: a linear merge of the presorted runs
+    return (*_unpacked(merged), 2 * n)
 
 
 def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -167,10 +236,13 @@ def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
 
     With the distinct scores as thresholds in decreasing order (tied entries enter together),
     ``AP = sum_k (R_k - R_{k-1}) * P_k``: each positive adds the precision among the entries scoring at least
-    its score, and the sum is divided by the number of positives (0 for a row without one).
+    its score, and the sum is divided by the number of positives (0 for a row without one). On the CPU over the
+    positives only, in numpy (:func:`_positive_ap`), elsewhere per entry in torch.
     """
     keys, labels, n = ranking
-    # int32 prefix sums and running maxima: several times faster than int64 on the CPU (rows < 2**31 entries)
+    if keys.device.type == "cpu":
+        return torch.from_numpy(_positive_ap(keys.numpy(), labels.numpy(), n.numpy()))
+    # int32 prefix sums and running maxima (rows < 2**31 entries)
     below = labels.cumsum(dim=1, dtype=torch.int32) - labels.int()  # positives ranked below each position
     first = torch.ones_like(labels)
     first[:, 1:] = keys[:, 1:] != keys[:, :-1]  # the first entry of each tie group
@@ -181,6 +253,35 @@ def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     tp = (total[:, None] - below_start).double()
     precision = tp.div_((n[:, None].int() - start).clamp_min(1).double())
     return torch.where(labels, precision, 0.0).sum(dim=1) / total.clamp_min(1).double()
+
+
+def _positive_ap(keys: np.ndarray, labels: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """:func:`_ranked_ap` over the positives: a positive whose tie group starts at position s of its row, with q0
+    of the row's P positives below s, adds ``(P - q0) / (n - s)``. Without a tie, s is the positive's own position
+    and q0 its rank; the group start is looked up (a binary search) only for a positive that follows an equal
+    key."""
+    b, length = keys.shape
+    flat = keys.reshape(-1)
+    first = np.empty(flat.shape, dtype=bool)  # the first entry of each tie group (every row starts one)
+    first[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=first[1:])
+    first[::length] = True
+    positives = np.flatnonzero(labels)  # flat positions, ascending, row after row
+    total = np.count_nonzero(labels, axis=1)
+    start, below = positives, np.arange(positives.size)  # group start, and positives (all rows) below it
+    tied = ~first[positives]
+    if tied.any():
+        starts = np.flatnonzero(first)
+        start = positives.copy()
+        start[tied] = starts[np.searchsorted(starts, positives[tied], side="right") - 1]
+        below[tied] = np.searchsorted(positives, start[tied])
+    ends = np.cumsum(total)  # positives up to the end of each row
+    precision = (np.repeat(ends, total) - below) / (np.repeat(n + np.arange(b) * length, total) - start)
+    sums = np.zeros(b)
+    rows = total > 0
+    if positives.size:
+        sums[rows] = np.add.reduceat(precision, (ends - total)[rows])
+    return sums / np.maximum(total, 1)
 
 
 def normalise(maps: Tensor, masks: Tensor) -> Tensor:
@@ -228,7 +329,7 @@ def pixel_accuracy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -
     stats = stats or MapStats(maps, masks)
     valid, pred, fg, inter = stats.confusion.double().unbind(dim=1)
     correct = valid - pred - fg + 2 * inter  # both foreground, plus neither
-    return empty_mask_to_nan(correct / valid.clamp_min(1), masks)
+    return stats.nan_if_empty(correct / valid.clamp_min(1))
 
 
 def mask_iou(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
@@ -252,7 +353,7 @@ def mask_iou(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tens
     """
     stats = stats or MapStats(maps, masks)
     _, pred, fg, inter = stats.confusion.double().unbind(dim=1)
-    return empty_mask_to_nan(inter / (pred + fg - inter).clamp_min(1), masks)
+    return stats.nan_if_empty(inter / (pred + fg - inter).clamp_min(1))
 
 
 def average_precision(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
@@ -281,7 +382,7 @@ def average_precision(maps: Tensor, masks: Tensor, stats: MapStats | None = None
         (B,) float64 values in [0, 1] (NaN for masks without foreground).
     """
     stats = stats or MapStats(maps, masks)
-    return empty_mask_to_nan(_ranked_ap(stats.ranking), masks)
+    return stats.nan_if_empty(_ranked_ap(stats.ranking))
 
 
 def average_precision_two_class(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Tensor:
@@ -318,7 +419,7 @@ def average_precision_two_class(maps: Tensor, masks: Tensor, stats: MapStats | N
         (B,) float64 values in [0, 1] (NaN for masks without foreground).
     """
     stats = stats or MapStats(maps, masks)
-    return empty_mask_to_nan(_ranked_ap(stats.two_class_ranking), masks)
+    return stats.nan_if_empty(_ranked_ap(stats.two_class_ranking))
 
 
 PIXEL_ACCURACY = Metric(

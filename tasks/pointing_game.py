@@ -100,7 +100,7 @@ class PointingGame(MapTask):
             if isinstance(metric, Metric):
                 columns.append(metric(maps, masks, stats=stats, **options.get(metric.name, {}))[:, None])
                 if metric.chance is not None:
-                    columns.append(metric.chance(masks, **options.get(metric.name, {}))[:, None])
+                    columns.append(metric.chance(masks, stats=stats, **options.get(metric.name, {}))[:, None])
             else:
                 if metric.counts not in counted:
                     counted[metric.counts] = metric.counts(maps, masks, stats=stats).double()

@@ -12,7 +12,7 @@ import torch
 
 from aft_bench.data.base import Batch, DataError, Dataset, Sample
 from aft_bench.data.imagenet_seg import DEFAULT_PROMPT, ImageNetSegmentation, decode_matlab_chars
-from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
+from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask, resize_center_crop_uint8
 
 # tench (ImageNet-1k index 0), a synset outside ImageNet-1k, chainsaw (491)
 NAMES = ("n01440764_18", "n09999999_3", "n03000684_7")
@@ -94,9 +94,12 @@ def test_load_resizes_image_and_mask_together(fixture_file: tuple[Path, list, li
     ds = ImageNetSegmentation(size, root=path.parent)  # the folder holding the file
     for sample_id, image, mask in zip(ds.ids(), images, masks, strict=True):
         sample = ds.load(sample_id)
-        expected_image = resize_center_crop(torch.from_numpy(image).permute(2, 0, 1).float() / 255, size)
+        pixels = torch.from_numpy(image).permute(2, 0, 1)
+        expected_image = resize_center_crop_uint8(pixels, size)  # the stored uint8, resized in uint8
         expected_mask = resize_center_crop_mask(torch.from_numpy(mask.astype(np.int8)), size)
-        torch.testing.assert_close(sample.image, expected_image)
+        torch.testing.assert_close(sample.image, expected_image, rtol=0, atol=0)
+        # within the uint8 resize's rounding (and the float path's clamped overshoot) of the float resize
+        assert (sample.image - resize_center_crop(pixels.float() / 255, size)).abs().mean() <= 1 / 255
         assert sample.mask.dtype == torch.int8 and torch.equal(sample.mask, expected_mask)
         assert set(sample.mask.unique().tolist()) == {0, 1}
     batch = Batch.collate([ds.load(i) for i in ds.ids()])

@@ -42,7 +42,8 @@ class _Dies(SimpleGradient):
 
 
 def _config(ckpt: str, out: Path, methods: list[str], **changes):  # noqa: ANN202
-    overrides = dict(encoders=[ckpt], attributions=methods, dataset="counted", limit=8, batch_size=4, out=str(out))
+    overrides = dict(encoders=[ckpt], attributions=methods, dataset="counted", limit=8, batch_size=4, out=str(out),
+                     num_workers=0)  # loads counted in this process
     return resolve_config("pointing_game", {**overrides, **changes})
 
 

@@ -39,7 +39,8 @@ def add_run_settings(runs: argparse._ArgumentGroup) -> argparse._ArgumentGroup:
     runs.add_argument("--seed", type=int, help="the run seed (default: the suite's, else 0)")
     runs.add_argument("--batch-size", type=int, metavar="N", help="samples per batch (default: each task's)")
     runs.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    runs.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    runs.add_argument("--num-workers", type=int, metavar="N",
+                      help="data-loading worker processes (default: the available cores, at most 8; 0: none)")
     runs.add_argument("--threads", type=int, metavar="N", help="intra-op CPU threads (torch.set_num_threads)")
     return runs
 

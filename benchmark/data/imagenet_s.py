@@ -49,7 +49,7 @@ from aft_bench.data.classnames import (
     is_imagenet_wnid,
 )
 from aft_bench.data.io import read_image_uint8, read_label_png
-from aft_bench.data.transforms import resize_center_crop_mask, resize_center_crop_uint8
+from aft_bench.data.transforms import mask_indices, resize_center_crop_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -275,27 +275,36 @@ class ImageNetS:
             wnid: The image's class.
             mask_path: The mask file, named in the warning when the own class is absent.
         """
-        objects = (ids != BACKGROUND_ID) & (ids != IGNORE_ID)
+        return self._labels(ids, self._own_id(ids, wnid, mask_path))
+
+    def _own_id(self, ids: np.ndarray, wnid: str, mask_path: Path) -> int | None:
+        """The id whose pixels are the foreground of the image's mask ``ids``: its class's id when the category
+        list is known and some pixel has it, else None (every annotated object; with a warning if the class is
+        known but absent)."""
         own = None
         if self.category_ids is not None:
             own = self.category_ids.get(wnid, self.category_ids.get(MERGED_INTO.get(wnid, ""), -1))
         if own is not None and bool((ids == own).any()):
-            foreground = ids == own
-        else:
-            if own is not None and objects.any():
-                logger.warning(
-                    "%s: no pixel has the id %s of %s; using every annotated object as foreground",
-                    mask_path, own if own > 0 else "(not in the category list)", wnid,
-                )
-            foreground = objects
-        mask = np.full(ids.shape, BACKGROUND, dtype=np.int8)
-        mask[foreground] = FOREGROUND
+            return own
+        if own is not None and bool(((ids != BACKGROUND_ID) & (ids != IGNORE_ID)).any()):
+            logger.warning(
+                "%s: no pixel has the id %s of %s; using every annotated object as foreground",
+                mask_path, own if own > 0 else "(not in the category list)", wnid,
+            )
+        return None
+
+    @staticmethod
+    def _labels(ids: np.ndarray, own: int | None) -> np.ndarray:
+        """The int8 mask of ``ids`` with ``own`` (None: every annotated object) as the foreground."""
+        foreground = ids == own if own is not None else (ids != BACKGROUND_ID) & (ids != IGNORE_ID)
+        mask = np.where(foreground, np.int8(FOREGROUND), np.int8(BACKGROUND))
         mask[ids == IGNORE_ID] = IGNORE
         return mask
 
     def load(self, sample_id: str) -> Sample:
         """Reads, checks, converts and resizes one image and its mask (each file read once; the image resized
-        in uint8 and made float at the target size, the mask decoded to uint16 ids and indexed, never float).
+        in uint8 and made float at the target size; the mask decoded to uint16 ids, its foreground id chosen on
+        the full mask, then indexed down to the target grid and labelled there, never float).
 
         Raises:
             DataError: If the id is unknown, a file is unreadable, or mask and image sizes differ.
@@ -309,14 +318,17 @@ class ImageNetS:
                 f"mask {mask_path} is {ids.shape[1]}x{ids.shape[0]} (WxH) but image {image_path} is "
                 f"{stored[1]}x{stored[0]}; re-download the mask or pass --on-error skip"
             )
-        mask = torch.from_numpy(self.target_mask(ids, wnid, mask_path))
+        own = self._own_id(ids, wnid, mask_path)
+        rows, cols = mask_indices(*stored, self.image_size)
+        mask = self._labels(ids.take(rows.numpy(), axis=0).take(cols.numpy(), axis=1), own)
         return Sample(
             id=sample_id,
             image=resize_center_crop_uint8(image, self.image_size, stored),
             prompt=self.prompt_template.format(imagenet_classname(wnid)),
             label=imagenet_index(wnid),
-            mask=resize_center_crop_mask(mask, self.image_size),
+            mask=torch.from_numpy(mask),
         )
+
 
 def write_synthetic(root: str | Path, n: int, size: tuple[int, int] = (375, 500), classes: int = 10,
                     seed: int = 0) -> Path:

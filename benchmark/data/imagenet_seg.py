@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -43,7 +43,7 @@ from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.classnames import imagenet_classnames, imagenet_index, is_imagenet_wnid
 from aft_bench.data.io import REMEDY
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
-from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
+from aft_bench.data.transforms import mask_indices, resize_center_crop, resize_center_crop_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,14 @@ class ImageNetSegmentation:
         classnames: The 1000 ImageNet-1k class names; ``Sample.label`` indexes it (-1: not a 1k class).
         image_names: The ImageNet image name of each sample ("" when the file has none).
         skipped: Always empty (kept for the dataset contract).
+        data_version: Bumped when the pixels a sample loads as change; part of every run key on this dataset. 2:
+            uint8 images resized in uint8 (within about 1/255 per pixel of version 1's float resize).
 
     Raises:
         DataError: If the file is missing, not HDF5, or lacks ``/value/img`` / ``/value/gt``.
     """
+
+    data_version: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -238,6 +242,12 @@ class ImageNetSegmentation:
 
     def read(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
         """The stored image (H x W x 3 float32 in [0, 1]) and mask (H x W bool), untransformed."""
+        image, mask, where = self._stored(sample_id)
+        return np.ascontiguousarray(_to_unit(image, where)), mask
+
+    def _stored(self, sample_id: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """The stored image (H x W x 3, its stored dtype, a transposed view), mask (H x W bool) and where they are
+        (for messages), checked."""
         i = self.index(sample_id)
         f = self._file()
         where = f"{self.path} image {i}"
@@ -260,21 +270,28 @@ class ImageNetSegmentation:
                 f"{where}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the image is "
                 f"{image.shape[1]}x{image.shape[0]}; {REMEDY}"
             )
-        return np.ascontiguousarray(_to_unit(image, where)), mask
+        return image, mask, where
 
     def load(self, sample_id: str) -> Sample:
-        """Reads, transposes, checks and resizes one image and its mask.
+        """Reads, transposes, checks and resizes one image and its mask: a uint8 image (the file's own type)
+        resized in uint8 and made float at the target size, like ImageNet-S (:attr:`data_version` 2), any other
+        through float; the mask indexed down to the target grid, then labelled.
 
         Raises:
             DataError: If the id is unknown or the stored arrays are unreadable or inconsistent.
         """
-        image, mask = self.read(sample_id)
+        image, mask, where = self._stored(sample_id)
         label = self._labels[self.index(sample_id)]
-        codes = np.where(mask, FOREGROUND, BACKGROUND).astype(np.int8)
+        if image.dtype == np.uint8:
+            pixels = resize_center_crop_uint8(torch.from_numpy(image).permute(2, 0, 1), self.image_size)
+        else:
+            pixels = resize_center_crop(torch.from_numpy(_to_unit(image, where)).permute(2, 0, 1), self.image_size)
+        rows, cols = mask_indices(*mask.shape, self.image_size)
+        small = mask.take(rows.numpy(), axis=0).take(cols.numpy(), axis=1)
         return Sample(
             id=sample_id,
-            image=resize_center_crop(torch.from_numpy(image).permute(2, 0, 1), self.image_size),
+            image=pixels,
             prompt=self.prompt_template.format(self.classnames[label]) if label >= 0 else self.prompt,
             label=label,
-            mask=resize_center_crop_mask(torch.from_numpy(codes), self.image_size),
+            mask=torch.from_numpy(np.where(small, np.int8(FOREGROUND), np.int8(BACKGROUND))),
         )

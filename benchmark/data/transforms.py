@@ -110,12 +110,26 @@ def resize_center_crop_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
         raise ValueError(f"expected an H x W mask, got shape {tuple(mask.shape)}")
     if mask.is_floating_point():
         raise ValueError(f"expected an integer mask, got dtype {mask.dtype}")
+    rows, cols = mask_indices(mask.shape[0], mask.shape[1], size)
+    return mask.index_select(0, rows).index_select(1, cols)
+
+
+def mask_indices(height: int, width: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The source rows and columns that :func:`resize_center_crop_mask` takes from a ``height x width`` mask:
+    ``mask[rows][:, cols]`` (any array type) is the resized and cropped mask.
+
+    Args:
+        height: Mask height.
+        width: Mask width.
+        size: Target (height, width).
+
+    Returns:
+        (rows, cols): int64 index tensors of lengths ``size[0]`` and ``size[1]``.
+    """
     size = _check_size(size)
-    new_h, new_w = resized_shape(mask.shape[0], mask.shape[1], size)
+    new_h, new_w = resized_shape(height, width, size)
     top, left = _crop_box(new_h, new_w, size)
-    rows = _nearest_exact(mask.shape[0], new_h)[top : top + size[0]]
-    cols = _nearest_exact(mask.shape[1], new_w)[left : left + size[1]]
-    return mask[rows[:, None], cols[None, :]].contiguous()
+    return (_nearest_exact(height, new_h)[top : top + size[0]], _nearest_exact(width, new_w)[left : left + size[1]])
 
 
 def _nearest_exact(length: int, new_length: int) -> Tensor:
