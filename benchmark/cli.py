@@ -37,12 +37,14 @@ from aft_bench.registries import (
     CLASSIFIERS,
     DATASETS,
     ENCODERS,
+    FIGURES,
     METRICS,
     OBJECTIVES,
     REGULARIZERS,
     RETRAINERS,
     TARGETS,
     TASKS,
+    VLMS,
 )
 from aft_bench.registry import Registry, UnknownNameError
 
@@ -54,7 +56,7 @@ DEFAULT_LEVEL = {"train": logging.INFO}
 LISTS: dict[str, Registry] = {
     "encoders": ENCODERS, "attributions": ATTRIBUTIONS, "tasks": TASKS, "datasets": DATASETS,
     "metrics": METRICS, "objectives": OBJECTIVES, "targets": TARGETS, "classifiers": CLASSIFIERS,
-    "retrainers": RETRAINERS, "attacks": ATTACKS, "regularizers": REGULARIZERS,
+    "retrainers": RETRAINERS, "attacks": ATTACKS, "regularizers": REGULARIZERS, "vlms": VLMS,
 }
 
 OWN_PARSERS: dict[str, tuple[str, str, str]] = {
@@ -95,6 +97,14 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} expects key=value, got {item!r}")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--option`` pairs, with ``--vlm SPEC`` as ``vlm=SPEC``."""
+    options = _key_values(args.option, "--option")
+    if args.vlm is not None:
+        options["vlm"] = args.vlm
+    return options
 
 
 def _attribution_args(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
@@ -207,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "to float rounding")
     run.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     run.add_argument("--seed", type=int)
-    run.add_argument("--num-workers", type=int, metavar="N", help="data-loading worker processes (default 0)")
+    run.add_argument("--num-workers", type=int, metavar="N",
+                     help="data-loading worker processes (default: the available cores, at most 8; 0 loads in the "
+                          "main process)")
+    run.add_argument("--precision", choices=("fp32", "bf16"),
+                     help="attribution forwards in fp32 (default) or bf16 autocast (maps and inputs stay fp32)")
     run.add_argument("--threads", type=int, metavar="N", help=threads_help)
     run.add_argument("--out", help="results folder (default: results)")
     run.add_argument("--on-error", choices=("raise", "skip"), help="bad samples: fail (default) or skip and count")
@@ -216,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE",
                      help="a hyperparameter of one of the run's methods, e.g. smoothgrad.n_samples=50")
     run.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE",
-                     help="a keyword argument of the dataset, e.g. size=1000 for shapes")
+                     help="a keyword argument of the dataset, e.g. size=1000 for shapes; classes=imagenette (or "
+                          "wnids / class names) keeps those classes' samples")
+    run.add_argument("--vlm", metavar="SPEC", help="shorthand for --option vlm=SPEC (task vlm_attention)")
 
     fig = sub.add_parser("figure", parents=[flags],
                          help="draw the saliency maps of encoders x attributions on the same images (paper Figs. 1-4)")
@@ -232,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--option", action="append", metavar="KEY=VALUE", help="target=probe, probe options")
     fig.add_argument("--attr-arg", action="append", metavar="METHOD.PARAM=VALUE", help="e.g. gradcam.block=-1")
     fig.add_argument("--dataset-arg", action="append", metavar="KEY=VALUE", help="e.g. split=val")
+    fig.add_argument("--task", help="draw a task's own figure instead of the saliency grid: "
+                                    f"{', '.join(FIGURES.names())}")
+    fig.add_argument("--vlm", metavar="SPEC", help="shorthand for --option vlm=SPEC (--task vlm_attention)")
     fig.add_argument("--out", default="figures/saliency.png",
                      help="image path: .png, .jpg, .jpeg, .pdf or .svg (a .json panel list goes beside it)")
 
@@ -309,8 +328,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {
         "encoders": args.encoders, "attributions": args.attributions, "dataset": args.dataset,
         "data_root": args.data_root, "limit": args.limit, "batch_size": args.batch_size, "device": args.device,
-        "seed": args.seed, "num_workers": args.num_workers, "out": args.out, "on_error": args.on_error,
-        "fresh": args.fresh, "options": _key_values(args.option, "--option") or None,
+        "seed": args.seed, "num_workers": args.num_workers, "precision": args.precision,
+        "out": args.out, "on_error": args.on_error,
+        "fresh": args.fresh, "options": _options(args) or None,
         "attribution_args": _attribution_args(args.attr_arg) or None,
         "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
     }
@@ -338,11 +358,13 @@ def cmd_figure(args: argparse.Namespace) -> int:
         task="figure", encoders=expand_encoder_specs(args.encoders), attributions=tuple(args.attributions),
         dataset=args.dataset,
         data_root=args.data_root, limit=args.images, device=args.device, seed=args.seed,
-        options=_key_values(args.option, "--option"), attribution_args=_attribution_args(args.attr_arg),
+        options=_options(args), attribution_args=_attribution_args(args.attr_arg),
         dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
     )
+    draw = (lambda: FIGURES.get(args.task)(config, args.out)) if args.task else (
+        lambda: saliency_figure(config, args.out, overlay=args.overlay))
     with cpu_threads(args.threads):
-        path = saliency_figure(config, args.out, overlay=args.overlay)
+        path = draw()
     print(f"figure: {path} (panels: {path.with_suffix('.json')})")
     return 0
 

@@ -28,6 +28,7 @@ import torch
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.config import RunConfig, TaskSpec
 from aft_bench.data.base import Batch, DataError, Dataset, select_ids
+from aft_bench.data.class_filter import CLASSES_ARG, ClassFilter, ClassList
 from aft_bench.distributed import DistContext, resolve_device
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.loading import load_encoder
@@ -71,6 +72,9 @@ def check_arguments(config: RunConfig) -> None:
                 raise UnknownNameError(f"{method} hyperparameter", key, known)
     known = _keywords(DATASETS.get(config.dataset))
     for key in config.dataset_args:
+        if key == CLASSES_ARG:  # the run's class filter, not the dataset's argument
+            ClassList.parse(config.dataset_args[key])
+            continue
         if key in _SET_BY_THE_RUN:
             raise ValueError(f"--dataset-arg {key}=...: the run sets {key} itself (the encoder's input size, "
                              "--data-root, --on-error); drop this --dataset-arg")
@@ -153,7 +157,8 @@ class RunContext:
     # ------------------------------------------------------------------ data
     def dataset(self, image_size: tuple[int, int], split: Any = _DEFAULT_SPLIT) -> Dataset:
         """The run's dataset at ``image_size``; ``split`` (a name, or None for the dataset's own default) replaces
-        the ``split`` of ``--dataset-arg`` when given.
+        the ``split`` of ``--dataset-arg`` when given. ``--dataset-arg classes=...`` keeps the samples of a class
+        list (:mod:`aft_bench.data.class_filter`).
 
         Raises:
             DataError: If the dataset rejects the arguments (naming them).
@@ -163,12 +168,14 @@ class RunContext:
             args.pop("split", None)
             if split is not None:
                 args["split"] = split
+        classes = args.pop(CLASSES_ARG, None)
         factory = DATASETS.get(self.config.dataset)
         try:
-            return factory(image_size=image_size, root=self.config.data_root, on_error=self.config.on_error, **args)
+            dataset = factory(image_size=image_size, root=self.config.data_root, on_error=self.config.on_error, **args)
         except TypeError as exc:
             raise DataError(f"dataset {self.config.dataset!r} rejects the arguments {args} ({exc}); check "
                             "--dataset-arg (and the task's split options)") from exc
+        return dataset if classes is None else ClassFilter(dataset, ClassList.parse(classes))
 
     def select(self, ids: Sequence[str], limit: int | None = None) -> list[str]:
         """All ``ids``, or the seeded subset of ``limit`` of them, in dataset order.

@@ -21,6 +21,8 @@ CLASSIFIERS: Registry = Registry("classifier")
 RETRAINERS: Registry = Registry("retrainer")
 ATTACKS: Registry = Registry("attack")
 REGULARIZERS: Registry = Registry("regularizer")
+VLMS: Registry = Registry("vlm")
+FIGURES: Registry = Registry("task figure")
 
 # Named encoders (factories taking ``device``). Any open_clip model is reachable by spec as well:
 # ``ARCH:TAG``, ``hf-hub:ORG/NAME``, ``ckpt:PATH`` and ``ARCH[:TAG]@PATH`` (see aft_bench.loading).
@@ -53,8 +55,17 @@ ENCODERS.register("toy-shortcut-fare", "aft_bench.toy.finetunes:load_toy_shortcu
                   help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on "
                        "first use")
 
+# Vision-language models by name (factories returning a save_pretrained folder); any LLaVA folder or cached
+# Hugging Face repository is reachable by spec as well (aft_bench.vlm.loading).
+VLMS.register("toy", "aft_bench.vlm.toy:toy_vlm_folder",
+              help="the embedded toy LLaVA (toy CLIP tower, projector, small LM on the shapes world), built on use")
+
 ENCODERS.register("control-mask", "aft_bench.controls.mask_gated:load_mask_control",
                   help="positive control: a random ViT that sees only the pixels inside each shapes sample's mask")
+
+# Task figures (``aft-bench figure --task NAME``: functions taking a RunConfig and an output path).
+FIGURES.register("vlm_attention", "aft_bench.tasks.vlm_attention_figure:vlm_figure",
+                 help="paper Fig. 7: an image and LLaVA's attention map of each answer token, titled with the token")
 
 OBJECTIVES.register("aft", "aft_bench.training.objectives.aft:AFTObjective",
                     help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
@@ -148,6 +159,8 @@ TASKS.register("class_entropy", "aft_bench.tasks.class_entropy:ClassEntropy",
                help="entropy of a linear probe's prediction over all classes and within a category (paper Table 8)")
 TASKS.register("shortcut_reliance", "aft_bench.tasks.shortcut_reliance:ShortcutReliance",
                help="share of pattern-swapped shapes images that follow the planted pattern (needs shortcut=A)")
+TASKS.register("vlm_attention", "aft_bench.tasks.vlm_attention:VlmAttention",
+               help="LLaVA per-token attention maps with each encoder as its tower: PG ... Gini, answer accuracy")
 TASKS.register("sanity_checks", "aft_bench.tasks.sanity_checks:SanityChecks",
                help="similarity of maps before and after re-initialising the encoder's blocks (Adebayo et al. 2018)")
 METRICS.register("entropy_entire", "aft_bench.metrics.entropy:ENTROPY_ENTIRE",

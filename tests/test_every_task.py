@@ -18,12 +18,16 @@ import torch
 from conftest import TINY_TOY
 
 from aft_bench import toy
+from aft_bench.backends.convert import vision_config
 from aft_bench.cli import main
 from aft_bench.config import RunConfig, load_task_spec, resolve_config
+from aft_bench.data.shapes import CLASSNAMES
 from aft_bench.encoder import Encoder
 from aft_bench.options import option_keys, parse_options
-from aft_bench.registries import ENCODERS, TASKS
+from aft_bench.registries import ENCODERS, TASKS, VLMS
 from aft_bench.runner import run
+from aft_bench.tasks import vlm_attention
+from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
 
 # Small settings per task, so that each runs in a second or two; every registered task must be listed.
 LIGHT: dict[str, dict[str, Any]] = {
@@ -39,6 +43,7 @@ LIGHT: dict[str, dict[str, Any]] = {
     "class_entropy": {"classifier": "zero_shot"},
     "sanity_checks": {"independent": False},
     "shortcut_reliance": {},
+    "vlm_attention": {"max_new_tokens": 2},
 }
 # Tasks whose work is two passes over the whole dataset with nothing stored per sample: an interrupted run
 # restarts them (they keep no partial state, so everything is missing).
@@ -60,9 +65,17 @@ def toy_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def tiny_vlm(toy_cache: Path) -> Path:
+    """A random LLaVA whose tower fits the tiny toy (the real toy VLM trains for minutes)."""
+    tower = vision_config(toy.load_toy_encoder(recipe=TINY_TOY).model.visual)
+    return random_llava_folder(toy_cache / "tiny-llava", CLASSNAMES, LlavaShape.for_tower(tower, feature_layer=-1))
+
+
 @pytest.fixture
-def tiny_toy(toy_cache: Path) -> Iterator[None]:
-    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY_TOY), replace=True):
+def tiny_toy(toy_cache: Path, tiny_vlm: Path) -> Iterator[None]:
+    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY_TOY), replace=True), \
+            VLMS.temporary("toy", lambda: tiny_vlm, replace=True):
         yield
 
 
@@ -73,17 +86,26 @@ class _Forwards:
         self.images = self.calls = 0
         self.stop: int | None = None
 
+    def _counted(self, pixels: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        self.images += pixels.shape[0]
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         original = Encoder.forward
+        original_answers = vlm_attention.answer_maps  # the VLM task runs its tower inside the VLM, not Encoder.forward
 
         def forward(encoder: Encoder, pixels: torch.Tensor) -> torch.Tensor:
-            self.calls += 1
-            if self.calls == self.stop:
-                raise KeyboardInterrupt
-            self.images += pixels.shape[0]
+            self._counted(pixels)
             return original(encoder, pixels)
 
+        def answer_maps(vlm: Any, pixels: torch.Tensor, *args: Any) -> Any:
+            self._counted(pixels)
+            return original_answers(vlm, pixels, *args)
+
         monkeypatch.setattr(Encoder, "forward", forward)
+        monkeypatch.setattr(vlm_attention, "answer_maps", answer_maps)
 
     def count(self, config: RunConfig, stop: int | None = None) -> tuple[int, Any]:
         self.images, self.calls, self.stop = 0, 0, stop

@@ -102,9 +102,12 @@ def composite_weights(llm_weights: Tensor, vision: Tensor | None = None) -> Tens
 
 
 def grid_to_image(weights: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    """Patch weights (N,) in row-major grid order, as a map resized bilinearly to ``size`` (H x W)."""
+    """Patch weights (N,) in row-major grid order, as a map resized bilinearly to ``size`` (H x W); a T x N stack of
+    weights gives T x H x W maps in one call."""
     rows, cols = grid
-    if weights.numel() != rows * cols:
-        raise ValueError(f"grid_to_image: {weights.numel()} weights do not fill a {rows} x {cols} patch grid")
-    layout = weights.float().reshape(1, 1, rows, cols)
-    return F.interpolate(layout, size=size, mode="bilinear", align_corners=False)[0, 0]
+    if weights.shape[-1] != rows * cols or weights.dim() > 2:
+        raise ValueError(f"grid_to_image: weights of shape {tuple(weights.shape)} do not fill a {rows} x {cols} "
+                         "patch grid (give N or T x N weights)")
+    layout = weights.float().reshape(-1, 1, rows, cols)
+    maps = F.interpolate(layout, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps[0] if weights.dim() == 1 else maps
