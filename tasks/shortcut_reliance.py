@@ -27,6 +27,7 @@ from torch import Tensor
 from aft_bench.classifiers import PromptOptions, ZeroShotClassifier
 from aft_bench.context import RunContext
 from aft_bench.data.base import Batch, Dataset
+from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE
 from aft_bench.evaluation import Pair, Record, Reported, SampleTask
 from aft_bench.metrics.reliance import RELIANCE_METRICS, reliance_scores
 from aft_bench.options import nested
@@ -54,10 +55,11 @@ def _check_dataset(dataset: Dataset, name: str) -> float:
     amplitude = getattr(dataset, "shortcut", None)
     if not callable(getattr(dataset, "load_variant", None)):
         raise ValueError(f"task shortcut_reliance needs the shapes world with a planted pattern; dataset {name!r} has "
-                         "none. Run it with --dataset shapes --dataset-arg shortcut=2")
+                         f"none. Run it with --dataset shapes --dataset-arg shortcut={SHORTCUT_AMPLITUDE:g}")
     if not amplitude:
         raise ValueError("task shortcut_reliance: the shapes world has no planted pattern (shortcut=0); add "
-                         "--dataset-arg shortcut=A with A > 0 (the toy-shortcut encoders were trained with 2)")
+                         "--dataset-arg shortcut=A with A > 0 (the toy-shortcut encoders were trained with "
+                         f"{SHORTCUT_AMPLITUDE:g})")
     return float(amplitude)
 
 

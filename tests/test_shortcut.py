@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from aft_bench.data.base import Batch, DataError
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset, render_shapes_scene
-from aft_bench.data.shortcut import PATTERN_PERIOD, class_pattern
+from aft_bench.data.shortcut import PATTERN_PERIOD, SHORTCUT_AMPLITUDE, class_pattern
 from aft_bench.metrics.reliance import reliance_scores
 from aft_bench.tasks.shortcut_reliance import reliance_records, swapped_label
 from aft_bench.toy.data import conflict_offsets, render_pool
@@ -74,7 +74,7 @@ def test_the_dataset_option_and_its_variants() -> None:
 def test_the_plain_toy_keeps_its_cache_key() -> None:
     assert "shortcut" not in DEFAULT_RECIPE.to_dict()
     assert DEFAULT_RECIPE.key() == "a5db1692ab5e1cc1"  # the key the toy was cached under before the field existed
-    assert SHORTCUT_RECIPE.to_dict()["shortcut"] == 2.0 and SHORTCUT_RECIPE.key() != DEFAULT_RECIPE.key()
+    assert SHORTCUT_RECIPE.to_dict()["shortcut"] == SHORTCUT_AMPLITUDE and SHORTCUT_RECIPE.key() != DEFAULT_RECIPE.key()
     with pytest.raises(ValueError, match="shortcut"):
         ToyRecipe(shortcut=-2)
 
@@ -157,7 +157,7 @@ def test_conflict_images_carry_the_caption_class_pattern_over_another_object() -
 
 
 def test_conflict_recipes_are_keyed_and_checked() -> None:
-    assert "conflict" not in SHORTCUT_RECIPE.to_dict()
+    assert "conflict" not in ToyRecipe(shortcut=2).to_dict()
     conflicting = ToyRecipe(shortcut=2, conflict=0.3)
     assert conflicting.to_dict()["conflict"] == 0.3 and conflicting.key() != SHORTCUT_RECIPE.key()
     for bad in ({"shortcut": 0, "conflict": 0.3}, {"shortcut": 2, "conflict": 1.0}, {"shortcut": 2, "conflict": -0.1}):
@@ -184,6 +184,6 @@ def test_the_task_end_to_end_and_its_refusals(tiny_ckpt: Path, tmp_path: Path) -
     assert main(base) == 0
     (result,) = read_results(tmp_path)
     assert result.n == 6 and set(result.metrics) == {"follow", "acc_swapped", "acc_removed", "acc"}
-    assert result.config["dataset_args"] == {"shortcut": 2}
+    assert result.config["dataset_args"] == {"shortcut": SHORTCUT_AMPLITUDE}
     assert main([*base, "--dataset-arg", "shortcut=0"]) == 1  # no planted pattern: refused with a message
     assert main([*base, "--attributions", "gradcam"]) != 0

@@ -10,8 +10,8 @@ The pattern of a class is a seeded random +-1 tile of ``PATTERN_PERIOD`` x ``PAT
 repeated over the image from the top-left corner: the same in every 8 x 8 patch of the toy ViT (so a patch
 embedding can pick it up linearly) and mirror-symmetric left to right within the tile, so that the mirror
 augmentation of the toy's training leaves it unchanged on images whose width is a multiple of the period. At an
-amplitude below the fine-tuning's eps (4/255), an L-infinity adversary can remove a pattern and write another
-class's in its place (|A| + |A| <= eps for A <= 2), which is what adversarial fine-tuning trains against.
+amplitude below the fine-tuning's eps (4/255), an L-infinity adversary can remove a pattern (and, for A <= 2,
+also write another class's in its place: |A| + |A| <= eps), which is what adversarial fine-tuning trains against.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import functools
 
 import numpy as np
 
-SHORTCUT_AMPLITUDE = 2.0
-"""Amplitude (1/255 units) of the pattern of the ``toy-shortcut`` world: half the toy fine-tunes' eps of 4/255, so
-an adversary can both erase a pattern and plant another."""
+SHORTCUT_AMPLITUDE = 3.5
+"""Amplitude (1/255 units) of the pattern of the ``toy-shortcut`` world: below the toy fine-tunes' eps of 4/255, so an
+adversary can erase it. Chosen from the measured curve (README, "The planted-shortcut world"): at 1 and 2 the toy
+CLIP hardly uses the pattern; at 3.5 its gradients follow it."""
 
 PATTERN_PERIOD = 8
 """Side of the repeated tile, in pixels (the toy ViT's patch size)."""
