@@ -116,3 +116,28 @@ def test_figure_draws_one_panel_per_answer_token(tiny48_ckpt: str, folder: Path,
     panels = json.loads(out.with_suffix(".json").read_text())
     assert code == 0 and out.stat().st_size > 0 and out.read_bytes()[:4] == b"\x89PNG"
     assert len(panels["rows"]) == 2 and all(1 <= len(row["tokens"]) <= 2 for row in panels["rows"])
+
+
+def test_images_without_masks_get_maps_and_the_gini_index_only(tiny48_ckpt: str, folder: Path, tmp_path: Path,
+                                                               one_thread) -> None:
+    """A folder of pictures (as the paper's COCO images of Fig. 7) has no masks: the maps are scored by Gini alone."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for name in ("circle", "square"):
+        (tmp_path / "pictures" / name).mkdir(parents=True)
+        for i in range(2):
+            pixels = (torch.rand(40, 56, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "pictures" / name / f"{i}.png")
+    config = resolve_config("vlm_attention", dict(encoders=[tiny48_ckpt], dataset="image_folder",
+                                                  data_root=str(tmp_path / "pictures"), batch_size=2,
+                                                  out=str(tmp_path / "out"),
+                                                  options={"vlm": str(folder), "max_new_tokens": 2}))
+    (result,) = run(config).results
+    lines = [json.loads(line) for line in
+             (tmp_path / "out" / "vlm_attention" / result.samples_file).read_text().splitlines()]
+    assert len(lines) == 4
+    for record in lines:
+        assert set(record["scores"]) <= {"gini", "answer_acc"} and "gini" in record["scores"]
+        assert all(set(token) == {"gini"} for token in record["per_token"])
+    assert 0.0 <= result.metrics["gini"]["mean"] <= 100.0
