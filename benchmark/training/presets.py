@@ -10,8 +10,8 @@ ViT-L-14), sigma = eta = 1/255. ``--data`` must point at the ImageNet train fold
 
 Toy runs (``toy-aft``, ``toy-fare``, ``toy-tecoa``, ``toy-pmg-aft``, and ``toy-shortcut-aft`` / ``toy-shortcut-fare``
 from the ``toy-shortcut`` CLIP of the planted-shortcut world): fine-tune the bundled toy CLIP on the
-shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels); the encoders of the
-same names train them on first use.
+shapes world in about a minute on two CPU cores (TeCoA and PMG-AFT on its class labels; the planted-shortcut
+fine-tunes train three times as long); the encoders of the same names train them on first use.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ _TOY_COMMON: dict[str, Any] = {
     "threads": 2,
 }
 _SHORTCUT_DATA = f"shapes:4096,shortcut={SHORTCUT_AMPLITUDE:g}"
+_SHORTCUT_STEPS = 450
 PRESETS: dict[str, dict[str, Any]] = {
     **_paper_presets(),
     "toy-aft": {**_TOY_COMMON, "objective": "aft", "eta": 1.0, "sigma": 1.0},
@@ -73,9 +74,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "toy-tecoa": {**_TOY_COMMON, "objective": "tecoa", "eta": 0.0, "sigma": 0.0},
     "toy-pmg-aft": {**_TOY_COMMON, "objective": "pmg-aft", "eta": 0.0, "sigma": 0.0},
     # The planted-shortcut world (aft_bench.data.shortcut): the same fine-tunes of the toy-shortcut CLIP, on images
-    # that carry the pattern.
+    # that carry the pattern, three times as long: that CLIP's object features are weak (it reads the pattern), and
+    # after 150 steps AFT still follows a swapped pattern on 7.5% of the images and points at the object on 16%,
+    # after 450 on 1.5% and 45% (README, "The planted-shortcut world").
     "toy-shortcut-aft": {**_TOY_COMMON, "encoder": "toy-shortcut", "data": _SHORTCUT_DATA, "objective": "aft",
-                         "eta": 1.0, "sigma": 1.0},
+                         "eta": 1.0, "sigma": 1.0, "max_steps": _SHORTCUT_STEPS},
     "toy-shortcut-fare": {**_TOY_COMMON, "encoder": "toy-shortcut", "data": _SHORTCUT_DATA, "objective": "fare",
-                          "eta": 0.0, "sigma": 0.0},
+                          "eta": 0.0, "sigma": 0.0, "max_steps": _SHORTCUT_STEPS},
 }
