@@ -77,7 +77,7 @@ def compute_panels(ctx: RunContext) -> tuple[Batch, list[tuple[str, str, np.ndar
     for spec, encoder in ctx.encoders():
         dataset = ctx.dataset(encoder.image_size)
         ids = ctx.select(dataset.ids(), ctx.config.limit or DEFAULT_IMAGES)
-        batch = Batch.collate([dataset.load(i) for i in ids])
+        batch = Batch.collate([dataset.load(i) for i in ids]).to("cpu")  # float pixels
         if shown is None:  # the images are drawn at the first encoder's size
             shown = batch
         target = ctx.target(encoder, batch.to(encoder.device), dataset)

@@ -9,7 +9,8 @@ leaves it out, logs it with its file and counts it by the kind of problem (:func
 Samples load in DataLoader worker processes (:func:`default_workers` of them unless the run says otherwise, never
 more than there are batches), each worker stacks its batch, and at most :data:`PREFETCH` batches per worker wait
 ahead of the consumer, so memory stays bounded whatever the dataset's size. On CUDA the batches are pinned (in
-the loader's pinning thread) and copied to the device without blocking.
+the loader's pinning thread) and copied to the device without blocking. A dataset's uint8 pixels stay uint8 up to
+the device and are made float there (:meth:`aft_bench.data.base.Batch.to`): every chunk's images are float32.
 
 Workers start by ``fork`` where the platform has it (:data:`START_METHOD`): a worker is ready in milliseconds,
 where ``spawn`` and ``forkserver`` import torch again in every worker of every pass (seconds each on a small
@@ -171,6 +172,7 @@ def stream(
         num_workers: DataLoader worker processes (0: load in this process; None: :func:`default_workers`); never
             more than there are batches, and none for a single batch.
         device: Move each batch here (pinned memory and non-blocking copies on CUDA); None leaves it on the CPU.
+            Either way its images are float32 in [0, 1].
         desc, progress: The progress report's label, and whether to show it (:func:`aft_bench.progress.progress_bar`).
     """
     target = torch.device(device) if device is not None else None
@@ -185,8 +187,8 @@ def stream(
         for loaded in loader:
             bad = [(sample_id, policy.handle(sample_id, message)) for sample_id, message in loaded.bad]
             batch = loaded.batch
-            if batch is not None and target is not None:
-                batch = batch.to(target, non_blocking=cuda)
+            if batch is not None:  # float pixels on the device (uint8 ones travel as uint8 up to here)
+                batch = batch.to(target or "cpu", non_blocking=cuda)
             bar.update(loaded.size)
             yield Chunk(batch, bad)
 

@@ -40,7 +40,7 @@ from torch import Tensor
 from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations
 from aft_bench.atomic import atomic_write, atomic_write_text
 from aft_bench.context import RunContext
-from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.base import DataError, Dataset, float_pixels
 from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.encoder import Encoder
 from aft_bench.evaluation import Reported, Task
@@ -363,7 +363,7 @@ def _write_top_images(path: Path, encoder: Encoder, layer: LayerSpec, dataset: D
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = torch.stack([dataset.load(i).image for i in ids])
+    images = float_pixels(torch.stack([dataset.load(i).image for i in ids]))
     maps = spatial_activations(encoder, images, layer)[:, unit:unit + 1]
     up = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
     cols = min(4, len(ids))

@@ -43,7 +43,7 @@ def compute_rows(ctx: RunContext) -> list[Row]:
         install_tower(encoder, vlm)
         dataset = ctx.dataset(encoder.image_size)
         ids = ctx.select(dataset.ids(), ctx.config.limit or DEFAULT_IMAGES)
-        batch = Batch.collate([dataset.load(i) for i in ids])
+        batch = Batch.collate([dataset.load(i) for i in ids]).to("cpu")  # float pixels
         prompt = vlm.prompt_ids(class_question(dataset.classnames))
         pixels = encoder.normalize(batch.images.to(vlm.device)).to(vlm.dtype)
         answers = answer_maps(vlm, pixels, prompt, opts.max_new_tokens, opts.choices, tuple(batch.images.shape[-2:]))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from aft_bench.data.base import Batch, DataError, Dataset, Sample
+from aft_bench.data.base import Batch, DataError, Dataset, Sample, float_pixels
 from aft_bench.data.imagenet_seg import DEFAULT_PROMPT, ImageNetSegmentation, decode_matlab_chars
 from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask, resize_center_crop_uint8
 
@@ -99,7 +99,7 @@ def test_load_resizes_image_and_mask_together(fixture_file: tuple[Path, list, li
         expected_mask = resize_center_crop_mask(torch.from_numpy(mask.astype(np.int8)), size)
         torch.testing.assert_close(sample.image, expected_image, rtol=0, atol=0)
         # within the uint8 resize's rounding (and the float path's clamped overshoot) of the float resize
-        assert (sample.image - resize_center_crop(pixels.float() / 255, size)).abs().mean() <= 1 / 255
+        assert (float_pixels(sample.image) - resize_center_crop(pixels.float() / 255, size)).abs().mean() <= 1 / 255
         assert sample.mask.dtype == torch.int8 and torch.equal(sample.mask, expected_mask)
         assert set(sample.mask.unique().tolist()) == {0, 1}
     batch = Batch.collate([ds.load(i) for i in ds.ids()])

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from aft_bench.data.base import float_pixels
 from aft_bench.data import io as data_io
 from aft_bench.data.imagenet_s import ImageNetS, write_synthetic
 from aft_bench.data.io import read_image, read_image_uint8, read_label_png
@@ -44,7 +45,9 @@ def test_uint8_reader_gives_the_float_readers_pixels(large: Path) -> None:
 def test_uint8_resize_is_the_float_resize_up_to_its_rounding(large: Path) -> None:
     for path in _jpegs(large):
         pixels, _ = read_image_uint8(path)
-        lean = resize_center_crop_uint8(pixels, SIZE)
+        levels = resize_center_crop_uint8(pixels, SIZE)
+        assert levels.dtype == torch.uint8 and levels.is_contiguous()
+        lean = float_pixels(levels)
         reference = resize_center_crop(pixels.float() / 255, SIZE)
         assert lean.dtype == torch.float32 and lean.shape == reference.shape
         difference = (lean - reference).abs()
@@ -57,7 +60,8 @@ def test_draft_decode_stays_within_the_stated_bound(large: Path) -> None:
         draft, stored_too = read_image_uint8(path, draft=SIZE)
         assert stored_too == stored and draft.shape[1] < full.shape[1]  # decoded smaller
         assert min(draft.shape[1:]) >= data_io.DRAFT_MARGIN * SIZE[0]
-        difference = (resize_center_crop_uint8(full, SIZE) - resize_center_crop_uint8(draft, SIZE, stored)).abs()
+        difference = (float_pixels(resize_center_crop_uint8(full, SIZE))
+                      - float_pixels(resize_center_crop_uint8(draft, SIZE, stored))).abs()
         assert float(difference.mean()) <= 1 / 255 and float(difference.max()) <= 8 / 255
 
 
@@ -96,7 +100,7 @@ def test_each_file_is_read_once(large: Path, monkeypatch: pytest.MonkeyPatch) ->
     sample = dataset.load(dataset.ids()[0])
     assert sorted(reads) == [".JPEG", ".png"]  # one read of each file
     assert all(not isinstance(fp, (str, Path)) for fp in opened)  # PIL parses the bytes read, never the path
-    assert sample.image.dtype == torch.float32 and sample.mask.dtype == torch.int8
+    assert sample.image.dtype == torch.uint8 and sample.mask.dtype == torch.int8
 
 
 def test_draft_is_opt_in_and_keeps_the_geometry(large: Path) -> None:
@@ -104,4 +108,4 @@ def test_draft_is_opt_in_and_keeps_the_geometry(large: Path) -> None:
     sample_id = plain.ids()[0]
     a, b = plain.load(sample_id), drafted.load(sample_id)
     assert torch.equal(a.mask, b.mask) and a.image.shape == b.image.shape
-    assert 0 < float((a.image - b.image).abs().mean()) <= 1 / 255
+    assert 0 < float((float_pixels(a.image) - float_pixels(b.image)).abs().mean()) <= 1 / 255

@@ -1,8 +1,15 @@
 """Samples, batches and the dataset contract shared by every task.
 
 A dataset yields :class:`Sample` records with a stable string id (results are keyed by it, so an
-interrupted run resumes without recomputing), pixels in [0, 1] at the encoder's input size, and,
-where the dataset has them, a pixel mask with 1 = target object, 0 = background, -1 = ignore.
+interrupted run resumes without recomputing), pixels at the encoder's input size, and, where the dataset has
+them, a pixel mask with 1 = target object, 0 = background, -1 = ignore.
+
+Pixels are float32 in [0, 1], or uint8 levels 0..255 for datasets that decode 8-bit files (ImageNet-S,
+ImageNet-Segmentation): those stay uint8 through collation, the worker-to-process transfer and the copy to the
+device (a quarter of the bytes of float32 at every step) and become float32 ``level / 255`` in
+:meth:`Batch.to`, the same numbers a float sample of the same file holds. Every pass over a dataset goes through
+:meth:`Batch.to` (:func:`aft_bench.streaming.stream`); code that reads one sample's pixels directly uses
+:func:`float_pixels`.
 """
 
 from __future__ import annotations
@@ -22,13 +29,19 @@ class DataError(ValueError):
     """A bad input file or value: the message names it and says what to do."""
 
 
+def float_pixels(images: Tensor) -> Tensor:
+    """Pixels as float32 in [0, 1]: uint8 levels divided by 255 (a new tensor), float pixels as they are."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
 @dataclass(frozen=True)
 class Sample:
     """One evaluation item.
 
     Attributes:
         id: Stable identifier (relative file path or generator index), unique within the dataset.
-        image: 3 x H x W float32 pixels in [0, 1].
+        image: 3 x H x W pixels: float32 in [0, 1], or uint8 levels (see the module docstring; read them with
+            :func:`float_pixels`).
         prompt: The text the attribution targets ("a photo of a {class}" or a caption).
         label: Class index into ``Dataset.classnames`` (-1 when the dataset has no classes).
         mask: H x W int8 mask (1 foreground, 0 background, -1 ignore) or None.
@@ -43,7 +56,11 @@ class Sample:
 
 @dataclass(frozen=True)
 class Batch:
-    """Samples stacked for a forward pass (masks stacked only when every sample has one)."""
+    """Samples stacked for a forward pass (masks stacked only when every sample has one).
+
+    ``images`` keep the samples' dtype (uint8 levels or float32, float32 when they are mixed) until :meth:`to`,
+    which always gives float32 pixels in [0, 1].
+    """
 
     ids: list[str]
     images: Tensor
@@ -65,9 +82,12 @@ class Batch:
                     f"sample {s.id!r}: mask shape {tuple(s.mask.shape)} differs from image size {tuple(shape[1:])}"
                 )
         has_masks = all(s.mask is not None for s in samples)
+        images = [s.image for s in samples]
+        if len({image.dtype for image in images}) > 1:
+            images = [float_pixels(image) for image in images]
         return cls(
             ids=[s.id for s in samples],
-            images=torch.stack([s.image for s in samples]),
+            images=torch.stack(images),
             prompts=[s.prompt for s in samples],
             labels=torch.tensor([s.label for s in samples], dtype=torch.long),
             masks=torch.stack([s.mask for s in samples]) if has_masks else None,  # type: ignore[misc]
@@ -90,12 +110,14 @@ class Batch:
                      labels=self.labels.pin_memory(), masks=None if self.masks is None else self.masks.pin_memory())
 
     def to(self, device: torch.device | str, non_blocking: bool = False, pin: bool = False) -> Batch:
-        """The batch's tensors on ``device`` (pinned first when ``pin``, for asynchronous copies to a GPU)."""
+        """The batch's tensors on ``device`` (pinned first when ``pin``, for asynchronous copies to a GPU), with
+        float32 pixels in [0, 1] (uint8 levels are copied as they are and converted there)."""
 
         def move(t: Tensor) -> Tensor:
             return (t.pin_memory() if pin else t).to(device, non_blocking=non_blocking)
 
-        return Batch(ids=self.ids, images=move(self.images), prompts=self.prompts, labels=move(self.labels),
+        return Batch(ids=self.ids, images=float_pixels(move(self.images)), prompts=self.prompts,
+                     labels=move(self.labels),
                      masks=None if self.masks is None else move(self.masks))
 
 

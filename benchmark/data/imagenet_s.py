@@ -303,8 +303,9 @@ class ImageNetS:
 
     def load(self, sample_id: str) -> Sample:
         """Reads, checks, converts and resizes one image and its mask (each file read once; the image resized
-        in uint8 and made float at the target size; the mask decoded to uint16 ids, its foreground id chosen on
-        the full mask, then indexed down to the target grid and labelled there, never float).
+        in uint8 and returned as uint8 levels, made float on the device by :meth:`aft_bench.data.base.Batch.to`; the
+        mask decoded to uint16 ids, its foreground id chosen on the full mask, then indexed down to the target grid
+        and labelled there, never float).
 
         Raises:
             DataError: If the id is unknown, a file is unreadable, or mask and image sizes differ.

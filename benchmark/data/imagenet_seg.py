@@ -274,8 +274,8 @@ class ImageNetSegmentation:
 
     def load(self, sample_id: str) -> Sample:
         """Reads, transposes, checks and resizes one image and its mask: a uint8 image (the file's own type)
-        resized in uint8 and made float at the target size, like ImageNet-S (:attr:`data_version` 2), any other
-        through float; the mask indexed down to the target grid, then labelled.
+        resized in uint8 and returned as uint8 levels, like ImageNet-S (:attr:`data_version` 2), any other through
+        float; the mask indexed down to the target grid, then labelled.
 
         Raises:
             DataError: If the id is unknown or the stored arrays are unreadable or inconsistent.

@@ -76,11 +76,13 @@ def resize_center_crop(image: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def resize_center_crop_uint8(image: Tensor, size: tuple[int, int], stored: tuple[int, int] | None = None) -> Tensor:
-    """:func:`resize_center_crop` of uint8 pixels, resized in uint8 and converted to float at the target size.
+    """:func:`resize_center_crop` of uint8 pixels, resized in uint8: ``float_pixels`` of the result
+    (:func:`aft_bench.data.base.float_pixels`, ``level / 255``) is the float image.
 
     torch's uint8 antialiased bicubic kernel (the same filter, PIL's) rounds its output to whole uint8 levels:
     it differs from the float path by that rounding (at most about 1/255 per pixel on natural images, more at
-    hard edges where the float path's overshoot is clamped) and runs several times faster.
+    hard edges where the float path's overshoot is clamped) and runs several times faster; the result is a quarter
+    of the bytes of float32 in every later copy (collation, the workers' transfer, the copy to the device).
 
     Args:
         image: 3 x H x W uint8 pixels (channels-last memory is fastest).
@@ -89,11 +91,11 @@ def resize_center_crop_uint8(image: Tensor, size: tuple[int, int], stored: tuple
             (:func:`aft_bench.data.io.read_image_uint8`): the geometry (scale, crop) is the stored image's.
 
     Returns:
-        3 x height x width float32 pixels in [0, 1].
+        3 x height x width contiguous uint8 pixels.
     """
     if image.ndim != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected a 3 x H x W uint8 image, got shape {tuple(image.shape)} and dtype {image.dtype}")
-    return _resize_crop(image, size, stored).float().div_(255.0).contiguous()
+    return _resize_crop(image, size, stored).contiguous()
 
 
 def resize_center_crop_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:

@@ -28,7 +28,7 @@ from aft_bench.attributions.base import Attribution
 from aft_bench.classifiers import PromptOptions
 from aft_bench.config import RunConfig
 from aft_bench.context import RunContext
-from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.base import DataError, Dataset, float_pixels
 from aft_bench.options import parse_options
 from aft_bench.registries import ATTRIBUTIONS, CLASSIFIERS
 from aft_bench.runner import check_components
@@ -124,7 +124,7 @@ def _encoder_cases(ctx: RunContext, spec: str, config: StudyConfig, prompts: Pro
     order = sample_order(dataset.ids(), config.seed)
     half = config.cases // 2
     cases = select_cases(spec, _scored(ctx, dataset, order, classifier), half, half, config.seed)
-    images = [dataset.load(case.sample_id).image for case in cases]
+    images = [float_pixels(dataset.load(case.sample_id).image) for case in cases]
     every_map = class_maps(encoder, method, classifier.text, images, [case.classes for case in cases],
                            config.batch_size)
     shown, alike = [], 0
