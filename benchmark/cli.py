@@ -87,6 +87,15 @@ SPEC_FORMS = (
     ("grid:OUT", "the final encoder of every point of a train --grid run"),
 )
 
+CACHE_SAMPLES_HELP = (
+    "keep the loaded (resized) samples of a file dataset (ImageNet-S, ImageNet-Segmentation, image folders) on disk "
+    "and read them back on later passes (the next encoder, a later run) instead of decoding the files again; in "
+    "CACHE/samples, CACHE being $AFT_BENCH_CACHE, else $XDG_CACHE_HOME/aft_bench, else ~/.cache/aft_bench; one "
+    "folder per dataset, arguments and image size, about 200 KB a sample at 224 px; a changed source file is "
+    "decoded again; results are the same with or without it"
+)
+"""The help of ``--cache-samples`` (:mod:`aft_bench.data.sample_cache`), on the commands that take ``--num-workers``."""
+
 
 def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     """Parses ``key=value`` pairs (values read as YAML scalars: 3 -> int, true -> bool)."""
@@ -220,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, metavar="N",
                      help="data-loading worker processes (default: the available cores, at most 8; 0 loads in the "
                           "main process)")
+    run.add_argument("--cache-samples", action="store_true", default=None, help=CACHE_SAMPLES_HELP)
     run.add_argument("--precision", choices=("fp32", "bf16"),
                      help="attribution forwards in fp32 (default) or bf16 autocast (maps and inputs stay fp32)")
     run.add_argument("--threads", type=int, metavar="N", help=threads_help)
@@ -328,8 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {
         "encoders": args.encoders, "attributions": args.attributions, "dataset": args.dataset,
         "data_root": args.data_root, "limit": args.limit, "batch_size": args.batch_size, "device": args.device,
-        "seed": args.seed, "num_workers": args.num_workers, "precision": args.precision,
-        "out": args.out, "on_error": args.on_error,
+        "seed": args.seed, "num_workers": args.num_workers, "cache_samples": args.cache_samples,
+        "precision": args.precision, "out": args.out, "on_error": args.on_error,
         "fresh": args.fresh, "options": _options(args) or None,
         "attribution_args": _attribution_args(args.attr_arg) or None,
         "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,

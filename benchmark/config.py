@@ -39,6 +39,9 @@ class RunConfig:
             how, but batched float arithmetic rounds differently at different batch sizes, so per-sample scores
             agree across batch sizes to rounding only (tests/test_determinism.py states the tolerances).
         seed: The run's seed (subsets, noise).
+        cache_samples: Keep the loaded samples of a file dataset in the user cache and read them back on later passes
+            (:mod:`aft_bench.data.sample_cache`): an execution setting (cached samples are the loaded ones, bit for
+            bit), left out of the numbers key and, while off, of :meth:`to_dict`.
         precision: Attribution forwards in ``fp32`` (default) or ``bf16`` autocast (maps and inputs stay fp32); part
             of the numbers key when not fp32.
         out: Results folder. on_error: ``raise`` (default) or ``skip`` bad samples, counted.
@@ -57,6 +60,7 @@ class RunConfig:
     device: str = "cpu"
     seed: int = 0
     num_workers: int | None = None
+    cache_samples: bool = False
     precision: str = "fp32"
     out: str = "results"
     on_error: OnError = "raise"
@@ -90,6 +94,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["encoders"], out["attributions"] = list(self.encoders), list(self.attributions)
+        if not self.cache_samples:  # the dicts hashed into stage records and figure panels stay as they were
+            del out["cache_samples"]
         for key in ("options", "attribution_args", "dataset_args"):
             out[key] = _plain(out[key])
         return out

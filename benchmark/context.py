@@ -29,6 +29,7 @@ from aft_bench.attributions.base import Attribution, Target
 from aft_bench.config import RunConfig, TaskSpec
 from aft_bench.data.base import Batch, DataError, Dataset, select_ids
 from aft_bench.data.class_filter import CLASSES_ARG, ClassFilter, ClassList
+from aft_bench.data.sample_cache import SampleCache, check_cacheable
 from aft_bench.distributed import DistContext, resolve_device
 from aft_bench.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.loading import load_encoder
@@ -57,7 +58,9 @@ def check_arguments(config: RunConfig) -> None:
     """Checks ``--attr-arg`` and ``--dataset-arg`` keys against the run's methods and dataset, before any model loads.
 
     Raises:
-        ValueError: For arguments of a method the run does not use, or a dataset argument the run sets itself.
+        ValueError: For arguments of a method the run does not use, a dataset argument the run sets itself, or,
+            under ``--cache-samples``, a dataset class that does not list its samples' files
+            (:func:`aft_bench.data.sample_cache.check_cacheable`).
         UnknownNameError: For a hyperparameter or dataset argument the method's or dataset's signature lacks
             (with a did-you-mean and the known keys).
     """
@@ -70,7 +73,10 @@ def check_arguments(config: RunConfig) -> None:
         for key in args:
             if known is not None and key not in known:
                 raise UnknownNameError(f"{method} hyperparameter", key, known)
-    known = _keywords(DATASETS.get(config.dataset))
+    factory = DATASETS.get(config.dataset)
+    if config.cache_samples and inspect.isclass(factory):  # a factory function's datasets are checked when built
+        check_cacheable(factory, config.dataset)
+    known = _keywords(factory)
     for key in config.dataset_args:
         if key == CLASSES_ARG:  # the run's class filter, not the dataset's argument
             ClassList.parse(config.dataset_args[key])
@@ -157,11 +163,13 @@ class RunContext:
     # ------------------------------------------------------------------ data
     def dataset(self, image_size: tuple[int, int], split: Any = _DEFAULT_SPLIT) -> Dataset:
         """The run's dataset at ``image_size``; ``split`` (a name, or None for the dataset's own default) replaces
-        the ``split`` of ``--dataset-arg`` when given. ``--dataset-arg classes=...`` keeps the samples of a class
-        list (:mod:`aft_bench.data.class_filter`).
+        the ``split`` of ``--dataset-arg`` when given. ``--cache-samples`` caches its loaded samples on disk
+        (:mod:`aft_bench.data.sample_cache`, keyed by the dataset's own arguments); ``--dataset-arg classes=...``
+        then keeps the samples of a class list (:mod:`aft_bench.data.class_filter`).
 
         Raises:
             DataError: If the dataset rejects the arguments (naming them).
+            ValueError: Under ``--cache-samples``, for a dataset that does not list its samples' files.
         """
         args = dict(self.config.dataset_args)
         if split is not _DEFAULT_SPLIT:
@@ -175,6 +183,8 @@ class RunContext:
         except TypeError as exc:
             raise DataError(f"dataset {self.config.dataset!r} rejects the arguments {args} ({exc}); check "
                             "--dataset-arg (and the task's split options)") from exc
+        if self.config.cache_samples:
+            dataset = SampleCache(dataset, image_size, args, self.config.data_root, self.config.dataset)
         return dataset if classes is None else ClassFilter(dataset, ClassList.parse(classes))
 
     def select(self, ids: Sequence[str], limit: int | None = None) -> list[str]:

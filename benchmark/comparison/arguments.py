@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aft_bench.cli import _key_values, check_output_folder, cpu_threads
+from aft_bench.cli import CACHE_SAMPLES_HELP, _key_values, check_output_folder, cpu_threads
 from aft_bench.suites import load_suite, suite_names
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def add_run_settings(runs: argparse._ArgumentGroup) -> argparse._ArgumentGroup:
     runs.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     runs.add_argument("--num-workers", type=int, metavar="N",
                       help="data-loading worker processes (default: the available cores, at most 8; 0: none)")
+    runs.add_argument("--cache-samples", action="store_true", default=None, help=CACHE_SAMPLES_HELP)
     runs.add_argument("--threads", type=int, metavar="N", help="intra-op CPU threads (torch.set_num_threads)")
     return runs
 
@@ -136,7 +137,8 @@ def run_compare(argv: Sequence[str] | None = None) -> int:
     encoders = tuple(args.encoders) if baseline in args.encoders else (baseline, *args.encoders)
     run_settings = {
         "dataset": args.dataset, "data_root": args.data_root, "limit": args.limit, "seed": args.seed,
-        "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers, "out": args.out,
+        "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers,
+        "cache_samples": args.cache_samples, "out": args.out,
         "on_error": args.on_error, "fresh": args.fresh,
         "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
     }

@@ -38,7 +38,7 @@ COMPARE_DIR = Path(REPORTS_DIR) / "compare"
 """Where a compare writes, under ``--out``: ``<suite>/`` with its files, ``stages/`` with its stage records."""
 STAGES_DIR = COMPARE_DIR / "stages"
 """Where finished stages are recorded, under ``--out``."""
-EXECUTION = ("out", "fresh", "batch_size", "device", "num_workers")
+EXECUTION = ("out", "fresh", "batch_size", "device", "num_workers", "cache_samples")
 """Configuration fields that do not change a stage's numbers (``RunConfig.numbers_key`` leaves them out too)."""
 
 

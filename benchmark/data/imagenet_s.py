@@ -112,6 +112,7 @@ class ImageNetS:
     Attributes:
         classnames: The 1000 ImageNet-1k class names; ``Sample.label`` indexes it.
         skipped: Count of skipped items per reason (empty unless ``on_error="skip"``).
+        category_table: The official category file the mask ids come from, or None.
         category_ids: wnid -> ImageNet-S mask id, or None when the category list is not known (then
             foreground is every annotated object; see the module docstring).
         data_version: Bumped when the pixels a sample loads as change; part of every run key on this dataset, so
@@ -152,6 +153,7 @@ class ImageNetS:
         self.skipped: dict[str, int] = {}
         self._pairs = self._list_pairs()
         self._ids = sorted(self._pairs)
+        self.category_table = self._category_table()
         self.category_ids = self._category_ids()
         if self.skipped:
             summary = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
@@ -228,7 +230,7 @@ class ImageNetS:
 
     def _category_ids(self) -> dict[str, int] | None:
         """wnid -> mask id from the official table or a complete subset's folders; None if unknown."""
-        table = self._category_table()
+        table = self.category_table
         if table is not None:
             wnids = [line.strip() for line in table.read_text().splitlines() if line.strip()]
             source = str(table)
@@ -266,6 +268,12 @@ class ImageNetS:
             raise DataError(
                 f"unknown ImageNet-S sample id {sample_id!r}; ids look like '<wnid>/<name>' (see ids())"
             ) from None
+
+    def source_files(self, sample_id: str) -> list[Path]:
+        """The files :meth:`load` reads (image, mask and the category table that picks the mask's own id), for
+        ``--cache-samples`` (:mod:`aft_bench.data.sample_cache`)."""
+        table = self.category_table
+        return [*self.paths(sample_id), *([] if table is None else [table])]
 
     def target_mask(self, ids: np.ndarray, wnid: str, mask_path: Path) -> np.ndarray:
         """Converts an H x W array of ImageNet-S ids to an int8 mask (1 own class, 0 other, -1 ignore).

@@ -236,6 +236,12 @@ class ImageNetSegmentation:
             )
         return int(number)
 
+    def source_files(self, sample_id: str) -> list[Path]:
+        """The file :meth:`load` reads (the one HDF5 file of every sample), for ``--cache-samples``
+        (:mod:`aft_bench.data.sample_cache`)."""
+        self.index(sample_id)  # an unknown id fails here, naming it
+        return [self.path]
+
     def label(self, sample_id: str) -> int:
         """ImageNet-1k index of a sample's class, -1 when unknown."""
         return self._labels[self.index(sample_id)]

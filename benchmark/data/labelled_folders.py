@@ -157,6 +157,10 @@ class LabelledImages(ClassImages):
         """The image file of a sample."""
         return self._entry(sample_id)[0]
 
+    def source_files(self, sample_id: str) -> list[Path]:
+        """The files :meth:`load` reads (the image), for ``--cache-samples`` (:mod:`aft_bench.data.sample_cache`)."""
+        return [self.path(sample_id)]
+
     def label(self, sample_id: str) -> int:
         """The class index of a sample, without reading the image."""
         return self._entry(sample_id)[1]

@@ -114,7 +114,8 @@ def run_paper(argv: Sequence[str] | None = None) -> int:
 
     settings = {
         "dataset": args.dataset, "data_root": args.data_root, "limit": args.limit, "seed": args.seed,
-        "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers, "out": args.results,
+        "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers,
+        "cache_samples": args.cache_samples, "out": args.results,
         "fresh": args.fresh, "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
     }
     request = ReportRequest(tuple(names), tuple(args.encoders), settings, Path(args.out))

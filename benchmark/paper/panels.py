@@ -91,7 +91,7 @@ def _saliency(request: PanelRequest) -> PanelFiles:
                        options=figure.options,
                        dataset_args={**(settings.get("dataset_args") or {}), **figure.dataset_args})
     cards = [request.runner.identity(spec).card for _, spec in roles]
-    settings_key = {k: v for k, v in config.to_dict().items() if k not in ("device", "out")}
+    settings_key = {k: v for k, v in config.to_dict().items() if k not in ("device", "out", "cache_samples")}
     fingerprint = run_key({"config": settings_key, "cards": cards})
     png, svg = request.path(fingerprint, ".png"), request.path(fingerprint, ".svg")
     if not (png.is_file() and svg.is_file()):
