@@ -166,69 +166,66 @@ def _rank(scores: Tensor, positive: Tensor, valid: Tensor, non_negative: bool = 
     """The valid entries of each row of B x P scores in increasing order: B x P sort keys (equal exactly where
     the scores are), B x P bool labels and (B,) int64 counts n; positions from n on are padding (label False).
 
-    On the CPU, float32 scores and non-negative float64 scores (``non_negative``: the valid ones are >= 0) are
-    ranked by one numpy sort of 64-bit keys that hold the score's order in their high bits and the label in the
-    lowest (no argsort, no gather; int64 keys); other scores, and scores on other devices, by a torch argsort
-    (float64 values, inf for padding).
+    On the CPU, float32 and float64 scores are ranked by integers in their order (:func:`_order_keys` of their
+    int32 / int64 bit patterns, -0.0 merged with 0.0; ``non_negative``: the valid scores are >= 0, whose patterns
+    are in order already), one row at a time by torch's 1-D sort (an LSD radix sort of integers for rows of 2**15
+    entries or more where torch is built with FBGEMM, a comparison sort otherwise: the same order), and the labels
+    gathered in that order. Other scores, and scores on other devices, are ranked by a torch argsort (float64
+    values, inf for padding).
     """
     n = _count(valid)
-    packable = scores.dtype == torch.float32 or (scores.dtype == torch.float64 and non_negative)
-    if scores.device.type == "cpu" and packable:
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
         values = scores.numpy() + 0.0  # + 0.0 turns -0.0 into 0.0, so that equal scores get one key
-        keys = _float32_order(values) if values.dtype == np.float32 else values.view(np.uint64)
-        return (*_sorted_keys(keys, positive.numpy(), valid.numpy()), n)
+        keys = values.view(np.int32 if values.dtype == np.float32 else np.int64)
+        if not non_negative:
+            _order_keys(keys)
+        np.copyto(keys, np.iinfo(keys.dtype).max, where=~valid.numpy())  # after every finite score's key
+        ranked, labels, flags = torch.empty_like(torch.from_numpy(keys)), torch.zeros_like(positive), positive.numpy()
+        order = torch.empty(keys.shape[1], dtype=torch.int64)
+        for row, count in enumerate(n.tolist()):
+            torch.sort(torch.from_numpy(keys[row]), stable=True, out=(ranked[row], order))
+            np.take(flags[row], order.numpy()[:count], out=labels[row, :count].numpy())
+        return ranked, labels, n
     values, order = torch.sort(scores.double().masked_fill(~valid, float("inf")), dim=1)
     return values, positive.gather(1, order) & valid.gather(1, order), n
 
 
-def _float32_order(values: np.ndarray) -> np.ndarray:
-    """int64 keys in the order of float32 values (any sign; an involution on the 32-bit patterns)."""
-    bits = values.view(np.int32)
-    return (bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))).astype(np.int64)
-
-
-def _sorted_keys(keys: np.ndarray, positive: np.ndarray, valid: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Sorts each row of order keys (int64 below 2**62, or the uint64 patterns of non-negative float64) with the
-    labels packed into the lowest bit; the entries where ``valid`` is False go last with label False."""
-    keys <<= 1
-    keys |= positive
-    np.copyto(keys, np.iinfo(keys.dtype).max - 1, where=~valid)  # after every valid key, label 0
-    keys.sort(axis=1)
-    return _unpacked(keys)
-
-
-def _unpacked(keys: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Splits sorted packed 64-bit keys (in place) into the order keys (int64) and the lowest bits (bool)."""
-    labels = (keys.view(np.uint8)[..., :: 8] & 1).view(bool)  # the lowest byte of each little-endian key
-    keys >>= 1
-    return torch.from_numpy(keys.view(np.int64)), torch.from_numpy(labels)
+def _order_keys(bits: np.ndarray) -> np.ndarray:
+    """Turns the int32 / int64 bit patterns of floats of any sign, in place, into signed integers in the floats'
+    order (the magnitude bits of negative floats flipped), and returns them; equal floats get equal keys once -0.0
+    is turned into 0.0. An involution: applied to the keys it gives back the patterns."""
+    bits ^= (bits >> (8 * bits.itemsize - 1)) & np.iinfo(bits.dtype).max
+    return bits
 
 
 def _merged_two_class(ranking: tuple[Tensor, Tensor, Tensor], lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The two-class ranking of :attr:`MapStats.two_class_ranking` from a CPU foreground :attr:`MapStats.ranking`:
-    the same keys as ranking ``cat([max - map, map - min])`` directly (the uint64 patterns of the non-negative
-    float64 scores), from the sorted map values and a merge."""
+    the same keys as ranking ``cat([max - map, map - min])`` directly (the int64 patterns of the non-negative
+    float64 scores), from the sorted map values and a merge, one row at a time (its intermediates stay in the
+    caches)."""
     keys, labels, n = ranking
     b, length = keys.shape
-    if keys.dtype == torch.float64:  # the argsort path holds the sorted values themselves
-        values = keys.numpy()
-    else:  # the packed keys of float32 values: undo the order transform
-        values = _float32_order(keys.numpy().astype(np.int32)).astype(np.int32).view(np.float32).astype(np.float64)
+    values = _order_keys(keys.numpy().copy()).view(np.float32 if keys.dtype == torch.int32 else np.float64)
     merged = np.empty((b, 2 * length), dtype=np.uint64)
-    up, down = merged[:, :length], merged[:, length:]
-    with np.errstate(invalid="ignore"):  # padding (inf) of a row without a non-ignore pixel (inf range)
-        np.subtract(values, lo.numpy(), out=up.view(np.float64))  # map - min: non-decreasing along the ranking
-        np.subtract(hi.numpy(), values[:, ::-1], out=down.view(np.float64))  # max - map reversed: non-decreasing
-    merged <<= 1
+    two = np.zeros((b, 2 * length), dtype=bool)
     foreground = labels.numpy()
-    up |= foreground
-    down |= ~foreground[:, ::-1]  # a non-ignore pixel that is not foreground is background
-    padding = np.arange(length) >= n.numpy()[:, None]
-    top = np.iinfo(np.uint64).max - 1  # after every valid key, label 0
-    np.copyto(up, top, where=padding)
-    np.copyto(down, top, where=padding[:, ::-1])
-    merged.sort(axis=1, kind="stable")  # timsort: a linear merge of the presorted runs
-    return (*_unpacked(merged), 2 * n)
+    bounds = zip(n.tolist(), lo.reshape(b).tolist(), hi.reshape(b).tolist(), strict=True)
+    for row, (count, low, high) in enumerate(bounds):
+        merged[row, 2 * count :] = np.iinfo(np.int64).max  # padding: after every key
+        if not count:
+            continue
+        pixels = values[row, :count].astype(np.float64, copy=False)
+        both = merged[row, : 2 * count]
+        up, down = both[:count], both[count:]
+        np.subtract(pixels, low, out=up.view(np.float64))  # map - min: non-decreasing along the ranking
+        np.subtract(high, pixels[::-1], out=down.view(np.float64))  # max - map reversed: non-decreasing
+        both <<= 1  # room for the label; drops the sign bit of -0.0 (max - map with both zero): the key of 0.0
+        up |= foreground[row, :count]
+        down |= ~foreground[row, count - 1 :: -1]  # a non-ignore pixel that is not foreground is background
+        both.sort(kind="stable")  # timsort: a linear merge of the two presorted runs
+        np.bitwise_and(both.view(np.uint8)[::8], 1, out=two[row, : 2 * count].view(np.uint8))  # the lowest byte
+        both >>= 1
+    return torch.from_numpy(merged.view(np.int64)), torch.from_numpy(two), 2 * n
 
 
 def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -256,32 +253,43 @@ def _ranked_ap(ranking: tuple[Tensor, Tensor, Tensor]) -> Tensor:
 
 
 def _positive_ap(keys: np.ndarray, labels: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """:func:`_ranked_ap` over the positives: a positive whose tie group starts at position s of its row, with q0
-    of the row's P positives below s, adds ``(P - q0) / (n - s)``. Without a tie, s is the positive's own position
-    and q0 its rank; the group start is looked up (a binary search) only for a positive that follows an equal
-    key."""
-    b, length = keys.shape
-    flat = keys.reshape(-1)
-    first = np.empty(flat.shape, dtype=bool)  # the first entry of each tie group (every row starts one)
+    """:func:`_ranked_ap` over the positives, one row at a time (:func:`_row_ap`)."""
+    return np.array([_row_ap(keys[row, :count], labels[row, :count]) for row, count in enumerate(n.tolist())],
+                    dtype=np.float64)
+
+
+def _row_ap(keys: np.ndarray, labels: np.ndarray) -> float:
+    """The AP of one row of n sorted keys and their labels: a positive whose tie group starts at position s, with
+    q0 of the row's P positives below s, adds ``(P - q0) / (n - s)``.
+
+    A positive that does not follow an equal key starts its group: s is its own position and q0 its rank. The
+    others come in runs, one per tie group, whose L positives add ``L * (P - q0) / (n - s)`` together: s and q0
+    are those of the positive just before the run when it is in the group (it is then the group's first entry),
+    else q0 is the run's first rank and a binary search of the keys finds s.
+    """
+    positions = np.flatnonzero(labels)
+    total = positions.size
+    if not total:
+        return 0.0
+    first = np.empty(keys.shape, dtype=bool)  # the first entry of each tie group
     first[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=first[1:])
-    first[::length] = True
-    positives = np.flatnonzero(labels)  # flat positions, ascending, row after row
-    total = np.count_nonzero(labels, axis=1)
-    start, below = positives, np.arange(positives.size)  # group start, and positives (all rows) below it
-    tied = ~first[positives]
-    if tied.any():
-        starts = np.flatnonzero(first)
-        start = positives.copy()
-        start[tied] = starts[np.searchsorted(starts, positives[tied], side="right") - 1]
-        below[tied] = np.searchsorted(positives, start[tied])
-    ends = np.cumsum(total)  # positives up to the end of each row
-    precision = (np.repeat(ends, total) - below) / (np.repeat(n + np.arange(b) * length, total) - start)
-    sums = np.zeros(b)
-    rows = total > 0
-    if positives.size:
-        sums[rows] = np.add.reduceat(precision, (ends - total)[rows])
-    return sums / np.maximum(total, 1)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    starting = first[positions]
+    ap = np.sum(np.arange(total, 0, -1, dtype=np.float64) / (keys.size - positions), where=starting)
+    tied = np.flatnonzero(~starting)  # ranks of the positives that follow an equal key, in runs of one group each
+    if tied.size:
+        tied_keys = keys[positions[tied]]
+        head = np.empty(tied.size, dtype=bool)  # the first of each run
+        head[0] = True
+        np.not_equal(tied_keys[1:], tied_keys[:-1], out=head[1:])
+        heads, head_keys = tied[head], tied_keys[head]
+        previous = positions[heads - 1]  # (wraps around for rank 0, which the next line leaves out)
+        inside = (heads > 0) & (keys[previous] == head_keys)
+        group_start = np.where(inside, previous, 0)
+        group_start[~inside] = np.searchsorted(keys, head_keys[~inside], side="left")
+        lengths = np.diff(np.flatnonzero(head), append=tied.size)
+        ap += np.sum((total - heads + inside) * lengths / (keys.size - group_start))
+    return float(ap) / total
 
 
 def normalise(maps: Tensor, masks: Tensor) -> Tensor:

@@ -111,7 +111,7 @@ def test_counts_follow_from_the_confusion(kind: str) -> None:
 
 
 def test_the_cpu_key_sort_and_the_argsort_rank_alike() -> None:
-    # the packed-key numpy sort (CPU, float32 / non-negative float64) against torch's argsort path
+    # the integer-key sort (CPU, float32 / float64) against torch's argsort path
     maps, masks = _batch("ties", seed=5)
     b = maps.shape[0]
     scores, positive, valid = maps.reshape(b, -1), (masks == 1).reshape(b, -1), (masks != -1).reshape(b, -1)
@@ -171,3 +171,92 @@ def test_task_table_equals_the_metrics_one_by_one(monkeypatch: pytest.MonkeyPatc
             else:
                 assert record["counts"][metric.name] == metric.counts(one, mask)[0].tolist()
                 assert all(isinstance(v, int) for v in record["counts"][metric.name])
+
+
+RADIX_ROW = 1 << 15  # torch's CPU sort of integers is a radix sort from 2**15 entries on (a comparison sort below)
+
+
+def _boundary_maps(kind: str, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """4 rows of maps whose values tie in one half (or byte) of their bit patterns and differ in the other, of both
+    signs, with 0.0 and -0.0; row 3 is -0.0 throughout (its min and max are -0.0)."""
+    if kind == "int":
+        maps = torch.randint(-300, 300, (4, pixels), generator=generator)
+        maps[3] = 0
+        return maps.reshape(4, 8, pixels // 8)
+    bits, mask = (16, 0xFFFF) if kind == "float32" else (32, 0xFFFFFFFF)
+    high = torch.tensor([0x3F00, 0x3F01, 0x0000, 0x0001, 0x3FFF]) if kind == "float32" else \
+        torch.tensor([0x3FF00000, 0x3FF00001, 0x3FF10000, 0x00000000])
+    low = torch.tensor([0x0000, 0x0001, 0x00FF, 0x0100, 0x8000, mask])
+    pick = lambda values: values[torch.randint(len(values), (4, pixels), generator=generator)]  # noqa: E731
+    patterns = (pick(high) << bits) | pick(low)
+    floats = patterns.int().view(torch.float32) if kind == "float32" else patterns.view(torch.float64)
+    sign = torch.where(torch.rand(4, pixels, generator=generator) < 0.5, -1.0, 1.0).to(floats.dtype)
+    floats = floats * sign  # negatives of every magnitude, and -0.0 beside 0.0
+    floats[3] = -0.0
+    return floats.reshape(4, 8, pixels // 8)
+
+
+@pytest.mark.parametrize("pixels", [RADIX_ROW, 96])
+@pytest.mark.parametrize("kind", ["float32", "float64", "int"])
+def test_ties_across_the_sort_digits_match_scikit_learn(kind: str, pixels: int) -> None:
+    generator = torch.Generator().manual_seed(13)
+    maps = _boundary_maps(kind, pixels, generator)
+    masks = torch.randint(-1, 2, maps.shape, generator=generator).to(torch.int8)
+    masks[1] = -1  # one non-ignore pixel, foreground
+    masks[1, 0, 0] = 1
+    masks[2] = torch.where(masks[2] == 1, 0, masks[2])  # no foreground
+    stats = MapStats(maps, masks)
+    ap, two = average_precision(maps, masks, stats=stats), average_precision_two_class(maps, masks, stats=stats)
+    keys, labels, n = stats.ranking
+    b = len(maps)
+    lo, hi = stats.valid_range
+    # the ranking holds the non-ignore values in order (signed zeros as one value), the merge the keys of one sort
+    # of all 2N two-class scores
+    scores = torch.cat([(hi - stats.double).reshape(b, -1), (stats.double - lo).reshape(b, -1)], dim=1)
+    positive = torch.cat([(masks == 0).reshape(b, -1), (masks == 1).reshape(b, -1)], dim=1)
+    direct = segmentation._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
+    merged = stats.two_class_ranking
+    for i in range(b):
+        valid = (masks[i] != -1).numpy()
+        values = maps[i].double().numpy()[valid] + 0.0
+        k = int(n[i])
+        assert k == valid.sum()
+        floats = segmentation._order_keys(keys[i, :k].numpy().copy()).view(np.float32 if kind == "float32" else
+                                                                            np.float64)
+        np.testing.assert_array_equal(floats, np.sort(values))
+        assert int(labels[i].sum()) == int((masks[i] == 1).sum()) and not labels[i, k:].any()
+        assert torch.equal(merged[0][i, : 2 * k], direct[0][i, : 2 * k])
+        assert int(merged[1][i].sum()) == int(direct[1][i].sum()) == k
+        if not (masks[i] == 1).any():
+            assert math.isnan(float(ap[i])) and math.isnan(float(two[i]))
+            continue
+        y = (masks[i] == 1).numpy()[valid]
+        two_reference = average_precision_score(np.concatenate([~y, y]),
+                                                np.concatenate([values.max() - values, values - values.min()]))
+        assert float(ap[i]) == pytest.approx(average_precision_score(y, values), abs=1e-12), i
+        assert float(two[i]) == pytest.approx(two_reference, abs=1e-12), i
+    assert float(two[3]) == pytest.approx(0.5, abs=1e-15)  # one tie group of N positives among 2N entries
+
+
+@pytest.mark.parametrize(("keys", "labels", "expected"), [
+    ([1, 2, 2, 3], [0, 1, 0, 1], 5 / 6),  # 3 alone: 1/1; the tie at 2 enters together: 2/3
+    ([1, 2, 2, 3], [0, 0, 1, 1], 5 / 6),  # the order inside a tie group does not matter
+    ([1, 1, 1, 1], [0, 1, 1, 0], 1 / 2),  # one group: the positive share
+    ([1, 2, 3, 4], [1, 0, 0, 1], (1 / 1 + 2 / 4) / 2),  # no ties: the plain precisions
+])
+def test_tie_runs_known_answers(keys: list[int], labels: list[int], expected: float) -> None:
+    ap = segmentation._row_ap(np.array(keys, dtype=np.int32), np.array(labels, dtype=bool))
+    assert ap == pytest.approx(expected, abs=1e-15)
+
+
+def test_tie_runs_match_scikit_learn() -> None:
+    # runs of tied positives whose group opens with a positive or a negative, a tied positive of rank 0, groups at
+    # either end, a lone untied positive between them, and a row without a positive
+    rng = np.random.default_rng(17)
+    rows = [([0, 0, 1, 1, 1, 2, 5, 5], [0, 1, 1, 0, 1, 1, 0, 1]), ([4, 4, 4], [0, 1, 1]), ([4, 4, 4], [1, 0, 1]),
+            ([2, 3, 3, 3, 3], [1, 1, 1, 0, 1]), ([7, 7], [0, 0])]
+    rows += [(np.sort(rng.integers(0, m, 300)), rng.random(300) < share) for m in (2, 7, 300) for share in (0.1, 0.6)]
+    for keys, labels in rows:
+        keys, labels = np.asarray(keys, dtype=np.int64), np.asarray(labels, dtype=bool)
+        ap = segmentation._row_ap(keys, labels)
+        assert ap == (pytest.approx(average_precision_score(labels, keys), abs=1e-12) if labels.any() else 0.0)
