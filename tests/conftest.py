@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,6 +38,18 @@ TINY_TIMM_CFG = {  # a timm image tower (ConvNeXt), as open_clip's convnext_* mo
 TINY_TOY = ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
                      text_width=32, text_layers=1, text_heads=2, embed_dim=16, steps=3, batch_size=8,
                      warmup=1, pool_size=12, eval_size=10)
+
+
+def direct_two_class_ranking(stats: Any, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two-class AP's ranking by one sort of all 2N scores (``max - map`` for the background, ``map - min`` for
+    the foreground), for checking the merged one of ``stats`` (a :class:`aft_bench.metrics.segmentation.MapStats`)."""
+    from aft_bench.metrics import segmentation
+
+    b = len(masks)
+    lo, hi = stats.valid_range
+    scores = torch.cat([(hi - stats.double).reshape(b, -1), (stats.double - lo).reshape(b, -1)], dim=1)
+    positive = torch.cat([(masks == 0).reshape(b, -1), (masks == 1).reshape(b, -1)], dim=1)
+    return segmentation._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
 
 
 def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import direct_two_class_ranking
 from sklearn.metrics import average_precision_score
 
 import aft_bench.metrics.segmentation as segmentation
@@ -209,12 +210,9 @@ def test_ties_across_the_sort_digits_match_scikit_learn(kind: str, pixels: int) 
     ap, two = average_precision(maps, masks, stats=stats), average_precision_two_class(maps, masks, stats=stats)
     keys, labels, n = stats.ranking
     b = len(maps)
-    lo, hi = stats.valid_range
     # the ranking holds the non-ignore values in order (signed zeros as one value), the merge the keys of one sort
     # of all 2N two-class scores
-    scores = torch.cat([(hi - stats.double).reshape(b, -1), (stats.double - lo).reshape(b, -1)], dim=1)
-    positive = torch.cat([(masks == 0).reshape(b, -1), (masks == 1).reshape(b, -1)], dim=1)
-    direct = segmentation._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
+    direct = direct_two_class_ranking(stats, masks)
     merged = stats.two_class_ranking
     for i in range(b):
         valid = (masks[i] != -1).numpy()

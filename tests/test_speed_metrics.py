@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import direct_two_class_ranking
 from scipy.special import gammaln
 from sklearn.metrics import average_precision_score
 
@@ -87,10 +88,7 @@ def test_average_precisions_equal_the_replaced_ranking_and_scikit_learn(kind: st
     stats = MapStats(maps, masks)
     b = len(maps)
     # the two-class ranking from the merge holds exactly the keys of one sort of all 2N scores
-    lo, hi = stats.valid_range
-    scores = torch.cat([(hi - stats.double).reshape(b, -1), (stats.double - lo).reshape(b, -1)], dim=1)
-    positive = torch.cat([(masks == 0).reshape(b, -1), (masks == 1).reshape(b, -1)], dim=1)
-    direct = segmentation._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
+    direct = direct_two_class_ranking(stats, masks)
     merged = stats.two_class_ranking
     for i in range(b):
         n = int(direct[2][i])
