@@ -10,6 +10,8 @@ pixels in [0, 1] and normalise inside.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -126,7 +128,8 @@ def mask_indices(height: int, width: int, size: tuple[int, int]) -> tuple[Tensor
         size: Target (height, width).
 
     Returns:
-        (rows, cols): int64 index tensors of lengths ``size[0]`` and ``size[1]``.
+        (rows, cols): int64 index tensors of lengths ``size[0]`` and ``size[1]`` (views of cached ones: read them,
+        do not write to them).
     """
     size = _check_size(size)
     new_h, new_w = resized_shape(height, width, size)
@@ -134,10 +137,12 @@ def mask_indices(height: int, width: int, size: tuple[int, int]) -> tuple[Tensor
     return (_nearest_exact(height, new_h)[top : top + size[0]], _nearest_exact(width, new_w)[left : left + size[1]])
 
 
+@functools.lru_cache(maxsize=256)
 def _nearest_exact(length: int, new_length: int) -> Tensor:
     """The source index of each output index of torch's ``nearest-exact`` resize of ``length`` to ``new_length``:
     ``min(floor((i + 0.5) * scale), length - 1)`` with ``scale = length / new_length``, in float32 as torch's
-    CPU kernel computes it (so masks are indexed, never converted to float)."""
+    CPU kernel computes it (so masks are indexed, never converted to float). Kept per pair of lengths (a dataset
+    has few image sizes); callers only read it."""
     scale = torch.tensor(length, dtype=torch.float32) / new_length
     index = ((torch.arange(new_length, dtype=torch.float32) + 0.5) * scale).floor_().long()
     return index.clamp_(max=length - 1)
