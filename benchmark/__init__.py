@@ -26,29 +26,29 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 _API = {
-    "load_encoder": "aft_bench.loading",
-    "save_encoder": "aft_bench.loading",
-    "Encoder": "aft_bench.encoder",
-    "RunConfig": "aft_bench.config",
-    "resolve_config": "aft_bench.config",
-    "run": "aft_bench.runner",
-    "read_results": "aft_bench.results",
-    "make_markdown": "aft_bench.table",
-    "make_csv": "aft_bench.table",
+    "load_encoder": "aft_bench.models.loading",
+    "save_encoder": "aft_bench.models.loading",
+    "Encoder": "aft_bench.models.encoder",
+    "RunConfig": "aft_bench.evaluation.config",
+    "resolve_config": "aft_bench.evaluation.config",
+    "run": "aft_bench.evaluation.runner",
+    "read_results": "aft_bench.results.result",
+    "make_markdown": "aft_bench.results.table",
+    "make_csv": "aft_bench.results.table",
     "TextTarget": "aft_bench.attributions.base",
-    "ENCODERS": "aft_bench.registries",
-    "ATTRIBUTIONS": "aft_bench.registries",
-    "TASKS": "aft_bench.registries",
-    "DATASETS": "aft_bench.registries",
-    "METRICS": "aft_bench.registries",
-    "OBJECTIVES": "aft_bench.registries",
+    "ENCODERS": "aft_bench.core.registries",
+    "ATTRIBUTIONS": "aft_bench.core.registries",
+    "TASKS": "aft_bench.core.registries",
+    "DATASETS": "aft_bench.core.registries",
+    "METRICS": "aft_bench.core.registries",
+    "OBJECTIVES": "aft_bench.core.registries",
 }
 __all__ = sorted(_API) + ["__version__", "get_attribution"]
 
 
 def get_attribution(name: str, **hparams: Any) -> Any:
     """An attribution method by registry name, e.g. ``get_attribution("smoothgrad", n=32)``."""
-    from aft_bench.registries import ATTRIBUTIONS
+    from aft_bench.core.registries import ATTRIBUTIONS
 
     return ATTRIBUTIONS.get(name)(**hparams)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from aft_bench.cli import main
+from aft_bench.apps.cli import main
 
 sys.exit(main())

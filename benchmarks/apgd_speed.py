@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from attribution_speed import build_encoder, timed
 
-from aft_bench.attacks.apgd import apgd
+from aft_bench.evaluation.attacks.apgd import apgd
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -34,8 +34,8 @@ from torch import Tensor
 
 from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.m2ib import M2IB, apply_bottleneck, noise_statistics
-from aft_bench.encoder import Encoder
-from aft_bench.loading import build_model, model_config, tokenizer_for
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import build_model, model_config, tokenizer_for
 
 # Methods timed when importable (the gradient methods live in other modules of the package).
 METHODS: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Time per map of every attribution method on every encoder backend, as ratios to each backend's cost floor.
 
 Builds ViT-B-16-sized models with random weights, one per backend: an open_clip ``ViT-B-16``, the same tower
-converted to a ``transformers`` CLIP (:mod:`aft_bench.backends.convert`, so both compute the same numbers), a timm
+converted to a ``transformers`` CLIP (:mod:`aft_bench.models.convert`, so both compute the same numbers), a timm
 ``vit_base_patch16_224`` classifier and a timm ``resnet50`` (a CNN). For each it times the floor (one forward plus
 one input-gradient backward of the batch, per map) and every method, and prints ``time / floor``: what a method
 costs on a backend relative to that backend's own forward and backward, so that the explicit attention paths and
@@ -25,13 +25,13 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from aft_bench.atomic import atomic_write_text
 from aft_bench.attributions.base import TextTarget
-from aft_bench.backends.convert import open_clip_to_hf
-from aft_bench.backends.timm import TimmEncoder
-from aft_bench.backends.transformers import HFClipEncoder
-from aft_bench.encoder import Encoder
-from aft_bench.registries import ATTRIBUTIONS
+from aft_bench.core.atomic import atomic_write_text
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.models.backends.timm import TimmEncoder
+from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.convert import open_clip_to_hf
+from aft_bench.models.encoder import Encoder
 
 
 def _speed_module():

@@ -41,11 +41,11 @@ import apgd_speed  # noqa: E402
 import attribution_speed  # noqa: E402
 import train_step  # noqa: E402
 
-from aft_bench.config import resolve_config  # noqa: E402
 from aft_bench.data.imagenet_s import write_synthetic  # noqa: E402
-from aft_bench.encoder import Encoder  # noqa: E402
-from aft_bench.loading import build_model, save_encoder, tokenizer_for  # noqa: E402
-from aft_bench.runner import run  # noqa: E402
+from aft_bench.evaluation.config import resolve_config  # noqa: E402
+from aft_bench.evaluation.runner import run  # noqa: E402
+from aft_bench.models.encoder import Encoder  # noqa: E402
+from aft_bench.models.loading import build_model, save_encoder, tokenizer_for  # noqa: E402
 
 TINY_CFG = {
     "embed_dim": 32,

@@ -19,8 +19,8 @@ On a generated ImageNet-S-format folder (``--images`` pairs of ``--size`` JPEG i
   collate). On a machine with no more cores than W, the main process and the workers share them, so the run can at
   best reach ``max(w, m) / (w + m)`` of W x the 1-worker rate (``worker_efficiency_bound``, printed: the 1-worker
   run already keeps both cores busy when w and m are close); on a GPU the main process's work is mostly on the
-  device. So the loader alone is measured too: images/s that :func:`aft_bench.streaming.stream` delivers with W
-  workers to a consumer that only makes the pixels float, past its start, over W x its 1-worker rate
+  device. So the loader alone is measured too: images/s that :func:`aft_bench.evaluation.streaming.stream` delivers
+  with W workers to a consumer that only makes the pixels float, past its start, over W x its 1-worker rate
   (``loader_efficiency``).
 
 Host figures are CPU seconds of this process (``time.process_time``, one thread), so that other work on a
@@ -55,17 +55,17 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
-from aft_bench.config import resolve_config
-from aft_bench.context import RunContext
+from aft_bench.core.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.data.base import Batch
 from aft_bench.data.imagenet_s import ImageNetS
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Pair
-from aft_bench.loading import build_model, save_encoder, tokenizer_for
-from aft_bench.registries import ATTRIBUTIONS, DATASETS
-from aft_bench.results import SampleStore
-from aft_bench.runner import run
-from aft_bench.streaming import BadSamples, stream
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.runner import run
+from aft_bench.evaluation.streaming import BadSamples, stream
+from aft_bench.evaluation.task import Pair
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.results.result import SampleStore
 from aft_bench.tasks.pointing_game import PointingGame, PointingGameOptions
 
 SIZE = 224

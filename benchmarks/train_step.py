@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from aft_bench.loading import load_encoder
-from aft_bench.registries import OBJECTIVES
+from aft_bench.core.registries import OBJECTIVES
+from aft_bench.models.loading import load_encoder
 from aft_bench.training.config import TrainConfig
 from aft_bench.training.objectives.base import TrainBatch
 from aft_bench.training.randomness import SampleRandom

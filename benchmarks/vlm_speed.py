@@ -1,14 +1,15 @@
 """Time per image of the vlm_attention task against its cost floor, and its peak memory against the number of images.
 
-On a random-weight LLaVA of LLaVA-1.5's layout scaled down for the CPU (:func:`aft_bench.vlm.synthetic.llava_15_shapes`:
+On a random-weight LLaVA of LLaVA-1.5's layout scaled down for the CPU
+(:func:`aft_bench.toys.vlm.synthetic.llava_15_shapes`:
 336 px, patch 14, 576 image tokens, quick-GELU tower with feature layer -2, a Llama language model; widths / 8 by
 default) with a random open_clip ViT of the tower's shape as the encoder under test, it measures
 
 * the task: ``aft-bench run --task vlm_attention`` on the shapes world (the pair's scoring time over its images,
   data loading, composite maps, the six scores, best-over-tokens and the store included), per image;
 * the floor, inside the same run: the time spent in its one greedy ``generate`` of the answers plus its one
-  forward over prompt + answers that keeps only the needed attention rows (:func:`aft_bench.vlm.answer.generate`,
-  :func:`aft_bench.vlm.answer.attention_rows`, timed by wrappers), per image, so that both sides see the same
+  forward over prompt + answers that keeps only the needed attention rows (:func:`aft_bench.models.vlm.answer.generate`,
+  :func:`aft_bench.models.vlm.answer.attention_rows`, timed by wrappers), per image, so that both sides see the same
   machine load; and, for reference, the same two calls timed alone on random pixels (best of two after a warm-up);
 
 and prints ``task / floor`` (target <= 1.2), and the process's peak memory after runs of growing image counts
@@ -31,19 +32,19 @@ from pathlib import Path
 
 import torch
 
-from aft_bench.atomic import atomic_write_text
-from aft_bench.backends.convert import open_clip_vision_cfg
-from aft_bench.config import resolve_config
+from aft_bench.core.atomic import atomic_write_text
 from aft_bench.data.shapes import CLASSNAMES
-from aft_bench.encoder import Encoder
-from aft_bench.loading import build_model, save_encoder, tokenizer_for
-from aft_bench.runner import run
-from aft_bench.vlm import answer
-from aft_bench.vlm.answer import MapChoices, attention_rows, generate
-from aft_bench.vlm.loading import load_vlm
-from aft_bench.vlm.prompt import class_question
-from aft_bench.vlm.synthetic import LlavaShape, llava_15_shapes, random_llava_folder
-from aft_bench.vlm.tower import install_tower
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.convert import open_clip_vision_cfg
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.models.vlm import answer
+from aft_bench.models.vlm.answer import MapChoices, attention_rows, generate
+from aft_bench.models.vlm.loading import load_vlm
+from aft_bench.models.vlm.prompt import class_question
+from aft_bench.models.vlm.tower import install_tower
+from aft_bench.toys.vlm.synthetic import LlavaShape, llava_15_shapes, random_llava_folder
 
 TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 LLAVA_7B = {"llm_layers": 32, "heads": 32, "vision_layers": 23, "vision_heads": 16, "tokens": 576, "bytes": 2}

@@ -4,7 +4,7 @@ The AFT paper (appendix A.4, "Inter-class similarity", Table 8) follows Han et a
 understands how classes resemble each other spreads its prediction over related classes. It measures, per test
 image, the Shannon entropy of a linear probe's softmax over all classes ("Entire") and over the classes of the
 true class's coarse category, the softmax renormalised within that category ("Category"); ImageNet's 1000
-classes fall into Eshed's (2020) coarse categories (:mod:`aft_bench.categories`).
+classes fall into Eshed's (2020) coarse categories (:mod:`aft_bench.data.categories`).
 
 Both are computed from logits in float64 through ``log_softmax`` (no ``log(0)``: a class whose probability
 underflows to zero adds nothing, the limit of ``p log p``). A uniform softmax over K classes has entropy

@@ -3,13 +3,14 @@
 
 Han et al. (2023) link interpretability to how well a model knows which classes resemble each other: such a model
 spreads its prediction over related classes. The AFT paper measures it with a linear probe on the frozen image
-embeddings (:mod:`aft_bench.probe`: trained on the train split, cached, the ``probe_*`` options) evaluated on the
+embeddings (:mod:`aft_bench.evaluation.probe.store`: trained on the train split, cached, the ``probe_*`` options)
+evaluated on the
 test images: per image, the Shannon entropy (natural log, nats) of the probe's softmax over all classes
 (``entropy_entire``, Table 8 "Entire") and over the classes of the true class's coarse category, renormalised
 within it (``entropy_category``, Table 8 "Category"; :mod:`aft_bench.metrics.entropy`). Means over the images with
 95% intervals; higher = more inter-class similarity, which the paper finds after AFT.
 
-Categories (:mod:`aft_bench.categories`): ImageNet's classes fall into Eshed's (2020) 67 coarse categories, of
+Categories (:mod:`aft_bench.data.categories`): ImageNet's classes fall into Eshed's (2020) 67 coarse categories, of
 which the paper leaves out "other" (option ``exclude``, default ``[other]``); the shapes world's categories are
 its shapes (each over its colours), so the task runs with no options; ``--option categories=FILE`` gives any other
 class-to-category CSV (columns ``class`` or ``wnid``, and ``category``). Images of an excluded category are
@@ -31,17 +32,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.categories import ClassCategories, dataset_categories, read_table
-from aft_bench.classifiers import PromptOptions
-from aft_bench.context import RunContext
+from aft_bench.core.options import names_in, nested, option
+from aft_bench.core.registries import CLASSIFIERS
 from aft_bench.data.base import Batch
-from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.data.categories import ClassCategories, dataset_categories, read_table
+from aft_bench.evaluation.classifiers import PromptOptions
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.probe.store import ProbeOptions
+from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
 from aft_bench.metrics.entropy import ENTROPY_CATEGORY, ENTROPY_ENTIRE, category_entropy, entropy
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.options import names_in, nested, option
-from aft_bench.probe import ProbeOptions
-from aft_bench.registries import CLASSIFIERS
-from aft_bench.results import RunResult
+from aft_bench.results.result import RunResult
 
 
 def _table_file(value: Any, key: str) -> str | None:

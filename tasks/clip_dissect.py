@@ -33,18 +33,18 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer
-from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.context import RunContext
+from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.shapes import VOCABULARY, ShapesDataset
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Reported, Task
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.streaming import BadSamples
+from aft_bench.evaluation.task import Reported, Task
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult
-from aft_bench.streaming import BadSamples
+from aft_bench.models.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import RunResult
 
 log = logging.getLogger(__name__)
 

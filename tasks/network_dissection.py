@@ -37,13 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.activations import LayerSpec, resolve_layer, spatial_activations
-from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.context import RunContext
+from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.data.base import DataError, Dataset, float_pixels
 from aft_bench.data.shapes import COLOURS, SHAPE_SDFS, SHAPES, ShapesDataset, render_shapes_scene
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import Reported, Task
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.streaming import BadSamples
+from aft_bench.evaluation.task import Reported, Task
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.dissection import (
     IoUAccumulator,
@@ -53,8 +52,9 @@ from aft_bench.metrics.dissection import (
     unit_masks,
 )
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult
-from aft_bench.streaming import BadSamples
+from aft_bench.models.activations import LayerSpec, resolve_layer, spatial_activations
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import RunResult
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.context import RunContext
+from aft_bench.core.options import non_negative, option
 from aft_bench.data.base import Batch, DataError
-from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
 from aft_bench.metrics.base import EMPTY_MASK, Metric
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
 from aft_bench.metrics.pooled import COUNTS, MIOU_POOLED, PIXEL_ACC_POOLED
@@ -37,7 +38,6 @@ from aft_bench.metrics.segmentation import (
     PIXEL_ACCURACY,
     MapStats,
 )
-from aft_bench.options import non_negative, option
 
 CHUNK_PIXELS = 1 << 19
 """Pixels of the maps scored together on the CPU (about 10 maps at 224 px): their intermediates fit the caches."""

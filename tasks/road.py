@@ -20,10 +20,10 @@ Options (``--option key=value``):
     seeds: noise draws per image and fraction, averaged (default 1).
     target: what the maps explain (``text`` or ``probe``). classifier: ``zero_shot`` or ``probe``
         (default: ``zero_shot`` for target text, ``probe`` for target probe; probe options as in
-        :mod:`aft_bench.probe`). prompt_template: the zero-shot class prompt (default: the dataset's,
+        :mod:`aft_bench.evaluation.probe.store`). prompt_template: the zero-shot class prompt (default: the dataset's,
         else ``"a photo of a {}."``). random_baseline: add the ``random`` row (default true).
 
-Noise is a pure function of (run seed, sample id, fraction, draw) (:func:`aft_bench.seeding.sample_seed`), so a
+Noise is a pure function of (run seed, sample id, fraction, draw) (:func:`aft_bench.core.seeding.sample_seed`), so a
 sample gets the same imputation in any batch; results are stored per sample, so an interrupted run resumes.
 """
 
@@ -40,19 +40,25 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution
-from aft_bench.classifiers import PromptOptions
-from aft_bench.context import RunContext
+from aft_bench.core.options import names_in, nested, non_negative, option, positive_int
+from aft_bench.core.registries import CLASSIFIERS
+from aft_bench.core.seeding import sample_seed
 from aft_bench.data.base import Batch, Dataset
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import MapTask, Pair, Record, Reported
+from aft_bench.evaluation.classifiers import PromptOptions
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.removal.base import (
+    DEFAULT_FRACTIONS,
+    RemovalOptions,
+    curve_metrics,
+    parse_fractions,
+    removal_methods,
+)
+from aft_bench.evaluation.removal.curves import figure_path, plot_curves
+from aft_bench.evaluation.task import MapTask, Pair, Record, Reported
 from aft_bench.metrics.removal import curve_auc, fraction_label, noisy_linear_imputation, pixel_ranks, removal_masks
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.options import names_in, nested, non_negative, option, positive_int
-from aft_bench.registries import CLASSIFIERS
-from aft_bench.results import RunResult
-from aft_bench.seeding import sample_seed
-from aft_bench.tasks.removal import DEFAULT_FRACTIONS, RemovalOptions, curve_metrics, parse_fractions, removal_methods
-from aft_bench.tasks.removal_plot import figure_path, plot_curves
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import RunResult
 
 DEFAULT_CLASSIFIER: dict[str, str] = {"text": "zero_shot", "probe": "probe"}
 """The classifier a target explains, used when option ``classifier`` is not given."""

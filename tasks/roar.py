@@ -47,20 +47,20 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aft_bench.attributions.base import Attribution
-from aft_bench.context import RunContext
+from aft_bench.core.options import nested, option, optional_positive_int, positive_int
+from aft_bench.core.registries import RETRAINERS
 from aft_bench.data.base import Batch, DataError, select_ids
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.evaluation import Reported, Task
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.removal.base import RemovalOptions, curve_metrics, removal_methods
+from aft_bench.evaluation.removal.curves import figure_path, plot_curves
+from aft_bench.evaluation.removal.data import RemovedSplit, Split, ensure_ranks
+from aft_bench.evaluation.removal.retrainers import CnnOptions
+from aft_bench.evaluation.task import Reported, Task
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.removal import curve_auc, fraction_label, replace_with_mean
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.options import nested, option, optional_positive_int, positive_int
-from aft_bench.registries import RETRAINERS
-from aft_bench.results import RunResult, SampleStore
-from aft_bench.tasks.removal import RemovalOptions, curve_metrics, removal_methods
-from aft_bench.tasks.removal_plot import figure_path, plot_curves
-from aft_bench.tasks.roar_data import RemovedSplit, Split, ensure_ranks
-from aft_bench.tasks.roar_retrain import CnnOptions
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.results.result import RunResult, SampleStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 The AFT paper argues that AFT's better maps reflect the encoder, not the method; a benchmark of saliency maps must
 then also show that each method's maps change when the weights do. The model-parameter randomisation test
-re-initialises the image tower's units (:mod:`aft_bench.randomisation`: ``head``, the blocks from the last to the
+re-initialises the image tower's units (:mod:`aft_bench.models.randomisation`: ``head``, the blocks from the last to the
 first, ``stem``), recomputes each method's maps for the same targets (the text embeddings, or the probe, of the
 trained encoder) and compares them with the trained encoder's maps (:mod:`aft_bench.metrics.similarity`):
 
@@ -37,15 +37,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.context import RunContext
+from aft_bench.core.options import option, optional_positive_int
 from aft_bench.data.base import Batch, Dataset
-from aft_bench.encoder import Encoder
-from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
 from aft_bench.metrics.similarity import HOG_SIMILARITY, RANDOMISED_SSIM, SPEARMAN, SPEARMAN_ABS
 from aft_bench.metrics.ssim import CONSTANT_MAP, is_constant
-from aft_bench.options import option, optional_positive_int
-from aft_bench.randomisation import Randomiser
-from aft_bench.results import RunResult, run_key, safe_name
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.randomisation import Randomiser
+from aft_bench.results.result import RunResult, run_key, safe_name
 from aft_bench.tasks.sanity_curves import MODES, curves, plot_methods, write_pair_files
 
 MEASURES: tuple[Reported, ...] = (SPEARMAN, SPEARMAN_ABS, RANDOMISED_SSIM, HOG_SIMILARITY)

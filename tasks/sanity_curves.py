@@ -19,9 +19,9 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from aft_bench.atomic import atomic_write, atomic_write_text
+from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results import RunResult
+from aft_bench.results.result import RunResult
 
 MODES = ("cascading", "independent")
 Curves = dict[str, dict[str, Any]]

@@ -24,14 +24,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.classifiers import PromptOptions, ZeroShotClassifier
-from aft_bench.context import RunContext
+from aft_bench.core.options import nested
 from aft_bench.data.base import Batch, Dataset
 from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE
-from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
 from aft_bench.metrics.reliance import RELIANCE_METRICS, reliance_scores
-from aft_bench.options import nested
-from aft_bench.results import RunResult
+from aft_bench.results.result import RunResult
 
 CLASSIFIER = "zero_shot"
 """The leaderboard's attribution column: the predictions come from CLIP's zero-shot head."""

@@ -12,9 +12,9 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from aft_bench.context import RunContext
 from aft_bench.data.base import Batch
-from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
 from aft_bench.metrics.gini import GINI, ZERO_MAP
 
 

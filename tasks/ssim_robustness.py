@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.context import RunContext
+from aft_bench.core.options import option, parse_levels
+from aft_bench.core.seeding import sample_generator
 from aft_bench.data.base import Batch
-from aft_bench.evaluation import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
 from aft_bench.metrics.ssim import CONSTANT_MAP, SSIM, is_constant, normalize_minmax, ssim
-from aft_bench.options import option, parse_levels
-from aft_bench.seeding import sample_generator
 
 DEFAULT_SIGMAS: tuple[float, ...] = (1, 3, 5, 7, 9)
 

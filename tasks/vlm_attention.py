@@ -2,11 +2,11 @@
 
 The paper puts the original and the AFT CLIP into LLaVA as its vision tower and asks the model appendix A.4's
 question (pick the image's class from the ten Imagenette classes, output only its name). For every token of the
-greedy answer a composite attention map over the image (:mod:`aft_bench.vlm.composite`: the LLM's attention to
+greedy answer a composite attention map over the image (:mod:`aft_bench.models.vlm.composite`: the LLM's attention to
 the image tokens, BOS sink removed, times the tower's patch attention up to its feature layer) is scored with
 the pointing game, PG-energy, pixel accuracy, AP, mask IoU and the Gini index; each image scores, per metric,
-the best value over its answer's tokens (:func:`aft_bench.vlm.scoring.best_over_tokens`). An image whose answer
-has no token is excluded from the map scores and counted (:data:`~aft_bench.vlm.scoring.NO_TOKENS`), one with an
+the best value over its answer's tokens (:func:`aft_bench.metrics.tokens.best_over_tokens`). An image whose answer
+has no token is excluded from the map scores and counted (:data:`~aft_bench.metrics.tokens.NO_TOKENS`), one with an
 empty mask likewise (``empty mask``; Gini needs no mask and is still scored, as on images without masks).
 
 ``answer_acc``: the share of images whose answer is their class's name, compared after normalising both
@@ -35,21 +35,21 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.context import RunContext
+from aft_bench.core.options import non_negative, one_of, option, positive_int
 from aft_bench.data.base import FOREGROUND, Batch
-from aft_bench.encoder import UnsupportedEncoderError
-from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
 from aft_bench.metrics.base import EMPTY_MASK, Metric
 from aft_bench.metrics.gini import GINI
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
 from aft_bench.metrics.segmentation import AVERAGE_PRECISION, MASK_IOU, PIXEL_ACCURACY, MapStats
-from aft_bench.options import non_negative, one_of, option, positive_int
-from aft_bench.results import RunResult
-from aft_bench.vlm.answer import QUERIES, Answer, MapChoices, answer_maps
-from aft_bench.vlm.loading import DTYPES, VLM, load_vlm
-from aft_bench.vlm.prompt import class_question
-from aft_bench.vlm.scoring import NO_TOKENS, best_over_tokens
-from aft_bench.vlm.tower import check_tower, install_tower
+from aft_bench.metrics.tokens import NO_TOKENS, best_over_tokens
+from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.models.vlm.answer import QUERIES, Answer, MapChoices, answer_maps
+from aft_bench.models.vlm.loading import DTYPES, VLM, load_vlm
+from aft_bench.models.vlm.prompt import class_question
+from aft_bench.models.vlm.tower import check_tower, install_tower
+from aft_bench.results.result import RunResult
 
 log = logging.getLogger(__name__)
 

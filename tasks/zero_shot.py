@@ -3,7 +3,7 @@
 The paper weighs interpretability against accuracy: clean zero-shot top-1 accuracy on every test image,
 and robust accuracy under AutoAttack's first two attacks (APGD-CE, then APGD-T with the targeted DLR loss,
 100 iterations each; Croce & Hein 2020) within L-infinity radii of 2/255 and 4/255 on 1000 images
-(:mod:`aft_bench.attacks`). The classifier is CLIP's zero-shot head (class prompts, ``"a photo of a {}."``
+(:mod:`aft_bench.evaluation.attacks`). The classifier is CLIP's zero-shot head (class prompts, ``"a photo of a {}."``
 unless the dataset or ``prompt_template`` / ``templates`` says otherwise) or the run's linear probe.
 
 Columns: ``clean`` (every sample) and ``robust@<eps>/255`` (a seeded random subset of ``robust_n`` of the
@@ -16,7 +16,7 @@ Options (``--option key=value``): ``eps`` (radii in 1/255 units, default [2, 4])
 [apgd-ce, apgd-t]), ``steps`` (iterations per attack, default 100), ``n_targets`` (APGD-T target classes,
 default 9), ``robust_n`` (default 1000), ``classifier`` (``zero_shot`` or ``probe``), ``prompt_template``,
 ``templates`` (a prompt ensemble: ``openai_imagenet`` for CLIP's 80 ImageNet prompts, or a list; see
-:func:`aft_bench.classifiers.prompt_templates`).
+:func:`aft_bench.evaluation.classifiers.prompt_templates`).
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.attacks.ensemble import StartFn, robust_correct
-from aft_bench.classifiers import PromptOptions
-from aft_bench.context import RunContext
+from aft_bench.core.options import names_in, nested, option, parse_levels, positive_int
+from aft_bench.core.registries import ATTACKS, CLASSIFIERS
+from aft_bench.core.seeding import sample_generator
 from aft_bench.data.base import Batch, DataError
-from aft_bench.evaluation import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.attacks.ensemble import StartFn, robust_correct
+from aft_bench.evaluation.classifiers import PromptOptions
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.probe.store import ProbeOptions
+from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
 from aft_bench.metrics.base import Metric
-from aft_bench.options import names_in, nested, option, parse_levels, positive_int
-from aft_bench.probe import ProbeOptions
-from aft_bench.registries import ATTACKS, CLASSIFIERS
-from aft_bench.results import RunResult
-from aft_bench.seeding import sample_generator
+from aft_bench.results.result import RunResult
 
 CLEAN = Metric(name="clean", higher_is_better=True, description="zero-shot top-1 accuracy on every image")
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from aft_bench.encoder import Encoder
-from aft_bench.loading import build_model, save_encoder, tokenizer_for
-from aft_bench.toy.recipe import ToyRecipe
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.toys.clip.recipe import ToyRecipe
 
 TINY_VIT_CFG = {
     "embed_dim": 32,

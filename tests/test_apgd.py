@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from aft_bench.attacks.apgd import apgd, checkpoints, cross_entropy, dlr_targeted
-from aft_bench.attacks.ensemble import robust_correct
-from aft_bench.registry import UnknownNameError
+from aft_bench.core.registry import UnknownNameError
+from aft_bench.evaluation.attacks.apgd import apgd, checkpoints, cross_entropy, dlr_targeted
+from aft_bench.evaluation.attacks.ensemble import robust_correct
 
 
 def test_checkpoints_follow_the_paper_schedule() -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.cifar import CIFAR10, CIFAR100
 from aft_bench.data.pcam import PCAM
 from aft_bench.data.safe_pickle import load_array_pickle
 from aft_bench.data.stl10 import STL10
-from aft_bench.registries import DATASETS
 
 
 def _images(n: int, side: int) -> np.ndarray:

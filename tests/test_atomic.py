@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.atomic import atomic_write, atomic_write_text
+from aft_bench.core.atomic import atomic_write, atomic_write_text
 
 
 def _hidden(folder: Path) -> list[str]:

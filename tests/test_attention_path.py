@@ -9,9 +9,9 @@ from conftest import TINY_VIT_CFG, make_encoder
 from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 from torch import nn
 
-from aft_bench.attention import AttentionRecorder, reduce_heads
-from aft_bench.backends.open_clip import _mha_forward
-from aft_bench.encoder import UnsupportedEncoderError
+from aft_bench.models.attention import AttentionRecorder, reduce_heads
+from aft_bench.models.backends.open_clip import _mha_forward
+from aft_bench.models.encoder import UnsupportedEncoderError
 
 
 def _vit_cfg(**vision: object) -> dict:
@@ -170,7 +170,7 @@ def timm_qk_vit():
     """A timm ViT with QK norm and a register token (a prefix token besides the class token)."""
     import timm
 
-    from aft_bench.backends.timm import TimmEncoder
+    from aft_bench.models.backends.timm import TimmEncoder
 
     torch.manual_seed(2)
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2,

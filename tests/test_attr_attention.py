@@ -21,7 +21,7 @@ from aft_bench.attributions.base import TextTarget, upsample
 from aft_bench.attributions.grad_eclip import GradECLIP, grad_eclip_scores
 from aft_bench.attributions.m2ib import M2IB
 from aft_bench.attributions.rollout import Rollout, rollout
-from aft_bench.encoder import UnsupportedEncoderError
+from aft_bench.models.encoder import UnsupportedEncoderError
 
 HEADS, WIDTH, PATCH, GRID = 2, 32, 8, 4
 

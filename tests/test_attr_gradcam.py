@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from aft_bench.attributions.base import TextTarget, upsample
 from aft_bench.attributions.gradcam import GradCAM
-from aft_bench.encoder import Encoder
+from aft_bench.models.encoder import Encoder
 
 
 class ConvLinearEncoder(nn.Module):

@@ -18,7 +18,7 @@ from aft_bench.attributions.m2ib import (
     noise_statistics,
     split_resnet,
 )
-from aft_bench.encoder import UnsupportedEncoderError
+from aft_bench.models.encoder import UnsupportedEncoderError
 
 
 def _inputs(encoder, n=3, seed=0):

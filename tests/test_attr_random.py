@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from aft_bench.attributions.random import RandomBaseline, content_key
-from aft_bench.registries import ATTRIBUTIONS
+from aft_bench.core.registries import ATTRIBUTIONS
 
 
 def _images(n: int = 3, size: tuple[int, int] = (6, 5)) -> torch.Tensor:

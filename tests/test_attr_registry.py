@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig
 
 from aft_bench.attributions.base import Attribution, TextTarget
-from aft_bench.backends.timm import TimmEncoder
-from aft_bench.backends.transformers import HFClipEncoder, random_clip
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.registries import ATTRIBUTIONS
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.models.backends.timm import TimmEncoder
+from aft_bench.models.backends.transformers import HFClipEncoder, random_clip
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 
 ENCODER_FIXTURES = ("tiny_vit", "tiny_cnn", "tiny_timm", "hf_vit", "timm_vit", "timm_resnet")
 

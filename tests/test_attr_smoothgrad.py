@@ -12,7 +12,7 @@ from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.gradcam import GradCAM
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.attributions.smoothgrad import SmoothGrad
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 
 
 class LinearEncoder(nn.Module):

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.base import TextTarget
-from aft_bench.backends.convert import hf_to_open_clip, open_clip_to_hf, open_clip_to_hf_state
-from aft_bench.backends.transformers import HFClipEncoder
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.registries import ATTRIBUTIONS
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.convert import hf_to_open_clip, open_clip_to_hf, open_clip_to_hf_state
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 
 EMBED_TOL, MAP_TOL = 1e-5, 1e-4
 

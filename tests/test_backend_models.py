@@ -27,13 +27,13 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from aft_bench.backends.head import HeadTarget, head_target
-from aft_bench.backends.transformers import HFClipEncoder
+from aft_bench.core.registries import ENCODER_BACKENDS, TARGETS
+from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import Batch, DataError
-from aft_bench.encoder import IMAGENET_MEAN, IMAGENET_STD, OPENAI_STD, Encoder, UnsupportedEncoderError
-from aft_bench.loading import CheckpointError, load_encoder, save_encoder
-from aft_bench.registries import ENCODER_BACKENDS, TARGETS
-from aft_bench.registry import UnknownNameError
+from aft_bench.evaluation.targets.head import HeadTarget, head_target
+from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.encoder import IMAGENET_MEAN, IMAGENET_STD, OPENAI_STD, Encoder, UnsupportedEncoderError
+from aft_bench.models.loading import CheckpointError, load_encoder, save_encoder
 
 TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "max_position_embeddings": 16, "vocab_size": 49408}
@@ -251,7 +251,7 @@ def test_normalisation_override_is_applied_and_recorded(timm_resnet_file: Path, 
 
 
 def test_listing_imports_no_model_library() -> None:
-    code = ("import sys, contextlib, io\nfrom aft_bench.cli import main, LISTS\n"
+    code = ("import sys, contextlib, io\nfrom aft_bench.apps.cli import main, LISTS\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    for what in LISTS:\n        assert main(['ls', what]) == 0\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'timm', 'open_clip'}))\n")

@@ -11,8 +11,8 @@ import pytest
 from test_backend_models import TIMM_RESNET, TIMM_VIT, save_hf_clip, save_timm
 from test_every_task import LIGHT
 
-from aft_bench.config import resolve_config
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,8 +68,8 @@ def test_sanity_checks_units_and_run_on_backend(backend: str, labels: list[str],
                                                  tmp_path: Path) -> None:
     """The model-parameter randomisation test re-draws every backend's tower unit by unit (stem: what runs before
     the first block; head: what runs after the last)."""
-    from aft_bench.loading import load_encoder
-    from aft_bench.randomisation import tower_units
+    from aft_bench.models.loading import load_encoder
+    from aft_bench.models.randomisation import tower_units
 
     encoder = load_encoder(specs[backend])
     units = tower_units(encoder)

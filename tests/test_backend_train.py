@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from test_backend_models import NUM_CLASSES, TIMM_VIT, images_for, save_hf_clip, save_timm
 from transformers import CLIPModel
 
-from aft_bench.backends.timm import TimmEncoder
-from aft_bench.backends.transformers import HFClipEncoder
-from aft_bench.config import resolve_config
-from aft_bench.loading import load_encoder
-from aft_bench.registries import TASKS
-from aft_bench.runner import run
+from aft_bench.core.registries import TASKS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.backends.timm import TimmEncoder
+from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.loading import load_encoder
 from aft_bench.tasks.sparsity import Sparsity
 from aft_bench.training.arguments import run_train
 

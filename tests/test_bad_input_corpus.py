@@ -1,4 +1,5 @@
-"""The bad-input corpus: every bad input the evaluation-core and results issues list, through ``aft_bench.cli.main``.
+"""The bad-input corpus: every bad input the evaluation-core and results issues list, through
+``aft_bench.apps.cli.main``.
 
 Each case must end with the documented exit status (2 for unknown names and option keys, 1 for bad input),
 print no traceback, name the offending value in its message, load no encoder, and leave every file under
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aft_bench.cli import main
-from aft_bench.registries import ENCODERS
+from aft_bench.apps.cli import main
+from aft_bench.core.registries import ENCODERS
 
 # (name, argv with {out} and {tmp} placeholders, exit status, text the message must contain)
 CASES: list[tuple[str, list[str], int, str]] = [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench import cache
+from aft_bench.core import cache
 
 
 def test_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +63,7 @@ def _build_and_die(root: Path, key: str, resumable: bool) -> None:
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from aft_bench.cache import cached
+        from aft_bench.core.cache import cached
 
         def build(directory):
             (directory / "step-1.txt").write_text("done")
@@ -156,7 +156,7 @@ def test_an_encoder_saved_into_the_cache_keeps_the_umask_permissions(tmp_path: P
     """safetensors writes its file private to the owner; atomic_write gives it the umask's mode back."""
     from conftest import TINY_VIT_CFG, make_encoder
 
-    from aft_bench.loading import save_encoder
+    from aft_bench.models.loading import save_encoder
 
     encoder = make_encoder(TINY_VIT_CFG, "tiny")
     old = os.umask(0o022)

@@ -11,18 +11,18 @@ import pytest
 import torch
 from test_labelled_datasets import COLOURS, write_image
 
-from aft_bench import classifiers
-from aft_bench.categories import assign, dataset_categories, imagenet_table, parse_table, read_table, shapes_table
-from aft_bench.cli import main
-from aft_bench.config import resolve_config
+from aft_bench.apps.cli import main
 from aft_bench.data.base import DataError
+from aft_bench.data.categories import assign, dataset_categories, imagenet_table, parse_table, read_table, shapes_table
 from aft_bench.data.classnames import imagenet_classnames, imagenet_wnids
 from aft_bench.data.shapes import CLASSNAMES, SHAPES, ShapesDataset, class_index
 from aft_bench.data.shapes import COLOURS as SHAPE_COLOURS
-from aft_bench.encoder import Encoder
-from aft_bench.probe import LinearProbe
-from aft_bench.results import SampleStore
-from aft_bench.runner import run
+from aft_bench.evaluation import classifiers
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.probe.store import LinearProbe
+from aft_bench.evaluation.runner import run
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import SampleStore
 
 BIG = 200.0
 WORLD = {"size": 30}  # the shapes world's first 30 test images (all 25 classes are likely; labels are read back)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from aft_bench.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier, prompt_templates
-from aft_bench.options import parse_options
+from aft_bench.core.options import parse_options
+from aft_bench.evaluation.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier, prompt_templates
 
 NAMES = ["cat", "dog", "bird"]
 

@@ -3,7 +3,10 @@ traceback and "internal error"; ``train`` too), a run and the leaderboard rebuil
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import json
 import logging
 import re
 import subprocess
@@ -13,20 +16,21 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench import config as config_module
-from aft_bench import runner as runner_module
-from aft_bench.cli import LISTS, main
-from aft_bench.config import TaskSpec
-from aft_bench.context import RunContext
+from aft_bench.apps.cli import LISTS, main
+from aft_bench.core.errors import UserError
+from aft_bench.core.registries import DATASETS, ENCODERS, TASKS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.errors import UserError
-from aft_bench.evaluation import Task
-from aft_bench.loading import save_encoder
-from aft_bench.registries import DATASETS, ENCODERS, TASKS
-from aft_bench.results import RunResult
+from aft_bench.evaluation import config as config_module
+from aft_bench.evaluation import runner as runner_module
+from aft_bench.evaluation.config import TaskSpec
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.task import Task
+from aft_bench.models.loading import save_encoder
+from aft_bench.results.result import RunResult
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +45,8 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_help_and_ls_do_not_import_torch() -> None:
     code = (
         "import sys, contextlib, io\n"
-        "from aft_bench.cli import main\n"
-        "from aft_bench.cli import LISTS\n"
+        "from aft_bench.apps.cli import main\n"
+        "from aft_bench.apps.cli import LISTS\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    for what in LISTS:\n        assert main(['ls', what]) == 0\n"
         "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
@@ -99,18 +103,44 @@ def test_run_then_table(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     assert main(["table", str(tmp_path / "missing")]) == 1
 
 
-def test_default_world_on_the_toy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """The embedded default end to end: the toy CLIP (trained into the user cache on first use, then reused),
-    every gradient method, resume of a finished run, and the leaderboard."""
-    out = tmp_path / "toy"
+@pytest.fixture(scope="module")
+def default_toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path, str]:
+    """The embedded default's pointing game on the toy CLIP (trained into the user cache on first use, then reused):
+    the command, its output folder and what it printed."""
+    out = tmp_path_factory.mktemp("default") / "toy"
     args = ["run", "--encoders", "toy", "--limit", "8", "--batch-size", "4", "--out", str(out)]
-    assert main(args) == 0
-    first = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(args) == 0
+    return args, out, printed.getvalue()
+
+
+def test_default_world_on_the_toy(default_toy_run: tuple[list[str], Path, str],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The embedded default end to end: every gradient method, resume of a finished run, and the leaderboard."""
+    args, out, first = default_toy_run
     for method in ("simple_gradient", "smoothgrad", "gradcam"):
         assert f"| toy | {method} | 8 | 0 |" in first
     assert main(args) == 0  # everything stored: recomputes nothing, same numbers, the stored result files stand
     assert capsys.readouterr().out.splitlines()[:6] == first.splitlines()[:6]
     assert len(list((out / "pointing_game").glob("*.json"))) == 3
+
+
+def test_default_world_scores_match_the_records_before_the_layout_change(
+        default_toy_run: tuple[list[str], Path, str]) -> None:
+    """Every per-sample record of the default run (scores, pooled counts, chance levels) equals, float for float, the
+    one the code wrote before the package was split into layers (``tests/data/default_run_toy.json``)."""
+    golden = json.loads((Path(__file__).parent / "data" / "default_run_toy.json").read_text(encoding="utf-8"))
+    if golden["torch"] != torch.__version__:
+        pytest.skip(f"the records were written with torch {golden['torch']}; this is torch {torch.__version__}, "
+                    "whose kernels may round differently")
+    _, out, _ = default_toy_run
+    stores = {path.name.split("__")[1]: sorted((json.loads(line) for line in path.read_text().splitlines()),
+                                                key=lambda record: record["id"])
+              for path in (out / "pointing_game" / "samples").glob("*.jsonl")}
+    assert sorted(stores) == sorted(golden["records"])
+    for method, records in golden["records"].items():
+        assert stores[method] == records, method
 
 
 # ---------------------------------------------------------------------------------------- error handling
@@ -292,7 +322,7 @@ def test_verbosity_flags_anywhere(flags: list[str], level: int, where: str, boom
 
 
 def test_train_logs_info_by_default_and_run_warnings() -> None:
-    from aft_bench.cli import log_level, split_verbosity
+    from aft_bench.apps.cli import log_level, split_verbosity
 
     assert log_level("train", 0) == logging.INFO and log_level("run", 0) == logging.WARNING
     assert log_level("train", 1) == logging.DEBUG and log_level("train", -1) == logging.WARNING
@@ -316,7 +346,7 @@ def test_progress_lines_show_by_default_and_hide_with_quiet(monkeypatch: pytest.
                                                             progress_shown: bool) -> None:
     import logging
 
-    from aft_bench import cli
+    from aft_bench.apps import cli
 
     seen: list[bool] = []
     monkeypatch.setattr(cli, "cmd_ls", lambda args: seen.append(cli.PROGRESS_LOG.isEnabledFor(logging.INFO)) or 0)

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from scipy.io import savemat
 from test_labelled_datasets import COLOURS, write_image
 
-from aft_bench.classifiers import PromptOptions, ZeroShotClassifier, prompt_templates
 from aft_bench.data.base import DataError
 from aft_bench.data.clip_benchmark import clip_benchmark_classnames, clip_benchmark_templates
 from aft_bench.data.flowers102 import Flowers102
 from aft_bench.data.image_folder import ImageFolder
+from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier, prompt_templates
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """CLIP-Dissect end to end on the shapes world with tiny checkpoints, plus the neuron readout of
-aft_bench.activations (CLS token of a block, spatial mean of a CNN stage, hooks removed)."""
+aft_bench.models.activations (CLS token of a block, spatial mean of a CNN stage, hooks removed)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ import torch
 from conftest import TINY_CNN_CFG, TINY_VIT_CFG, make_encoder
 from PIL import Image
 
-from aft_bench.activations import (
+from aft_bench.core.registries import TASKS
+from aft_bench.core.registry import UnknownNameError
+from aft_bench.data.base import DataError
+from aft_bench.data.shapes import VOCABULARY
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.activations import (
     LayerSpec,
     forward_with_layer,
     neuron_activations,
     resolve_layer,
     spatial_activations,
 )
-from aft_bench.config import resolve_config
-from aft_bench.data.base import DataError
-from aft_bench.data.shapes import VOCABULARY
-from aft_bench.encoder import UnsupportedEncoderError
-from aft_bench.loading import save_encoder
-from aft_bench.registries import TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.results import read_results
-from aft_bench.runner import run
+from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.models.loading import save_encoder
+from aft_bench.results.result import read_results
 from aft_bench.tasks.clip_dissect import ClipDissect, read_concepts
 
 

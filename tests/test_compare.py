@@ -20,15 +20,15 @@ from conftest import TINY_TOY
 from PIL import Image
 from scipy import stats
 
-from aft_bench import toy
-from aft_bench.cli import main
+from aft_bench.apps.cli import main
+from aft_bench.core.registries import ENCODERS
 from aft_bench.data.base import select_ids
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.encoder import Encoder
 from aft_bench.metrics.paired import holm, mcnemar_exact_p
-from aft_bench.registries import ENCODERS
-from aft_bench.results import SampleStore, read_result_files
-from aft_bench.table import format_number, latest
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import SampleStore, read_result_files
+from aft_bench.results.table import format_number, latest
+from aft_bench.toys.clip.store import load_toy_encoder
 
 OTHER_TOY = dataclasses.replace(TINY_TOY, seed=1)
 SUITE = """\
@@ -58,9 +58,9 @@ def toys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         patch.setenv("AFT_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY_TOY),
+        with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=TINY_TOY),
                                 replace=True), \
-                ENCODERS.temporary("toy-b", lambda device="cpu": toy.load_toy_encoder(device, recipe=OTHER_TOY)):
+                ENCODERS.temporary("toy-b", lambda device="cpu": load_toy_encoder(device, recipe=OTHER_TOY)):
             yield
         torch.set_num_threads(threads)
 

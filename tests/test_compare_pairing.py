@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aft_bench.comparison import stages
-from aft_bench.comparison.compare import CompareRequest
-from aft_bench.comparison.differences import (
+from aft_bench.apps.compare import stages
+from aft_bench.apps.compare.compare import CompareRequest
+from aft_bench.apps.compare.differences import (
     MCNEMAR,
     NO_PAIRS,
     NO_TEST,
@@ -22,14 +22,14 @@ from aft_bench.comparison.differences import (
     compare_columns,
     per_sample_difference,
 )
-from aft_bench.comparison.pairing import pair, stored_records
-from aft_bench.comparison.scorecard import Cell, Column, Scorecard
-from aft_bench.config import resolve_config
-from aft_bench.encoder import UnsupportedEncoderError
+from aft_bench.apps.compare.pairing import pair, stored_records
+from aft_bench.apps.compare.scorecard import Cell, Column, Scorecard
+from aft_bench.apps.suites.suite import load_suite
+from aft_bench.evaluation.config import resolve_config
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.paired import mcnemar_exact_p
-from aft_bench.results import RunResult, SampleStore
-from aft_bench.suites import load_suite
+from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.results.result import RunResult, SampleStore
 
 HIT = Metric("pg", higher_is_better=True)
 ENERGY = Metric("pg_energy", higher_is_better=True)

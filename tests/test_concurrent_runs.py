@@ -15,11 +15,11 @@ import torch.multiprocessing as mp
 from filelock import FileLock
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
-from aft_bench.evaluation import LOCKS_DIR
-from aft_bench.registries import ATTRIBUTIONS
-from aft_bench.results import SampleStore
-from aft_bench.runner import run
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.evaluation.task import LOCKS_DIR
+from aft_bench.results.result import SampleStore
 
 LIMIT = 6
 
@@ -85,7 +85,7 @@ def test_a_held_lock_makes_the_same_run_wait_and_never_another(registered, tiny4
         other = run(_config(tiny48_ckpt, tmp_path, attributions=["gradcam"], seed=1))  # another store: no wait
         assert other.results and other.results[0].run_key != first.results[0].run_key
         outcome: list = []
-        with caplog.at_level(logging.WARNING, logger="aft_bench.evaluation"):
+        with caplog.at_level(logging.WARNING, logger="aft_bench.evaluation.task"):
             same = threading.Thread(target=lambda: outcome.append(run(config)))
             same.start()
             same.join(timeout=1.5)

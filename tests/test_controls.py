@@ -4,14 +4,14 @@ the oracle that tells it which sample an image is."""
 import pytest
 import torch
 
-from aft_bench.attention import AttentionRecorder
 from aft_bench.attributions.base import TextTarget
-from aft_bench.controls.mask_gated import CONTROL_NAME, TokenGate, load_mask_control
-from aft_bench.controls.mask_oracle import MaskOracle, ShapesWorld, UnknownImageError
+from aft_bench.core.registries import ATTRIBUTIONS, ENCODERS
 from aft_bench.data.shapes import caption, generate_batch
-from aft_bench.encoder import UnsupportedEncoderError
 from aft_bench.metrics.pointing import pointing_game
-from aft_bench.registries import ATTRIBUTIONS, ENCODERS
+from aft_bench.models.attention import AttentionRecorder
+from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.toys.controls.mask_gated import CONTROL_NAME, TokenGate, load_mask_control
+from aft_bench.toys.controls.mask_oracle import MaskOracle, ShapesWorld, UnknownImageError
 
 N = 40
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.config import resolve_config
-from aft_bench.registries import TASKS
-from aft_bench.runner import run
+from aft_bench.core.registries import TASKS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 
 SAMPLES = 16
 BATCH_SIZES = (1, 7, 16)

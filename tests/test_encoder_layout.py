@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from open_clip.transformer import Transformer
 from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 
-from aft_bench.activations import LayerSpec, neuron_activations, spatial_activations
 from aft_bench.attributions.attention_map import AttentionMap
 from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.grad_eclip import GradECLIP
 from aft_bench.attributions.gradcam import GradCAM
 from aft_bench.attributions.m2ib import M2IB
 from aft_bench.attributions.rollout import Rollout
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.models.activations import LayerSpec, neuron_activations, spatial_activations
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 
 GRID, TOKENS, WIDTH = 4, 17, 32  # the tiny ViT: 32 px, 8 px patches, a class token, width 32
 
@@ -212,7 +212,7 @@ def test_tail_after_a_block_finishes_the_towers_forward(which: str, block: int, 
 def timm_avg_vit() -> Encoder:
     import timm
 
-    from aft_bench.backends.timm import TimmEncoder
+    from aft_bench.models.backends.timm import TimmEncoder
 
     torch.manual_seed(4)
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2,

@@ -17,17 +17,17 @@ import pytest
 import torch
 from conftest import TINY_TOY
 
-from aft_bench import toy
-from aft_bench.backends.convert import vision_config
-from aft_bench.cli import main
-from aft_bench.config import RunConfig, load_task_spec, resolve_config
+from aft_bench.apps.cli import main
+from aft_bench.core.options import option_keys, parse_options
+from aft_bench.core.registries import ENCODERS, TASKS, VLMS
 from aft_bench.data.shapes import CLASSNAMES
-from aft_bench.encoder import Encoder
-from aft_bench.options import option_keys, parse_options
-from aft_bench.registries import ENCODERS, TASKS, VLMS
-from aft_bench.runner import run
+from aft_bench.evaluation.config import RunConfig, load_task_spec, resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.convert import vision_config
+from aft_bench.models.encoder import Encoder
 from aft_bench.tasks import vlm_attention
-from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
+from aft_bench.toys.clip.store import load_toy_encoder
+from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
 # Small settings per task, so that each runs in a second or two; every registered task must be listed.
 LIGHT: dict[str, dict[str, Any]] = {
@@ -60,7 +60,7 @@ def toy_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         for recipe in (TINY_TOY, OTHER_TOY):  # trained now, so that the runs below count only their own work
-            toy.load_toy_encoder(recipe=recipe)
+            load_toy_encoder(recipe=recipe)
         yield folder
         torch.set_num_threads(threads)
 
@@ -68,13 +68,13 @@ def toy_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def tiny_vlm(toy_cache: Path) -> Path:
     """A random LLaVA whose tower fits the tiny toy (the real toy VLM trains for minutes)."""
-    tower = vision_config(toy.load_toy_encoder(recipe=TINY_TOY).model.visual)
+    tower = vision_config(load_toy_encoder(recipe=TINY_TOY).model.visual)
     return random_llava_folder(toy_cache / "tiny-llava", CLASSNAMES, LlavaShape.for_tower(tower, feature_layer=-1))
 
 
 @pytest.fixture
 def tiny_toy(toy_cache: Path, tiny_vlm: Path) -> Iterator[None]:
-    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY_TOY), replace=True), \
+    with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=TINY_TOY), replace=True), \
             VLMS.temporary("toy", lambda: tiny_vlm, replace=True):
         yield
 
@@ -171,7 +171,7 @@ def test_runs_resumes_keys_on_the_card_and_declares_its_metrics(task: str, tmp_p
         assert again_images < fresh_images
 
     # another toy under the same name (another card): other run keys, nothing stored is reused
-    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=OTHER_TOY), replace=True):
+    with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=OTHER_TOY), replace=True):
         other_images, other = forwards.count(_config(task, tmp_path / "fresh"))
     assert not {r.run_key for r in other.results} & {r.run_key for r in fresh.results}
     assert other_images >= fresh_images if task in RESTARTING else other_images > again_images

@@ -11,10 +11,10 @@ import torch
 from conftest import TINY_CNN_CFG, make_encoder
 from PIL import Image
 
-from aft_bench.cli import main
-from aft_bench.config import RunConfig
-from aft_bench.figures import PANEL_INCHES, _normalise, compute_panels, figure_context, saliency_figure
-from aft_bench.loading import save_encoder
+from aft_bench.apps.cli import main
+from aft_bench.evaluation.config import RunConfig
+from aft_bench.models.loading import save_encoder
+from aft_bench.reporting.saliency import PANEL_INCHES, _normalise, compute_panels, figure_context, saliency_figure
 
 
 def _config(encoders: tuple[str, ...], attributions: tuple[str, ...], **changes) -> RunConfig:
@@ -84,7 +84,7 @@ def _no_loading(device: str = "cpu") -> None:
 ])
 def test_cli_figure_refuses_bad_output_before_any_work(out: str, message: str, registered, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from aft_bench.registries import ENCODERS
+    from aft_bench.core.registries import ENCODERS
 
     registered(ENCODERS, "toy", _no_loading)
     (tmp_path / "somefile.txt").write_text("not a folder")

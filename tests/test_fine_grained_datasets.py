@@ -9,12 +9,12 @@ import pytest
 from scipy.io import savemat
 from test_labelled_datasets import COLOURS, dominant_channel, write_image
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.fgvc_aircraft import FGVCAircraft
 from aft_bench.data.flowers102 import Flowers102
 from aft_bench.data.oxford_pets import OxfordPets
 from aft_bench.data.stanford_cars import StanfordCars
-from aft_bench.registries import DATASETS
 
 
 def test_oxford_pets_names_classes_from_the_images(tmp_path: Path) -> None:

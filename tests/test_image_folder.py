@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from test_labelled_datasets import COLOURS, dominant_channel, write_image
 
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.image_folder import ImageFolder
-from aft_bench.registries import DATASETS
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 
 WNIDS = ("n01440764", "n02102040", "n03000684")  # tench, English springer, chain saw
 

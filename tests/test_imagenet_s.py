@@ -280,10 +280,10 @@ def test_merged_class_takes_the_id_of_its_target(s919: tuple[Path, dict]) -> Non
 
 
 def test_the_data_version_is_part_of_the_run_key_only_where_a_dataset_declares_one(tiny_vit, monkeypatch) -> None:
-    from aft_bench.config import RunConfig
-    from aft_bench.context import RunContext
     from aft_bench.data.imagenet_s import ImageNetS
     from aft_bench.data.shapes import ShapesDataset
+    from aft_bench.evaluation.config import RunConfig
+    from aft_bench.evaluation.context import RunContext
 
     def key(dataset: str) -> str:
         return RunContext.local(RunConfig(task="pointing_game", dataset=dataset)).run_key("e", tiny_vit)

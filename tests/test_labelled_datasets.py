@@ -289,9 +289,9 @@ def test_caltech_listing_and_load_errors(tmp_path: Path) -> None:
 def test_built_by_the_task_runner(
     registered, tmp_path: Path, name: str, entry: str, make, args: dict, length: int
 ) -> None:
-    from aft_bench.config import RunConfig
-    from aft_bench.context import RunContext
-    from aft_bench.registries import DATASETS
+    from aft_bench.core.registries import DATASETS
+    from aft_bench.evaluation.config import RunConfig
+    from aft_bench.evaluation.context import RunContext
 
     make(tmp_path)
     registered(DATASETS, name, entry)  # the lazy entry the registry gets

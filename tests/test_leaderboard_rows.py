@@ -8,8 +8,8 @@ import csv
 import io
 from typing import Any
 
-from aft_bench.results import RunResult
-from aft_bench.table import latest, make_csv, make_markdown
+from aft_bench.results.result import RunResult
+from aft_bench.results.table import latest, make_csv, make_markdown
 
 
 def _result(key: str = "k", pg: float = 50.0, date: str = "2026-01-01T00:00:00+00:00", encoder: str = "toy",

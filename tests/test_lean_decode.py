@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from aft_bench.data.base import float_pixels
 from aft_bench.data import io as data_io
+from aft_bench.data.base import float_pixels
 from aft_bench.data.imagenet_s import ImageNetS, write_synthetic
 from aft_bench.data.io import read_image, read_image_uint8, read_label_png
 from aft_bench.data.transforms import (

@@ -13,9 +13,9 @@ from conftest import direct_two_class_ranking
 from sklearn.metrics import average_precision_score
 
 import aft_bench.metrics.segmentation as segmentation
-from aft_bench.config import resolve_config
-from aft_bench.context import RunContext
 from aft_bench.data.base import Batch
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.context import RunContext
 from aft_bench.metrics.pointing import pg_energy, pointing_game
 from aft_bench.metrics.pooled import segmentation_counts
 from aft_bench.metrics.segmentation import (

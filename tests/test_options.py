@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from aft_bench.config import load_task_spec, resolve_config
-from aft_bench.options import (
+from aft_bench.core.options import (
     UnknownOptionError,
     finite_number,
     names_in,
@@ -25,9 +24,10 @@ from aft_bench.options import (
     positive_int,
     share,
 )
-from aft_bench.registries import ATTACKS, TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.runner import check_names
+from aft_bench.core.registries import ATTACKS, TASKS
+from aft_bench.core.registry import UnknownNameError
+from aft_bench.evaluation.config import load_task_spec, resolve_config
+from aft_bench.evaluation.runner import check_names
 
 
 @dataclass(frozen=True)

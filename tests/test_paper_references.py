@@ -1,4 +1,4 @@
-"""The paper's published numbers (aft_bench.paper): every file loads, every number is finite, unique and named as
+"""The paper's published numbers (aft_bench.apps.paper): every file loads, every number is finite, unique and named as
 the project names it, cells agree with the paper text and with each other, and bad files are refused naming the
 file.
 
@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.options import parse_options
-from aft_bench.paper import (
+from aft_bench.apps.paper.references import (
     ReferenceTable,
     UnknownReferenceKeyError,
     load_reference,
     parse_reference,
     reference_ids,
 )
-from aft_bench.registries import METRICS, TASKS
-from aft_bench.registry import UnknownNameError
+from aft_bench.core.options import parse_options
+from aft_bench.core.registries import METRICS, TASKS
+from aft_bench.core.registry import UnknownNameError
 
 PAPER_TEXT = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_78bcd2991a2d852c.txt"
 IDS = reference_ids()

@@ -16,16 +16,16 @@ import torch
 from browser import Browser, browser_fixture, is_png
 from conftest import TINY_TOY
 
-from aft_bench import toy
-from aft_bench.backends.convert import vision_config
-from aft_bench.cli import main
+from aft_bench.apps.cli import main
+from aft_bench.apps.paper.spec import paper_suite_names
+from aft_bench.core.registries import ENCODERS, VLMS
 from aft_bench.data.shapes import CLASSNAMES
-from aft_bench.encoder import Encoder
-from aft_bench.paper.spec import paper_suite_names
-from aft_bench.registries import ENCODERS, VLMS
-from aft_bench.results import read_results
-from aft_bench.table import latest
-from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
+from aft_bench.models.convert import vision_config
+from aft_bench.models.encoder import Encoder
+from aft_bench.results.result import read_results
+from aft_bench.results.table import latest
+from aft_bench.toys.clip.store import load_toy_encoder
+from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
 RECIPE = dataclasses.replace(TINY_TOY, vision_layers=2)  # two blocks: Grad-CAM's default block is the second last
 ROLES = ("toy", "toy-aft", "toy-fare")  # one tiny toy (trained once) under the three names: the names tell them apart
@@ -45,10 +45,10 @@ def toys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         for name in ROLES:
-            stack.enter_context(ENCODERS.temporary(name, lambda device="cpu": toy.load_toy_encoder(device,
+            stack.enter_context(ENCODERS.temporary(name, lambda device="cpu": load_toy_encoder(device,
                                                                                                   recipe=RECIPE),
                                                    replace=True))
-        tower = vision_config(toy.load_toy_encoder(recipe=RECIPE).model.visual)
+        tower = vision_config(load_toy_encoder(recipe=RECIPE).model.visual)
         llava = random_llava_folder(tmp_path_factory.mktemp("llava"), CLASSNAMES, LlavaShape.for_tower(tower))
         stack.enter_context(VLMS.temporary("toy", lambda: llava, replace=True))  # the real toy VLM trains for minutes
         yield

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.paper.measure import assign_roles, is_toy_world
-from aft_bench.paper.references import reference_ids
-from aft_bench.paper.spec import load_paper_suite, paper_suite_names
-from aft_bench.registries import TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.suites.suite import UnknownSuiteKeyError, load_suite, parse_suite
+from aft_bench.apps.paper.measure import assign_roles, is_toy_world
+from aft_bench.apps.paper.references import reference_ids
+from aft_bench.apps.paper.spec import load_paper_suite, paper_suite_names
+from aft_bench.apps.suites.suite import UnknownSuiteKeyError, load_suite, parse_suite
+from aft_bench.core.registries import TASKS
+from aft_bench.core.registry import UnknownNameError
 
 ITEMS = ["Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 9", "Fig. 2",
          "Fig. 3 / Fig. 11", "Fig. 4", "Fig. 5", "Fig. 6", "Figs. 12-15"]
@@ -35,7 +35,7 @@ def test_every_paper_item_has_a_suite_in_the_papers_order() -> None:
 
 def test_paper_list_names_items_and_needs() -> None:
     # in a fresh interpreter: listing the suites imports no torch
-    code = ("import sys; from aft_bench.cli import main; status = main(['paper', 'list']); "
+    code = ("import sys; from aft_bench.apps.cli import main; status = main(['paper', 'list']); "
             "print('TORCH', 'torch' in sys.modules); sys.exit(status)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     out = done.stdout

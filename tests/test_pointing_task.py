@@ -10,13 +10,13 @@ import torch
 
 from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.encoder import UnsupportedEncoderError
-from aft_bench.registries import ATTRIBUTIONS, DATASETS
-from aft_bench.results import read_results
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.results.result import read_results
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):

@@ -10,13 +10,14 @@ import pytest
 import torch
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench import probe as probe_module
-from aft_bench.config import resolve_config
-from aft_bench.context import RunContext
+from aft_bench.core.options import parse_options
+from aft_bench.core.registries import TARGETS, TASKS
+from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import Batch, DataError
-from aft_bench.loading import save_encoder
-from aft_bench.options import parse_options
-from aft_bench.probe import (
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.probe import store as probe_module
+from aft_bench.evaluation.probe.store import (
     LinearProbe,
     ProbeSetup,
     ProbeTarget,
@@ -27,9 +28,8 @@ from aft_bench.probe import (
     probe_target,
     weights_fingerprint,
 )
-from aft_bench.registries import TARGETS, TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.runner import run
+from aft_bench.evaluation.runner import run
+from aft_bench.models.loading import save_encoder
 
 CFG48 = copy.deepcopy(TINY_VIT_CFG)
 CFG48["vision_cfg"]["image_size"] = 48

@@ -8,7 +8,7 @@ import logging
 import pytest
 from tqdm.auto import tqdm
 
-from aft_bench.progress import LogProgress, progress_bar
+from aft_bench.core.progress import LogProgress, progress_bar
 
 
 class _Terminal(io.StringIO):
@@ -36,7 +36,7 @@ def test_a_file_gets_log_lines_every_interval_and_no_carriage_returns(caplog: py
     stream, clock = io.StringIO(), _Clock()
     assert isinstance(progress_bar(total=2, stream=stream), LogProgress)
     bar = LogProgress(total=10, desc="train aft", unit="step", interval=5.0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="aft_bench.progress"):
+    with caplog.at_level(logging.INFO, logger="aft_bench.core.progress"):
         for second in range(10):
             clock.now = float(second + 1)
             bar.set_postfix(loss="0.5")
@@ -50,7 +50,7 @@ def test_a_file_gets_log_lines_every_interval_and_no_carriage_returns(caplog: py
 
 
 def test_iterating_a_log_progress_counts_and_reports_at_the_end(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="aft_bench.progress"):
+    with caplog.at_level(logging.INFO, logger="aft_bench.core.progress"):
         items = list(progress_bar(range(4), desc="render", unit="chunk", stream=io.StringIO(), initial=0))
     assert items == [0, 1, 2, 3]
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["render: 4/4 chunks"]
@@ -58,7 +58,7 @@ def test_iterating_a_log_progress_counts_and_reports_at_the_end(caplog: pytest.L
 
 def test_disabled_is_silent_everywhere(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
-    with caplog.at_level(logging.INFO, logger="aft_bench.progress"):
+    with caplog.at_level(logging.INFO, logger="aft_bench.core.progress"):
         bar = progress_bar(total=3, enabled=False, stream=stream)
         bar.update(3)
         bar.close()
@@ -68,7 +68,7 @@ def test_disabled_is_silent_everywhere(caplog: pytest.LogCaptureFixture) -> None
 def test_a_resumed_loop_reports_from_its_initial_count(caplog: pytest.LogCaptureFixture) -> None:
     clock = _Clock()
     bar = LogProgress(total=8, desc="t", initial=6, interval=1.0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="aft_bench.progress"):
+    with caplog.at_level(logging.INFO, logger="aft_bench.core.progress"):
         clock.now = 2.0
         bar.update(2)
     assert caplog.records[0].getMessage() == "t: 8/8 its (1 it/s, 2 s elapsed)"

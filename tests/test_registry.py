@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from aft_bench.registry import Registry, UnknownNameError
+from aft_bench.core.registry import Registry, UnknownNameError
 
 
 def test_lazy_entry_imports_on_first_get() -> None:
@@ -47,7 +47,7 @@ def test_builtin_registries_do_not_import_torch() -> None:
     import subprocess
 
     code = (
-        "import sys; import aft_bench.registries as r, aft_bench.cli; "
+        "import sys; import aft_bench.core.registries as r, aft_bench.apps.cli; "
         "names = r.ATTRIBUTIONS.names() + r.ENCODERS.names() + r.METRICS.names(); "
         "print('torch' in sys.modules, len(names))"
     )
@@ -57,7 +57,7 @@ def test_builtin_registries_do_not_import_torch() -> None:
 
 
 def test_builtin_lazy_entries_resolve() -> None:
-    from aft_bench import registries
+    from aft_bench.core import registries
 
     for registry in (registries.ATTRIBUTIONS, registries.METRICS, registries.TASKS, registries.DATASETS):
         for name in registry.names():

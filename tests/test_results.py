@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.results import RunResult, SampleStore, read_results, safe_name, write_result
+from aft_bench.results.result import RunResult, SampleStore, read_results, safe_name, write_result
 
 
 def _result(**changes) -> RunResult:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from aft_bench.apps.cli import main
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.cli import main
-from aft_bench.config import resolve_config
-from aft_bench.registries import ATTRIBUTIONS
-from aft_bench.results import ResultsFolder, RunResult, read_results, write_result
-from aft_bench.runner import run
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.results.result import ResultsFolder, RunResult, read_results, write_result
 
 
 def _result(pg: float = 50.0, **changes) -> RunResult:
@@ -43,7 +43,7 @@ def test_read_results_skips_unreadable_and_incomplete_files_naming_them(tmp_path
     write_result(_result(), tmp_path)
     corrupt, incomplete = _broken_files(tmp_path / "pointing_game")
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
-    with caplog.at_level(logging.WARNING, logger="aft_bench.results"):
+    with caplog.at_level(logging.WARNING, logger="aft_bench.results.result"):
         assert [r.n for r in read_results(tmp_path)] == [1]
     text = caplog.text
     assert f"skipping {corrupt}: not readable JSON" in text and f"skipping {tmp_path / 'binary.json'}" in text

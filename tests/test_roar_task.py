@@ -13,20 +13,20 @@ import torch
 from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import ATTRIBUTIONS, DATASETS, TARGETS, TASKS
+from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.loading import save_encoder
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.probe.store import probe_target
+from aft_bench.evaluation.removal.data import RemovedSplit, Split, ensure_ranks
+from aft_bench.evaluation.removal.retrainers import ProbeRetrainer
+from aft_bench.evaluation.runner import check_names, run
 from aft_bench.metrics.removal import curve_auc, pixel_ranks, removal_count, replace_with_mean
-from aft_bench.probe import probe_target
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, TARGETS, TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.results import read_results
-from aft_bench.runner import check_names, run
+from aft_bench.models.loading import save_encoder
+from aft_bench.results.result import read_results
 from aft_bench.tasks.road import Road
 from aft_bench.tasks.roar import Roar, RoarOptions
-from aft_bench.tasks.roar_data import RemovedSplit, Split, ensure_ranks
-from aft_bench.tasks.roar_retrain import ProbeRetrainer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

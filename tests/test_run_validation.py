@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.cli import build_parser, main
-from aft_bench.config import resolve_config
-from aft_bench.registries import ENCODERS, TASKS
-from aft_bench.runner import run
+from aft_bench.apps.cli import build_parser, main
+from aft_bench.core.registries import ENCODERS, TASKS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 from aft_bench.tasks.roar import RoarOptions
 from aft_bench.tasks.zero_shot import ZeroShotOptions
 

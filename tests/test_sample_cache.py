@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from aft_bench.config import RunConfig, resolve_config
-from aft_bench.context import RunContext, check_arguments
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import Batch, DataError, Sample
 from aft_bench.data.class_filter import ClassFilter
 from aft_bench.data.io import read_image_uint8
 from aft_bench.data.sample_cache import KEY_FILE, FileDataset, SampleCache
 from aft_bench.data.transforms import resize_center_crop_uint8
-from aft_bench.registries import DATASETS
-from aft_bench.streaming import BadSamples, stream
+from aft_bench.evaluation.config import RunConfig, resolve_config
+from aft_bench.evaluation.context import RunContext, check_arguments
+from aft_bench.evaluation.streaming import BadSamples, stream
 
 SIZE = (24, 20)
 
@@ -271,7 +271,7 @@ def test_the_option_wraps_the_runs_dataset_and_leaves_run_keys_alone(tmp_path: P
 
 
 def test_the_command_line_flag_sets_the_option() -> None:
-    from aft_bench.cli import build_parser
+    from aft_bench.apps.cli import build_parser
 
     assert build_parser().parse_args(["run", "--cache-samples"]).cache_samples is True
     assert build_parser().parse_args(["run"]).cache_samples is None  # unset: the task YAML or the default
@@ -298,7 +298,7 @@ def test_imagenet_s_through_the_cache_is_bit_identical_and_sees_a_rewritten_mask
 
 
 def test_the_compare_and_paper_commands_take_the_flag() -> None:
-    from aft_bench.comparison.arguments import build_parser
+    from aft_bench.apps.compare.arguments import build_parser
 
     args = build_parser().parse_args(["--suite", "paper", "--encoders", "toy", "--cache-samples"])
     assert args.cache_samples is True

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from conftest import TINY_VIT_CFG, make_encoder
 
 from aft_bench.attributions.base import Attribution, Target
-from aft_bench.config import resolve_config
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.randomisation import Randomiser, fresh_state, tower_units
-from aft_bench.registries import ATTRIBUTIONS, ENCODERS
-from aft_bench.runner import run
+from aft_bench.core.registries import ATTRIBUTIONS, ENCODERS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.models.randomisation import Randomiser, fresh_state, tower_units
 from aft_bench.tasks.sanity_checks import plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from aft_bench import distributed as dist_utils
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
-from aft_bench.registries import ATTRIBUTIONS
-from aft_bench.results import SampleStore, read_results
-from aft_bench.runner import run
+from aft_bench.core import distributed as dist_utils
+from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.results.result import SampleStore, read_results
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):

@@ -15,8 +15,8 @@ from aft_bench.data.shapes import CLASSNAMES, ShapesDataset, render_shapes_scene
 from aft_bench.data.shortcut import PATTERN_PERIOD, SHORTCUT_AMPLITUDE, class_pattern
 from aft_bench.metrics.reliance import reliance_scores
 from aft_bench.tasks.shortcut_reliance import reliance_records, swapped_label
-from aft_bench.toy.data import conflict_offsets, render_pool
-from aft_bench.toy.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe
+from aft_bench.toys.clip.data import conflict_offsets, render_pool
+from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe
 from aft_bench.training.data import check_data, make_source
 
 K = len(CLASSNAMES)
@@ -176,8 +176,8 @@ def test_an_unlabelled_sample_is_an_error_and_its_batch_is_still_scored() -> Non
 
 
 def test_the_task_end_to_end_and_its_refusals(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from aft_bench.cli import main
-    from aft_bench.results import read_results
+    from aft_bench.apps.cli import main
+    from aft_bench.results.result import read_results
 
     base = ["run", "--task", "shortcut_reliance", "--encoders", f"ckpt:{tiny_ckpt}", "--limit", "6",
             "--out", str(tmp_path)]

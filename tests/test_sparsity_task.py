@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import ATTRIBUTIONS, DATASETS, TASKS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.registries import ATTRIBUTIONS, DATASETS, TASKS
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 from aft_bench.tasks.sparsity import Sparsity
 
 

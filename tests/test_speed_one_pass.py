@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.registries import ATTRIBUTIONS, DATASETS
-from aft_bench.results import SampleStore
-from aft_bench.runner import run
-from aft_bench.streaming import MAX_WORKERS, BadSamples, default_workers, stream
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.evaluation.streaming import MAX_WORKERS, BadSamples, default_workers, stream
+from aft_bench.results.result import SampleStore
 
 LOADS: Counter[str] = Counter()
 

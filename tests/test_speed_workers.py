@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch.utils.data import get_worker_info
 
-from aft_bench import streaming
-from aft_bench.config import resolve_config
 from aft_bench.data.base import Sample
-from aft_bench.streaming import BadSamples, stream
+from aft_bench.evaluation import streaming
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.streaming import BadSamples, stream
 
 FORK_AFTER_OPENMP = textwrap.dedent("""
     import torch
     from torch.utils.data import get_worker_info
     from aft_bench.data.base import Sample
-    from aft_bench.streaming import BadSamples, stream
+    from aft_bench.evaluation.streaming import BadSamples, stream
 
     class TorchOps:
         # every load runs torch operators large enough to be split across threads

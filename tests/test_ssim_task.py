@@ -10,12 +10,12 @@ import torch
 from skimage.metrics import structural_similarity
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.config import resolve_config
+from aft_bench.core.options import parse_levels
+from aft_bench.core.registries import ATTRIBUTIONS, TASKS
 from aft_bench.data.shapes import ShapesDataset
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
 from aft_bench.metrics.ssim import normalize_minmax
-from aft_bench.options import parse_levels
-from aft_bench.registries import ATTRIBUTIONS, TASKS
-from aft_bench.runner import run
 from aft_bench.tasks.ssim_robustness import SsimRobustness, metric_name, noisy_copies, sample_noise
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import get_worker_info
 
 from aft_bench.data.base import Batch, DataError, Sample, select_ids
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.streaming import EXAMPLES_PER_KIND, BadSamples, Chunk, problem_kind, stream, stream_batches
+from aft_bench.evaluation.streaming import EXAMPLES_PER_KIND, BadSamples, Chunk, problem_kind, stream, stream_batches
 
 SIZE = 8
 

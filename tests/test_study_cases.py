@@ -17,19 +17,19 @@ import torch.nn.functional as F
 from conftest import TINY_VIT_CFG, make_encoder
 from PIL import Image
 
+from aft_bench.apps.cli import main
+from aft_bench.apps.study.cases import Case, sample_order, select_cases, shown_classes, study_order
+from aft_bench.apps.study.manifest import read_manifest
+from aft_bench.apps.study.maps import class_maps
+from aft_bench.apps.study.render import data_uri, image_pixels, overlays
 from aft_bench.attributions.base import Attribution, TextTarget
 from aft_bench.attributions.gradcam import GradCAM
-from aft_bench.classifiers import PromptOptions, ZeroShotClassifier
-from aft_bench.cli import main
+from aft_bench.core.registries import ATTRIBUTIONS, CLASSIFIERS, ENCODERS
 from aft_bench.data.base import Dataset
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
-from aft_bench.encoder import Encoder
-from aft_bench.loading import load_encoder, save_encoder
-from aft_bench.registries import ATTRIBUTIONS, CLASSIFIERS, ENCODERS
-from aft_bench.study.cases import Case, sample_order, select_cases, shown_classes, study_order
-from aft_bench.study.manifest import read_manifest
-from aft_bench.study.maps import class_maps
-from aft_bench.study.render import data_uri, image_pixels, overlays
+from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import load_encoder, save_encoder
 
 K = len(CLASSNAMES)
 SIZE = 24  # shapes test images in the stub studies

@@ -23,11 +23,11 @@ import pytest
 from browser import Browser, browser_fixture, is_png, require_browser
 from test_study_cases import StubClassifier, tiny_vits
 
-from aft_bench.cli import main
-from aft_bench.loading import load_encoder
-from aft_bench.registries import CLASSIFIERS, ENCODERS
-from aft_bench.study.cases import Case
-from aft_bench.study.manifest import StudyManifest, read_manifest
+from aft_bench.apps.cli import main
+from aft_bench.apps.study.cases import Case
+from aft_bench.apps.study.manifest import StudyManifest, read_manifest
+from aft_bench.core.registries import CLASSIFIERS, ENCODERS
+from aft_bench.models.loading import load_encoder
 
 browser = browser_fixture()
 

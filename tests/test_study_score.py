@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aft_bench.cli import main
-from aft_bench.results import read_results
-from aft_bench.study.cases import Case, select_cases
-from aft_bench.study.manifest import StudyManifest, read_manifest, write_manifest
-from aft_bench.study.page import ANSWERS_FORMAT
-from aft_bench.study.score import read_sheets, score_study
+from aft_bench.apps.cli import main
+from aft_bench.apps.study.cases import Case, select_cases
+from aft_bench.apps.study.manifest import StudyManifest, read_manifest, write_manifest
+from aft_bench.apps.study.page import ANSWERS_FORMAT
+from aft_bench.apps.study.score import read_sheets, score_study
+from aft_bench.results.result import read_results
 
 CLASSES = [f"class {i}" for i in range(6)]
 ENCODERS = ("orig", "aft")

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.cli import main
-from aft_bench.comparison.plan import build_plan
-from aft_bench.registry import UnknownNameError
-from aft_bench.suites import DatasetSettings, SuiteDefaults, SuiteTask, UnknownSuiteKeyError, load_suite, suite_names
-from aft_bench.suites.suite import parse_suite
+from aft_bench.apps.cli import main
+from aft_bench.apps.compare.plan import build_plan
+from aft_bench.apps.suites.suite import (
+    DatasetSettings,
+    SuiteDefaults,
+    SuiteTask,
+    UnknownSuiteKeyError,
+    load_suite,
+    parse_suite,
+    suite_names,
+)
+from aft_bench.core.registry import UnknownNameError
 
 ENCODERS = ("toy", "toy-aft", "toy-fare")
 
@@ -159,7 +166,7 @@ def test_parse_suite_refuses_a_non_mapping() -> None:
 
 
 def test_list_shows_the_suites_without_importing_torch() -> None:
-    code = ("import sys\nfrom aft_bench.cli import main\nassert main(['compare', '--list']) == 0\n"
+    code = ("import sys\nfrom aft_bench.apps.cli import main\nassert main(['compare', '--list']) == 0\n"
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.cli import main
-from aft_bench.results import RunResult, write_result
-from aft_bench.table import latest, make_csv, make_markdown, pivot, pivot_csv
+from aft_bench.apps.cli import main
+from aft_bench.results.result import RunResult, write_result
+from aft_bench.results.table import latest, make_csv, make_markdown, pivot, pivot_csv
 
 
 def _result(encoder: str, dataset: str, clean: float, date: str = "2026-01-01T00:00:00+00:00",

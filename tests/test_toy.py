@@ -13,11 +13,17 @@ from conftest import TINY_TOY
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from aft_bench import toy
+from aft_bench.core.registries import ENCODERS
 from aft_bench.data.shapes import CLASSNAMES, caption, generate_batch
-from aft_bench.loading import load_encoder
-from aft_bench.registries import ENCODERS
-from aft_bench.toy import finetunes
+from aft_bench.models.loading import load_encoder
+from aft_bench.toys.clip import finetunes
+from aft_bench.toys.clip.data import dihedral
+from aft_bench.toys.clip.fit import CHECKPOINT_NAME, TRAINING_THREADS, fit_toy, train_toy
+from aft_bench.toys.clip.loss import deduplicated_clip_loss
+from aft_bench.toys.clip.model import build_toy_model
+from aft_bench.toys.clip.recipe import ToyRecipe, toy_cache_key, world_fingerprint
+from aft_bench.toys.clip.store import load_toy_encoder
+from aft_bench.toys.clip.zero_shot import zero_shot_accuracy
 from aft_bench.training.config import TrainConfig
 from aft_bench.training.presets import PRESETS
 from aft_bench.training.trainer import TRAINER_VERSION
@@ -27,8 +33,8 @@ TINY = TINY_TOY
 
 # ---------------------------------------------------------------------------------------- recipe
 def test_recipe_key_changes_with_every_field() -> None:
-    base = toy.ToyRecipe()
-    assert base.key() == toy.ToyRecipe().key()
+    base = ToyRecipe()
+    assert base.key() == ToyRecipe().key()
     assert len(base.key()) == 16 and int(base.key(), 16) >= 0
     changes = {"steps": base.steps + 1, "lr": base.lr * 2, "vision_width": 96, "seed": 1, "data_seed": 3,
                "mean": (0.4, 0.5, 0.5)}
@@ -38,25 +44,25 @@ def test_recipe_key_changes_with_every_field() -> None:
 
 def test_recipe_rejects_inconsistent_shapes() -> None:
     with pytest.raises(ValueError, match="patch_size"):
-        toy.ToyRecipe(image_size=60, patch_size=8)
+        ToyRecipe(image_size=60, patch_size=8)
     with pytest.raises(ValueError, match="heads"):
-        toy.ToyRecipe(vision_width=66, vision_heads=4)
+        ToyRecipe(vision_width=66, vision_heads=4)
     with pytest.raises(ValueError, match="steps"):
-        toy.ToyRecipe(steps=0)
+        ToyRecipe(steps=0)
     with pytest.raises(ValueError, match="augment"):
-        toy.ToyRecipe(augment="rotate")
+        ToyRecipe(augment="rotate")
 
 
 def test_model_cfg_builds_the_declared_vit() -> None:
-    cfg = toy.ToyRecipe().model_cfg()
+    cfg = ToyRecipe().model_cfg()
     assert cfg["vision_cfg"]["image_size"] // cfg["vision_cfg"]["patch_size"] == 8  # an 8 x 8 token grid
-    assert cfg["vision_cfg"]["width"] // cfg["vision_cfg"]["head_width"] == toy.ToyRecipe().vision_heads
+    assert cfg["vision_cfg"]["width"] // cfg["vision_cfg"]["head_width"] == ToyRecipe().vision_heads
 
 
 def test_mimetic_init_sets_the_attention_products() -> None:
     torch.manual_seed(0)
     recipe = dataclasses.replace(TINY, vision_width=32, vision_heads=2, mimetic=(0.0, 0.5, 0.0, 0.25))
-    visual = toy.build_toy_model(recipe).visual
+    visual = build_toy_model(recipe).visual
     width, head_dim = 32, 16
     for block in visual.transformer.resblocks:
         w_q, w_k, w_v = block.attn.in_proj_weight.detach().split(width)
@@ -79,12 +85,12 @@ def _probe_embeddings(encoder: nn.Module) -> tuple[Tensor, Tensor]:
 
 def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> None:
     rng_before = torch.get_rng_state()
-    encoder, metrics = toy.fit_toy(TINY, progress=False)
+    encoder, metrics = fit_toy(TINY, progress=False)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the global RNG is left as it was
     assert metrics["steps"] == TINY.steps and 0.0 <= metrics["zero_shot_accuracy"] <= 1.0
 
-    written = toy.train_toy(TINY, tmp_path / "a", progress=False)  # trains again from the same recipe
-    path = tmp_path / "a" / toy.CHECKPOINT_NAME
+    written = train_toy(TINY, tmp_path / "a", progress=False)  # trains again from the same recipe
+    path = tmp_path / "a" / CHECKPOINT_NAME
     state = load_file(str(path))
     assert all(torch.equal(state[k], v) for k, v in encoder.model.state_dict().items())
 
@@ -94,46 +100,46 @@ def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> 
         assert torch.equal(original, loaded)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["recipe_key"] == TINY.key() and card["recipe"] == TINY.to_dict()
-    assert card["cache_key"] == toy.toy_cache_key(TINY)
+    assert card["cache_key"] == toy_cache_key(TINY)
     assert card["zero_shot_accuracy"] == written["zero_shot_accuracy"] == metrics["zero_shot_accuracy"]
-    assert toy.zero_shot_accuracy(reloaded, n=TINY.eval_size, seed=TINY.eval_seed) == pytest.approx(
+    assert zero_shot_accuracy(reloaded, n=TINY.eval_size, seed=TINY.eval_seed) == pytest.approx(
         card["zero_shot_accuracy"], abs=1e-4)
     assert {"torch", "open_clip_torch"} <= set(card["versions"])
 
 
 def test_different_seed_gives_different_weights() -> None:
-    a, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1), progress=False)
-    b, _ = toy.fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False)
+    a, _ = fit_toy(dataclasses.replace(TINY, steps=1), progress=False)
+    b, _ = fit_toy(dataclasses.replace(TINY, steps=1, seed=1), progress=False)
     assert not torch.equal(a.model.visual.conv1.weight, b.model.visual.conv1.weight)
 
 
 def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
-    first = toy.load_toy_encoder(recipe=TINY)
-    assert (tmp_path / toy.toy_cache_key(TINY) / toy.CHECKPOINT_NAME).is_file()
-    assert toy.toy_cache_key(TINY).startswith(f"toy-{TINY.key()}-")
+    first = load_toy_encoder(recipe=TINY)
+    assert (tmp_path / toy_cache_key(TINY) / CHECKPOINT_NAME).is_file()
+    assert toy_cache_key(TINY).startswith(f"toy-{TINY.key()}-")
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached toy was trained again")
 
-    monkeypatch.setattr("aft_bench.toy.store.train_toy", no_training)
-    second = toy.load_toy_encoder(recipe=TINY)
+    monkeypatch.setattr("aft_bench.toys.clip.store.train_toy", no_training)
+    second = load_toy_encoder(recipe=TINY)
     for a, b in zip(_probe_embeddings(first), _probe_embeddings(second), strict=True):
         assert torch.equal(a, b)
-    assert ENCODERS.get("toy") is toy.load_toy_encoder
+    assert ENCODERS.get("toy") is load_toy_encoder
 
 
 def test_world_fingerprint_follows_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = toy.world_fingerprint(TINY)
-    assert before == toy.world_fingerprint(TINY) and len(before) == 8
-    assert toy.world_fingerprint(dataclasses.replace(TINY, data_seed=1)) != before
+    before = world_fingerprint(TINY)
+    assert before == world_fingerprint(TINY) and len(before) == 8
+    assert world_fingerprint(dataclasses.replace(TINY, data_seed=1)) != before
 
     def darker(*args: object) -> tuple[Tensor, Tensor, Tensor]:
         images, masks, labels = generate_batch(*args)
         return images * 0.5, masks, labels
 
-    monkeypatch.setattr("aft_bench.toy.recipe.generate_batch", darker)  # a changed world retrains the toy
-    assert toy.world_fingerprint(TINY) != before
+    monkeypatch.setattr("aft_bench.toys.clip.recipe.generate_batch", darker)  # a changed world retrains the toy
+    assert world_fingerprint(TINY) != before
 
 
 def test_builds_with_different_available_threads_give_identical_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,12 +153,12 @@ def test_builds_with_different_available_threads_give_identical_weights(monkeypa
 
         def loss(*args: Tensor, seen: list[int] = seen) -> Tensor:
             seen.append(torch.get_num_threads())
-            return toy.deduplicated_clip_loss(*args)
+            return deduplicated_clip_loss(*args)
 
-        monkeypatch.setattr("aft_bench.toy.fit.deduplicated_clip_loss", loss)
-        encoder, metrics = toy.fit_toy(TINY, progress=False)
+        monkeypatch.setattr("aft_bench.toys.clip.fit.deduplicated_clip_loss", loss)
+        encoder, metrics = fit_toy(TINY, progress=False)
         assert torch.get_num_threads() == threads  # restored
-        assert set(seen) == {toy.TRAINING_THREADS} and metrics["threads"] == toy.TRAINING_THREADS == 2
+        assert set(seen) == {TRAINING_THREADS} and metrics["threads"] == TRAINING_THREADS == 2
         builds.append(encoder.model.state_dict())
     torch.set_num_threads(before)
     assert builds[0].keys() == builds[1].keys()
@@ -162,15 +168,15 @@ def test_builds_with_different_available_threads_give_identical_weights(monkeypa
 def test_the_toy_presets_train_on_the_toys_fixed_threads_outside_the_recipe() -> None:
     for preset in ("toy-aft", "toy-fare", "toy-tecoa", "toy-pmg-aft"):
         config = TrainConfig(**PRESETS[preset], preset=preset)
-        assert config.threads == toy.TRAINING_THREADS == 2 and "threads" not in config.recipe()
+        assert config.threads == TRAINING_THREADS == 2 and "threads" not in config.recipe()
 
 
 def test_dihedral_codes_cover_the_eight_symmetries() -> None:
     image = torch.arange(9.0).view(1, 1, 3, 3)
-    outs = {tuple(toy.dihedral(image, torch.tensor([code])).flatten().tolist()) for code in range(8)}
+    outs = {tuple(dihedral(image, torch.tensor([code])).flatten().tolist()) for code in range(8)}
     assert len(outs) == 8
-    assert torch.equal(toy.dihedral(image, torch.tensor([1])), image.flip(-1))
-    assert torch.equal(toy.dihedral(image, torch.tensor([4])), image.transpose(-1, -2))
+    assert torch.equal(dihedral(image, torch.tensor([1])), image.flip(-1))
+    assert torch.equal(dihedral(image, torch.tensor([4])), image.transpose(-1, -2))
 
 
 def test_deduplicated_loss_matches_clip_without_duplicates() -> None:
@@ -181,7 +187,7 @@ def test_deduplicated_loss_matches_clip_without_duplicates() -> None:
     logits = scale.exp() * image @ text.T
     target = torch.arange(4)
     clip = (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
-    assert toy.deduplicated_clip_loss(image, text, target, scale) == pytest.approx(clip.item(), rel=1e-6)
+    assert deduplicated_clip_loss(image, text, target, scale) == pytest.approx(clip.item(), rel=1e-6)
 
 
 def test_deduplicated_loss_uses_soft_targets_for_repeated_captions() -> None:
@@ -190,7 +196,7 @@ def test_deduplicated_loss_uses_soft_targets_for_repeated_captions() -> None:
     # (target 1/2, 1/2 on its two images), log 3 for caption 1.
     image = torch.ones(3, 2) / 2**0.5
     text = torch.ones(2, 2) / 2**0.5
-    loss = toy.deduplicated_clip_loss(image, text, torch.tensor([0, 0, 1]), torch.tensor(0.0))
+    loss = deduplicated_clip_loss(image, text, torch.tensor([0, 0, 1]), torch.tensor(0.0))
     log2, log3 = math.log(2), math.log(3)
     assert loss.item() == pytest.approx((log2 + (log3 - log2 + log3) / 2) / 2)
 
@@ -198,7 +204,7 @@ def test_deduplicated_loss_uses_soft_targets_for_repeated_captions() -> None:
 def test_deduplicated_loss_is_zero_at_a_perfect_fit() -> None:
     text = torch.eye(3)
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
-    loss = toy.deduplicated_clip_loss(text[labels], text, labels, torch.tensor(math.log(100.0)))
+    loss = deduplicated_clip_loss(text[labels], text, labels, torch.tensor(math.log(100.0)))
     assert 0.0 <= loss.item() < 1e-6
 
 
@@ -208,10 +214,10 @@ def test_toy_finetunes_train_once_into_the_cache(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
     small = {**PRESETS["toy-aft"], "data": "shapes:8", "batch_size": 4, "max_steps": 2, "pgd_steps": 1, "save_every": 1}
     monkeypatch.setitem(PRESETS, "toy-aft", small)
-    with ENCODERS.temporary("toy", lambda device="cpu": toy.load_toy_encoder(device, recipe=TINY), replace=True):
+    with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=TINY), replace=True):
         trained = finetunes.load_toy_aft()
         recipe_hash = TrainConfig(**small, preset="toy-aft").recipe_hash()
-        folder = tmp_path / f"toy-aft-v{TRAINER_VERSION}-{recipe_hash}-{toy.toy_cache_key(TINY)}"
+        folder = tmp_path / f"toy-aft-v{TRAINER_VERSION}-{recipe_hash}-{toy_cache_key(TINY)}"
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "encoder.json", "encoder.safetensors",
                                                              "metrics.jsonl"]  # the checkpoint is dropped
         card = json.loads((folder / "encoder.json").read_text())
@@ -258,10 +264,10 @@ def test_zero_shot_accuracy_known_answers(rule: str) -> None:
     }[rule]
     expected = (answers == labels).float().mean().item()
     encoder = OracleEncoder(images, answers)
-    assert toy.zero_shot_accuracy(encoder, n=n, seed=seed, batch_size=5) == pytest.approx(expected)
+    assert zero_shot_accuracy(encoder, n=n, seed=seed, batch_size=5) == pytest.approx(expected)
     assert encoder.training  # the mode is restored
 
 
 def test_zero_shot_accuracy_rejects_empty() -> None:
     with pytest.raises(ValueError, match="n=0"):
-        toy.zero_shot_accuracy(OracleEncoder(torch.zeros(1, 3, 32, 32), torch.zeros(1)), n=0)
+        zero_shot_accuracy(OracleEncoder(torch.zeros(1, 3, 32, 32), torch.zeros(1)), n=0)

@@ -177,7 +177,7 @@ def no_weights(monkeypatch):
 
 
 def test_misspelt_encoder_is_an_unknown_name_with_a_did_you_mean(no_weights):
-    from aft_bench.registry import UnknownNameError
+    from aft_bench.core.registry import UnknownNameError
     from aft_bench.training.arguments import run_train
 
     with pytest.raises(UnknownNameError, match="Did you mean 'toy'"):
@@ -220,7 +220,7 @@ def test_objective_specific_fields_are_refused_for_other_objectives_and_checked(
 
 
 def test_the_prompt_set_names_are_the_zero_shot_heads():
-    from aft_bench.classifiers import TEMPLATE_SETS
+    from aft_bench.evaluation.classifiers import TEMPLATE_SETS
 
     assert set(TEMPLATE_NAMES) == set(TEMPLATE_SETS)
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from aft_bench.data.base import DataError
+from aft_bench.data.coco_captions import CocoCaptionSource
 from aft_bench.training.arguments import run_train
-from aft_bench.training.coco_captions import CocoCaptionSource
 from aft_bench.training.data import ShardedBatches, check_data, make_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")

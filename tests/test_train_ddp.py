@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from conftest import TINY_VIT_CFG, make_encoder
 from safetensors.torch import load_file
 
-from aft_bench.loading import save_encoder
+from aft_bench.models.loading import save_encoder
 from aft_bench.training.arguments import config_from_args
 from aft_bench.training.trainer import train
 

@@ -14,11 +14,11 @@ from conftest import TINY_CNN_CFG, TINY_TIMM_CFG, TINY_VIT_CFG, make_encoder
 from PIL import Image
 from safetensors.torch import load_file
 
-from aft_bench.cache import cached
+from aft_bench.core.cache import cached
+from aft_bench.core.errors import USER_ERRORS
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.data.base import DataError
-from aft_bench.errors import USER_ERRORS
-from aft_bench.loading import load_encoder, save_encoder
-from aft_bench.registries import OBJECTIVES
+from aft_bench.models.loading import load_encoder, save_encoder
 from aft_bench.training.arguments import config_from_args, run_train
 from aft_bench.training.checkpoint import ResumeError, load_checkpoint
 from aft_bench.training.objectives.aft import AFTObjective

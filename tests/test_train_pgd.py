@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import minimize
 from torch.utils.flop_counter import FlopCounterMode
 
-from aft_bench.seeding import sample_seed
+from aft_bench.core.seeding import sample_seed
 from aft_bench.training.pgd import PGDConfig, pgd_maximize
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.regularizers import BoxQuadratic, GroupQuadratic
@@ -166,7 +166,7 @@ def test_sample_streams_do_not_depend_on_the_batch_split():
 
 
 def test_sample_streams_use_the_projects_one_seeding_scheme():
-    """Sample 10 at step 3 of a seed-7 run draws from aft_bench.seeding's generator for ("10", 3)."""
+    """Sample 10 at step 3 of a seed-7 run draws from aft_bench.core.seeding's generator for ("10", 3)."""
     rng = SampleRandom(7, 3, [10, 11])
     normal, uniform = rng.normal((4,), 0.5), rng.uniform((2,), -1.0, 1.0)
     for row, index in enumerate((10, 11)):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from aft_bench.registries import REGULARIZERS
-from aft_bench.registry import UnknownNameError
+from aft_bench.core.registries import REGULARIZERS
+from aft_bench.core.registry import UnknownNameError
 from aft_bench.training.arguments import config_from_args
 from aft_bench.training.config import TrainConfig
 from aft_bench.training.objectives.base import build_regularizer

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aft_bench.cli import main
-from aft_bench.config import resolve_config
-from aft_bench.curves import card_value, curve_points
-from aft_bench.registry import UnknownNameError
-from aft_bench.results import read_results
-from aft_bench.series import expand_encoder_specs, snapshot_path
+from aft_bench.apps.cli import main
+from aft_bench.core.registry import UnknownNameError
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.models.series import expand_encoder_specs, snapshot_path
+from aft_bench.reporting.curves import card_value, curve_points
+from aft_bench.results.result import read_results
 from aft_bench.training.arguments import config_from_args, run_train
 from aft_bench.training.checkpoint import load_checkpoint
 from aft_bench.training.grid import grid_points, parse_grid

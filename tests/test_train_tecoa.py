@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
-from aft_bench.cli import main
+from aft_bench.apps.cli import main
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.data.base import DataError
 from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
-from aft_bench.loading import load_encoder
-from aft_bench.registries import OBJECTIVES
+from aft_bench.models.loading import load_encoder
 from aft_bench.training.arguments import config_from_args, run_train
 from aft_bench.training.checkpoint import load_checkpoint
 from aft_bench.training.data import ClassFolderSource, ShardedBatches, make_source

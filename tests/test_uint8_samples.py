@@ -13,7 +13,7 @@ from aft_bench.data.base import Batch, Sample, float_pixels
 from aft_bench.data.imagenet_s import ImageNetS, write_synthetic
 from aft_bench.data.io import read_image_uint8
 from aft_bench.data.transforms import _resize_crop
-from aft_bench.streaming import BadSamples, stream
+from aft_bench.evaluation.streaming import BadSamples, stream
 
 SIZE = (32, 32)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aft_bench.vlm.composite import composite_weights, grid_to_image, llm_image_weights, vision_patch_matrix
-from aft_bench.vlm.scoring import best_over_tokens
+from aft_bench.metrics.tokens import best_over_tokens
+from aft_bench.models.vlm.composite import composite_weights, grid_to_image, llm_image_weights, vision_patch_matrix
 
 
 def test_the_sink_is_zeroed_and_the_row_renormalised_before_the_image_positions() -> None:

@@ -13,14 +13,14 @@ import torch
 from conftest import TINY_VIT_CFG, make_encoder
 from transformers import LlavaForConditionalGeneration
 
-from aft_bench.loading import CheckpointError
-from aft_bench.vlm.answer import MapChoices, answer_maps, attention_rows, generate
-from aft_bench.vlm.composite import composite_weights, grid_to_image, llm_image_weights, vision_patch_matrix
-from aft_bench.vlm.loading import VLM, load_vlm
-from aft_bench.vlm.prompt import class_question
-from aft_bench.vlm.rows import IMPLEMENTATION
-from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
-from aft_bench.vlm.tower import install_tower
+from aft_bench.models.loading import CheckpointError
+from aft_bench.models.vlm.answer import MapChoices, answer_maps, attention_rows, generate
+from aft_bench.models.vlm.composite import composite_weights, grid_to_image, llm_image_weights, vision_patch_matrix
+from aft_bench.models.vlm.loading import VLM, load_vlm
+from aft_bench.models.vlm.prompt import class_question
+from aft_bench.models.vlm.rows import IMPLEMENTATION
+from aft_bench.models.vlm.tower import install_tower
+from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
 CLASSES = ["circle", "square", "triangle"]
 TOL = 1e-5

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from aft_bench.config import resolve_config
 from aft_bench.data.shapes import CLASSNAMES
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.metrics.tokens import NO_TOKENS
+from aft_bench.models.vlm.answer import Answer
 from aft_bench.tasks import vlm_attention
 from aft_bench.tasks.vlm_attention import normalise_answer, token_scores
-from aft_bench.vlm.answer import Answer
-from aft_bench.vlm.scoring import NO_TOKENS
-from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
+from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
 COLUMNS = ["pg", "pg_energy", "pixel_acc", "ap", "mask_iou", "gini", "answer_acc"]
 
@@ -108,7 +108,7 @@ def test_token_scores_known_answers() -> None:
 
 
 def test_figure_draws_one_panel_per_answer_token(tiny48_ckpt: str, folder: Path, tmp_path: Path) -> None:
-    from aft_bench.cli import main
+    from aft_bench.apps.cli import main
 
     out = tmp_path / "fig7.png"
     code = main(["figure", "--task", "vlm_attention", "--encoders", tiny48_ckpt, "--vlm", str(folder), "--images", "2",

@@ -11,15 +11,15 @@ import pytest
 import torch
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench.backends.convert import open_clip_to_hf, vision_config
-from aft_bench.backends.transformers import HFClipEncoder
-from aft_bench.config import resolve_config
-from aft_bench.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.loading import save_encoder
-from aft_bench.runner import run
-from aft_bench.vlm.loading import VLM, load_vlm
-from aft_bench.vlm.synthetic import LlavaShape, random_llava_folder
-from aft_bench.vlm.tower import check_tower, install_tower
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.convert import open_clip_to_hf, vision_config
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
+from aft_bench.models.loading import save_encoder
+from aft_bench.models.vlm.loading import VLM, load_vlm
+from aft_bench.models.vlm.tower import check_tower, install_tower
+from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
 TOL = 1e-5
 CFG = copy.deepcopy(TINY_VIT_CFG)

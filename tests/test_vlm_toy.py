@@ -14,19 +14,19 @@ from conftest import TINY_TOY
 from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
-from aft_bench.cache import ENV_CACHE
+from aft_bench.core.cache import ENV_CACHE
 from aft_bench.data.shapes import CLASSNAMES, generate_batch
-from aft_bench.toy.recipe import toy_cache_key
-from aft_bench.toy.store import load_toy_encoder
+from aft_bench.models.vlm.prompt import class_question, llava_conversation
+from aft_bench.toys.clip.recipe import toy_cache_key
+from aft_bench.toys.clip.store import load_toy_encoder
+from aft_bench.toys.vlm import folder as toy_vlm
+from aft_bench.toys.vlm.accuracy import answer_accuracy, held_out_accuracy
+from aft_bench.toys.vlm.fit import answer_logits, answer_loss, answer_tokens, encode_text, question
+from aft_bench.toys.vlm.folder import CARD_NAME, build_toy_vlm_folder, toy_vlm_folder
+from aft_bench.toys.vlm.model import build_toy_processor, build_toy_vlm, tower_features
+from aft_bench.toys.vlm.recipe import IMAGE_TOKEN_ID, VlmRecipe, toy_vlm_cache_key
+from aft_bench.toys.vlm.tokenizer import build_toy_tokenizer
 from aft_bench.training.checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint
-from aft_bench.vlm import toy as toy_vlm
-from aft_bench.vlm.prompt import class_question, llava_conversation
-from aft_bench.vlm.toy import CARD_NAME, build_toy_vlm_folder, toy_vlm_folder
-from aft_bench.vlm.toy_eval import answer_accuracy, held_out_accuracy
-from aft_bench.vlm.toy_fit import answer_logits, answer_loss, answer_tokens, encode_text, question
-from aft_bench.vlm.toy_model import build_toy_processor, build_toy_vlm, tower_features
-from aft_bench.vlm.toy_recipe import IMAGE_TOKEN_ID, VlmRecipe, toy_vlm_cache_key
-from aft_bench.vlm.toy_tokenizer import build_toy_tokenizer
 
 # Two vision blocks, so that the feature layer (-2) is a block's output and not the embeddings.
 TOY = dataclasses.replace(TINY_TOY, vision_layers=2)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.config import resolve_config
+from aft_bench.core.registries import TASKS
+from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import DataError, select_ids
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
-from aft_bench.registries import TASKS
-from aft_bench.registry import UnknownNameError
-from aft_bench.results import SampleStore, read_results
-from aft_bench.runner import run
+from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.runner import run
+from aft_bench.results.result import SampleStore, read_results
 from aft_bench.tasks import zero_shot
 
 

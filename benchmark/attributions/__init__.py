@@ -1,1 +1,1 @@
-"""Attribution methods: one file per method, registered in aft_bench.registries."""
+"""Attribution methods: one file per method, registered in aft_bench.core.registries."""

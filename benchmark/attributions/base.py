@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aft_bench.data.base import Batch
-from aft_bench.encoder import Encoder, EncoderKind, UnsupportedEncoderError
+from aft_bench.models.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 
 class Target(Protocol):

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.attention import AttentionRecorder
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import eval_with_grad
-from aft_bench.encoder import Encoder, EncoderKind
+from aft_bench.models.attention import AttentionRecorder
+from aft_bench.models.encoder import Encoder, EncoderKind
 
 EPS = 1e-12
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import check_images, eval_with_grad, target_scores
-from aft_bench.encoder import Encoder
+from aft_bench.models.encoder import Encoder
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from aft_bench.attributions.base import Target
-from aft_bench.encoder import Encoder
+from aft_bench.models.encoder import Encoder
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import eval_with_grad
-from aft_bench.encoder import Encoder, EncoderKind, UnsupportedEncoderError
+from aft_bench.models.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 MIN_VAR = 1e-12
 MIN_STD = 0.01  # IBA's floor on the feature std (``min_std`` of its PerSampleBottleneck)
@@ -92,7 +92,7 @@ def _output_of(module: nn.Module, run: Callable[[], object]) -> Tensor:
 
 def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
     """Cuts a ViT of any backend after ``block`` (default: block 9 of 12 scaled to the depth, 0-based); the rest of
-    the tower is the encoder's :meth:`~aft_bench.encoder.Encoder.tail_after`."""
+    the tower is the encoder's :meth:`~aft_bench.models.encoder.Encoder.tail_after`."""
     blocks = encoder.blocks
     index = int(0.75 * len(blocks)) if block is None else encoder.resolve_block(block)
     rest = encoder.tail_after(index)
@@ -110,7 +110,8 @@ def split_vit(encoder: Encoder, block: int | None) -> TowerSplit:
 
 def split_resnet(encoder: Encoder, stage: int | None) -> TowerSplit:
     """Cuts a CNN of any backend after stage ``stage`` (1..n, default 3): an open_clip ModifiedResNet's residual
-    stages, a timm CNN's feature levels; the rest of the tower is :meth:`~aft_bench.encoder.Encoder.tail_after_stage`.
+    stages, a timm CNN's feature levels; the rest of the tower is
+    :meth:`~aft_bench.models.encoder.Encoder.tail_after_stage`.
     """
     if encoder.kind != "cnn":
         raise UnsupportedEncoderError(

@@ -9,8 +9,8 @@ the method computed it in. The DESIGN convention: perturbations, PGD updates and
 bf16 autocast.
 
 The choice changes the numbers (maps differ by bfloat16's rounding: tests/test_speed_precision.py states the
-tolerance), so it is a run setting (``--precision bf16``, :attr:`aft_bench.config.RunConfig.precision`) and part
-of the run key of every bf16 result.
+tolerance), so it is a run setting (``--precision bf16``, :attr:`aft_bench.evaluation.config.RunConfig.precision`) and
+part of the run key of every bf16 result.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-from aft_bench.config import PRECISIONS
+from aft_bench.evaluation.config import PRECISIONS
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
-from aft_bench.encoder import Encoder
 from aft_bench.metrics.removal import random_maps
+from aft_bench.models.encoder import Encoder
 
 
 class RandomBaseline(Attribution):

@@ -13,9 +13,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from aft_bench.attention import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.attributions.base import Attribution, Target, upsample
-from aft_bench.encoder import Encoder, EncoderKind
+from aft_bench.models.attention import AttentionRecorder, eval_mode, reduce_heads
+from aft_bench.models.encoder import Encoder, EncoderKind
 
 
 def rollout(attentions: list[Tensor]) -> Tensor:

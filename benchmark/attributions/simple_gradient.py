@@ -15,7 +15,7 @@ from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.attributions.gradients import input_gradient
-from aft_bench.encoder import Encoder
+from aft_bench.models.encoder import Encoder
 
 ChannelReducer = Callable[[Tensor], Tensor]
 

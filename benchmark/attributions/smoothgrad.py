@@ -16,7 +16,7 @@ from torch import Tensor
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.attributions.gradients import check_images
 from aft_bench.attributions.simple_gradient import SimpleGradient
-from aft_bench.encoder import Encoder, EncoderKind
+from aft_bench.models.encoder import Encoder, EncoderKind
 
 
 class SmoothGrad(Attribution):
@@ -65,7 +65,7 @@ class SmoothGrad(Attribution):
         if not sigma >= 0:
             raise ValueError(f"smoothgrad: sigma must be >= 0 (pixel units, range [0, 1]), got {sigma}")
         if isinstance(inner, str):
-            from aft_bench.registries import ATTRIBUTIONS
+            from aft_bench.core.registries import ATTRIBUTIONS
 
             inner = ATTRIBUTIONS.get(inner)()
         self.inner: Attribution = SimpleGradient() if inner is None else inner

@@ -8,7 +8,7 @@ Pixels are float32 in [0, 1], or uint8 levels 0..255 for datasets that decode 8-
 ImageNet-Segmentation): those stay uint8 through collation, the worker-to-process transfer and the copy to the
 device (a quarter of the bytes of float32 at every step) and become float32 ``level / 255`` in
 :meth:`Batch.to`, the same numbers a float sample of the same file holds. Every pass over a dataset goes through
-:meth:`Batch.to` (:func:`aft_bench.streaming.stream`); code that reads one sample's pixels directly uses
+:meth:`Batch.to` (:func:`aft_bench.evaluation.streaming.stream`); code that reads one sample's pixels directly uses
 :func:`float_pixels`.
 """
 

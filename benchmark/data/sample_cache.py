@@ -6,7 +6,7 @@ of a run, or a later run) reads each sample's resized pixels instead of decoding
 bits, prompt and label): the first time it calls the dataset and stores the sample, afterwards it reads the stored
 one while the sample's source files are unchanged.
 
-Where: ``cache_dir()/samples/<Class>-<H>x<W>-<key>/`` (:func:`aft_bench.cache.cache_dir`, ``$AFT_BENCH_CACHE``),
+Where: ``cache_dir()/samples/<Class>-<H>x<W>-<key>/`` (:func:`aft_bench.core.cache.cache_dir`, ``$AFT_BENCH_CACHE``),
 ``key`` a hash of what the samples depend on: the dataset's class (module and qualified name) and its
 ``data_version`` where it declares one, the resolved data root, the dataset's arguments, the image size and
 :data:`FORMAT_VERSION`. The folder's ``key.json`` records them. Each sample is one safetensors file (no pickle),
@@ -21,7 +21,7 @@ decoded again and rewritten with one warning, never returned. A :class:`~aft_ben
 dataset's ``load`` propagates unchanged and nothing is stored. A change within one ``mtime_ns`` tick that keeps
 a file's size is not seen (as for ``make``).
 
-Entries are written to a temp file and renamed into place (:func:`aft_bench.atomic.atomic_write`), so DataLoader
+Entries are written to a temp file and renamed into place (:func:`aft_bench.core.atomic.atomic_write`), so DataLoader
 workers (forked) fill the cache concurrently and a reader never sees half an entry. A cache that cannot be written
 (full disk, read-only folder) warns once and the samples are served from the dataset.
 """
@@ -43,17 +43,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from aft_bench.atomic import atomic_write, atomic_write_text
-from aft_bench.cache import cache_dir
+from aft_bench.core.atomic import atomic_write, atomic_write_text
+from aft_bench.core.cache import cache_dir
 from aft_bench.data.base import Dataset, Sample
-from aft_bench.results import run_key, safe_name
+from aft_bench.results.result import run_key, safe_name
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """Bumped when the layout of an entry changes (part of the folder key, and recorded in each entry)."""
 CACHE_FOLDER = "samples"
-"""The sample caches' folder under :func:`aft_bench.cache.cache_dir`."""
+"""The sample caches' folder under :func:`aft_bench.core.cache.cache_dir`."""
 SUFFIX = ".safetensors"
 KEY_FILE = "key.json"
 

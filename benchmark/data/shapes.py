@@ -267,7 +267,7 @@ def render_shapes_scene(seed: int, split: str, index: int, image_size: tuple[int
             class index to swap it (the reliance measure of :mod:`aft_bench.tasks.shortcut_reliance`).
         pattern_offset: With ``pattern_label=None``, plant the pattern of class ``(label + pattern_offset) mod C``
             (0: the own class); for callers that swap before the label is drawn (the toy's conflict images,
-            :func:`aft_bench.toy.data.render_pool`).
+            :func:`aft_bench.toys.clip.data.render_pool`).
 
     Returns:
         The scene; see :class:`ShapesScene`.

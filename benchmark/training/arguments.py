@@ -84,7 +84,7 @@ def run_train(argv: Sequence[str] | None = None) -> int:
         ValueError: For bad input: a bad option value, a corrupt image or caption file
             (:class:`~aft_bench.data.base.DataError`), a checkpoint that cannot continue this run
             (:class:`~aft_bench.training.checkpoint.ResumeError`).
-        NonFiniteError: When the loss or gradient becomes non-finite (an :class:`~aft_bench.errors.UserError`).
+        NonFiniteError: When the loss or gradient becomes non-finite (an :class:`~aft_bench.core.errors.UserError`).
     """
     config = config_from_args(argv)
     if config.grid:

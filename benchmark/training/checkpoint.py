@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aft_bench.atomic import atomic_write
+from aft_bench.core.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from aft_bench.registries import REGULARIZERS
+from aft_bench.core.registries import REGULARIZERS
 from aft_bench.training.presets import PRESETS
 
 PIXEL = 1 / 255  # eps, eta, sigma and the PGD step are given in 1/255 units
 TEMPLATE_NAMES = ("openai_imagenet", "simple_imagenet", "this_is_a_photo")
-"""The prompt sets of :data:`aft_bench.classifiers.TEMPLATE_SETS` (named here so that this module imports no torch;
-a test keeps the two equal)."""
+"""The prompt sets of :data:`aft_bench.evaluation.classifiers.TEMPLATE_SETS` (named here so that this module imports no
+torch; a test keeps the two equal)."""
 OBJECTIVE_ONLY: dict[str, tuple[str, ...]] = {"templates": ("tecoa", "pmg-aft"), "pmg_alpha": ("pmg-aft",),
                                               "pmg_beta": ("pmg-aft",)}
 """Fields only some objectives read: set away from its default for another objective, a field is refused rather

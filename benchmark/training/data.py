@@ -12,7 +12,7 @@ CLIP's preprocessing, :func:`aft_bench.data.transforms.resize_center_crop`):
   class names), which the class-supervised objectives (TeCoA, PMG-AFT) need;
 - a ``.csv`` or ``.jsonl`` file of (path, caption) rows, for supervised AFT;
 - ``coco:ANNOTATIONS.json`` with ``--data-root IMAGES``: COCO's caption annotation file, one of each image's
-  captions per epoch (:mod:`aft_bench.training.coco_captions`).
+  captions per epoch (:mod:`aft_bench.data.coco_captions`).
 
 Every source's ``load(index, epoch)`` may depend on the epoch (COCO's caption draw); the others ignore it.
 
@@ -40,14 +40,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from aft_bench.data.base import DataError
 from aft_bench.data.classnames import imagenet_classname, is_imagenet_wnid
+from aft_bench.data.coco_captions import PREFIX as COCO_PREFIX
+from aft_bench.data.coco_captions import CocoCaptionSource, check_coco
 from aft_bench.data.io import read_image
 from aft_bench.data.shapes import CLASSNAMES as SHAPES_CLASSNAMES
 from aft_bench.data.shapes import caption as shapes_caption
 from aft_bench.data.shapes import render_shapes_sample
 from aft_bench.data.shortcut import check_amplitude
 from aft_bench.data.transforms import resize_center_crop
-from aft_bench.training.coco_captions import PREFIX as COCO_PREFIX
-from aft_bench.training.coco_captions import CocoCaptionSource, check_coco
 from aft_bench.training.objectives.base import TrainBatch
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ slowest), or a YAML file mapping keys to lists of values. Keys are recipe fields
 is converted and checked as its flag would be, for every point before any training starts. Point ``eps=2`` trains
 into ``OUT/eps=2/`` (several keys: ``OUT/eps=2,lr=1e-05/``), resumable like any run; ``OUT/grid.json`` lists the
 points, and each point's encoder card records its values under ``grid``. ``grid:OUT`` names the points' encoders
-(:mod:`aft_bench.series`), so the paper's sweeps over eps (Figs. 5d, 14) are one train and one run command.
+(:mod:`aft_bench.models.series`), so the paper's sweeps over eps (Figs. 5d, 14) are one train and one run command.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from aft_bench.atomic import atomic_write_text
-from aft_bench.registry import UnknownNameError
-from aft_bench.series import GRID_MANIFEST
+from aft_bench.core.atomic import atomic_write_text
+from aft_bench.core.registry import UnknownNameError
+from aft_bench.models.series import GRID_MANIFEST
 from aft_bench.training.config import TrainConfig
 
 log = logging.getLogger(__name__)

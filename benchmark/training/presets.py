@@ -1,7 +1,7 @@
 """Named recipes: the paper's runs (Table 2 / Table 9) and the toy encoders of the embedded default.
 
 Pure data (no torch, no trainer): ``aft-bench train --preset NAME`` starts from ``PRESETS[NAME]``, and
-:mod:`aft_bench.toy.finetunes` trains the toy presets on first use.
+:mod:`aft_bench.toys.clip.finetunes` trains the toy presets on first use.
 
 Paper runs (appendix A.3): ImageNet train set at 224 x 224, 2 epochs, PGD 10 steps of 1/255, AdamW
 (0.9, 0.95), weight decay 1e-4, peak lr 1e-5 with warm-up and cosine decay, batch 128 (64 for

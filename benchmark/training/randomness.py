@@ -2,7 +2,7 @@
 
 The Gaussian smoothing noise of AFT (one fresh draw per sample at every PGD step, paper appendix
 A.2) and PGD's random start are drawn from one generator per sample, seeded through the project's one
-per-sample scheme (:func:`aft_bench.seeding.sample_seed`) from the run seed, the sample's global index in
+per-sample scheme (:func:`aft_bench.core.seeding.sample_seed`) from the run seed, the sample's global index in
 the dataset (as its id) and the training step. The numbers a sample sees therefore do not depend on how a
 global batch is split across DDP ranks, nor on whether the run was interrupted and resumed: a
 two-process run draws exactly what a one-process run draws.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from aft_bench.seeding import sample_generator
+from aft_bench.core.seeding import sample_generator
 
 
 class SampleRandom:

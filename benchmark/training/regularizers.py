@@ -21,7 +21,7 @@ Forms (H_eta is the Huber function: u^2 / (2 eta) for |u| <= eta, |u| - eta / 2 
   c = eps + 2 eps2 eta, h(v) = eta v^2 / (2 c) if |v| <= c, else (|v| - eps)^2 / (4 eps2) + eps eta / 2.
 
 Each form has a factory ``(config: TrainConfig) -> Regularizer`` (radii converted from the recipe's 1/255
-units) registered under its name in :data:`aft_bench.registries.REGULARIZERS`.
+units) registered under its name in :data:`aft_bench.core.registries.REGULARIZERS`.
 
 With ``eta = 0`` the box form is FARE's plain L_inf constraint (Schlarmann et al. 2024): h = 0 on the ball.
 ``box-pixelnorm`` is the penalty of the published AFT code (an un-squared L2 norm over the colour

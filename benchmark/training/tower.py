@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from aft_bench.encoder import Encoder
+from aft_bench.models.encoder import Encoder
 
 
 class ImageTower(nn.Module):

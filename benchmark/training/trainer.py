@@ -7,8 +7,9 @@ encoder embeds the clean batch once, PGD finds delta* with the parameters frozen
 and backward of the outer loss updates the image tower with AdamW and a warm-up + cosine schedule
 (paper appendix A.3). Checkpoints are atomic and exactly resumable; a non-finite loss or gradient
 stops the run naming the step and keeping the last good checkpoint. The result is written with
-:func:`aft_bench.loading.save_encoder` (safetensors + JSON card) and loads as ``ckpt:OUT/encoder.safetensors``.
-With ``snapshot_every`` K the encoder at steps K, 2K, ... is kept as well (:func:`aft_bench.series.snapshot_path`;
+:func:`aft_bench.models.loading.save_encoder` (safetensors + JSON card) and loads as ``ckpt:OUT/encoder.safetensors``.
+With ``snapshot_every`` K the encoder at steps K, 2K, ... is kept as well
+(:func:`aft_bench.models.series.snapshot_path`;
 ``series:OUT`` names them all), for the paper's maps over fine-tuning iterations (Fig. 5e, Fig. 15).
 """
 
@@ -28,14 +29,14 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from aft_bench import distributed as dist_utils
-from aft_bench.atomic import atomic_write_text
-from aft_bench.errors import UserError
-from aft_bench.loading import check_encoder_spec, load_encoder, save_encoder
-from aft_bench.progress import progress_bar
-from aft_bench.registries import OBJECTIVES
-from aft_bench.results import package_versions
-from aft_bench.series import ENCODER_FILE, snapshot_path
+from aft_bench.core import distributed as dist_utils
+from aft_bench.core.atomic import atomic_write_text
+from aft_bench.core.errors import UserError
+from aft_bench.core.progress import progress_bar
+from aft_bench.core.registries import OBJECTIVES
+from aft_bench.models.loading import check_encoder_spec, load_encoder, save_encoder
+from aft_bench.models.series import ENCODER_FILE, snapshot_path
+from aft_bench.results.result import package_versions
 from aft_bench.training.checkpoint import (
     CHECKPOINT_NAME,
     ResumeError,
@@ -56,8 +57,8 @@ log = logging.getLogger(__name__)
 ENCODER_NAME = ENCODER_FILE
 METRICS_NAME = "metrics.jsonl"
 # Bump when a code change alters what a recipe trains (the random streams, the loop, the objectives): it keys
-# the cached toy fine-tunes (aft_bench.toy.finetunes), so stale ones are trained again rather than reused.
-# 2: per-sample noise and PGD starts seeded by aft_bench.seeding (SHA-256) instead of numpy SeedSequence.
+# the cached toy fine-tunes (aft_bench.toys.clip.finetunes), so stale ones are trained again rather than reused.
+# 2: per-sample noise and PGD starts seeded by aft_bench.core.seeding (SHA-256) instead of numpy SeedSequence.
 # 3: the toy presets train on 1 CPU thread (was torch's default, the machine's core count).
 TRAINER_VERSION = 3
 

@@ -1,1 +1,1 @@
-"""Training objectives, one file each, registered in ``aft_bench.registries.OBJECTIVES``."""
+"""Training objectives, one file each, registered in ``aft_bench.core.registries.OBJECTIVES``."""

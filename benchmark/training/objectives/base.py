@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aft_bench.registries import REGULARIZERS
+from aft_bench.core.registries import REGULARIZERS
 from aft_bench.training.config import PIXEL, TrainConfig
 from aft_bench.training.pgd import PGDConfig, pgd_maximize
 from aft_bench.training.randomness import SampleRandom

@@ -9,9 +9,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
+from aft_bench.evaluation.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier
 from aft_bench.training.config import PIXEL, TrainConfig
 from aft_bench.training.objectives.base import AdversarialObjective, TrainBatch, pgd_config
 from aft_bench.training.pgd import PGDConfig
@@ -52,7 +52,7 @@ class TeCoAObjective(AdversarialObjective):
     Args:
         pgd: Inner-loop settings.
         eps: L_inf radius in pixel units.
-        templates: A name in :data:`aft_bench.classifiers.TEMPLATE_SETS`, or ``None`` for "a photo of a {}.".
+        templates: A name in :data:`aft_bench.evaluation.classifiers.TEMPLATE_SETS`, or ``None`` for "a photo of a {}.".
     """
 
     def __init__(self, pgd: PGDConfig, eps: float, templates: str | None = None) -> None:

@@ -1,0 +1,40 @@
+"""The cached toy CLIP: trained on first use into the user cache, then loaded from it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from aft_bench.core.cache import cached
+from aft_bench.models.encoder import Encoder
+from aft_bench.models.loading import load_encoder
+from aft_bench.toys.clip.fit import CHECKPOINT_NAME, train_toy
+from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe, toy_cache_key
+
+log = logging.getLogger(__name__)
+
+
+def toy_checkpoint(recipe: ToyRecipe = DEFAULT_RECIPE) -> Path:
+    """Path of the cached toy checkpoint, training it first if the cache does not hold it."""
+
+    def build(directory: Path) -> None:
+        log.info("training the bundled toy CLIP (recipe %s) on first use; it is cached in %s",
+                 recipe.key(), directory.parent)
+        train_toy(recipe, directory)
+
+    return cached(toy_cache_key(recipe), build) / CHECKPOINT_NAME
+
+
+def load_toy_encoder(device: str | torch.device = "cpu", recipe: ToyRecipe = DEFAULT_RECIPE) -> Encoder:
+    """The ``toy`` encoder: the cached toy CLIP, trained on first use (see :func:`train_toy`)."""
+    return load_encoder(f"ckpt:{toy_checkpoint(recipe)}", device=device)
+
+
+def load_toy_shortcut_encoder(device: str | torch.device = "cpu") -> Encoder:
+    """The ``toy-shortcut`` encoder: a toy CLIP trained on the shapes world with a planted class pattern
+    (:data:`aft_bench.toys.clip.recipe.SHORTCUT_RECIPE`), trained on first use and cached like the toy."""
+    encoder = load_toy_encoder(device, SHORTCUT_RECIPE)
+    encoder.name = "toy-shortcut"
+    return encoder

@@ -1,0 +1,1 @@
+"""Controls for the methods and metrics: encoders whose right answer is known by construction."""
