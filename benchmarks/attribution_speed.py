@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.m2ib import M2IB, apply_bottleneck, noise_statistics
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import build_model, model_config, tokenizer_for
 

@@ -25,9 +25,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.core.atomic import atomic_write_text
 from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.backends.timm import TimmEncoder
 from aft_bench.models.backends.transformers import HFClipEncoder
 from aft_bench.models.convert import open_clip_to_hf

@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from aft_bench.apps.cli import main as aft_bench
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 
 
 def timed_compare(argv: list[str]) -> float:

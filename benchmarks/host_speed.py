@@ -61,11 +61,11 @@ from aft_bench.data.imagenet_s import ImageNetS
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.context import RunContext
 from aft_bench.evaluation.runner import run
+from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.streaming import BadSamples, stream
-from aft_bench.evaluation.task import Pair
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
-from aft_bench.results.result import SampleStore
+from aft_bench.results.store import SampleStore
 from aft_bench.tasks.pointing_game import PointingGame, PointingGameOptions
 
 SIZE = 224

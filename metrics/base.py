@@ -47,7 +47,7 @@ class Metric:
         scale: Factor from the per-sample value to the reported mean (100: fractions shown in percent).
         chance: Batched ``chance(masks, stats=None, **options) -> (B,) float64``: the score a random map gets in
             expectation (:mod:`aft_bench.metrics.chance`; ``stats``, the batch's
-            :class:`~aft_bench.metrics.segmentation.MapStats`, lends its pixel counts), or None where there is no
+            :class:`~aft_bench.metrics.map_stats.MapStats`, lends its pixel counts), or None where there is no
             closed form.
     """
 

@@ -22,7 +22,7 @@ them foreground):
   IoU = I / (K + J) and E[IoU] = K/2 * E[1 / (K + J)], summed exactly over J's distribution.
 
 Every function is batched in torch on the masks' device (no per-image loop, no copy to the host), and takes the
-batch's :class:`~aft_bench.metrics.segmentation.MapStats` when a task has one, so that the counts are not taken
+batch's :class:`~aft_bench.metrics.map_stats.MapStats` when a task has one, so that the counts are not taken
 again. Samples without foreground score NaN, as the scores themselves do. Chefer et al.'s two-class AP and the pooled
 scores have no closed form here and get no chance level.
 """
@@ -30,7 +30,6 @@ scores have no closed form here and get no chance level.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,9 +37,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from aft_bench.metrics.base import FOREGROUND, IGNORE, check_masks
-
-if TYPE_CHECKING:
-    from aft_bench.metrics.segmentation import MapStats
+from aft_bench.metrics.map_stats import MapStats
 
 IOU_WINDOW_LOG = 23.0
 """Half-width of the window of J that :func:`mask_iou_chance` sums, as ``sqrt(IOU_WINDOW_LOG * H * W)``: by

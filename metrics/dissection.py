@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aft_bench.metrics.base import Metric
+
 SOFTMAX_SCALE = 10.0
 P_START, P_END = 0.998, 0.97
 MIN_PROB = 1e-7
@@ -315,3 +317,10 @@ def detector_summary(
         mine = chosen[cats == index]
         out[name] = {"detectors": int(mine.numel()), "unique_concepts": int(torch.unique(mine).numel())}
     return out
+
+
+DETECTORS = Metric(name="detectors", higher_is_better=True, scale=1.0,
+                   description="units whose best concept score passes the detection threshold (CLIP-Dissect: "
+                               "soft-WPMI, Oikarinen & Weng 2022; Network Dissection: IoU > 0.04, Bau et al. 2017)")
+UNIQUE_CONCEPTS = Metric(name="unique_concepts", higher_is_better=True, scale=1.0,
+                         description="distinct concepts among the detectors")

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.chance import pg_energy_chance, pointing_game_chance
-from aft_bench.metrics.segmentation import MapStats
+from aft_bench.metrics.map_stats import MapStats
 
 
 def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0, stats: MapStats | None = None) -> Tensor:
@@ -43,7 +43,7 @@ def pointing_game(maps: Tensor, masks: Tensor, tolerance: float = 0, stats: MapS
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
         tolerance: Hit radius in pixels, >= 0 (strict: distance < tolerance).
-        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
+        stats: The batch's shared :class:`~aft_bench.metrics.map_stats.MapStats` (built here when None).
 
     Returns:
         (B,) float64 tensor of 1.0 (hit), 0.0 (miss) or NaN (empty mask).
@@ -85,7 +85,7 @@ def pg_energy(maps: Tensor, masks: Tensor, stats: MapStats | None = None) -> Ten
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
-        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
+        stats: The batch's shared :class:`~aft_bench.metrics.map_stats.MapStats` (built here when None).
 
     Returns:
         (B,) float64 tensor of fractions in [0, 1] (NaN for empty masks).

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.metrics.base import PooledMetric
-from aft_bench.metrics.segmentation import MapStats
+from aft_bench.metrics.map_stats import MapStats
 
 COUNTS = ("correct", "labelled", "inter_fg", "union_fg", "inter_bg", "union_bg")
 """The per-image counts, in the order :func:`segmentation_counts` returns them."""
@@ -32,7 +32,7 @@ def segmentation_counts(maps: Tensor, masks: Tensor, stats: MapStats | None = No
     Args:
         maps: B x H x W saliency maps (finite).
         masks: B x H x W masks, 1 foreground / 0 background / -1 ignore.
-        stats: The batch's shared :class:`~aft_bench.metrics.segmentation.MapStats` (built here when None).
+        stats: The batch's shared :class:`~aft_bench.metrics.map_stats.MapStats` (built here when None).
 
     Returns:
         B x 6 int64 counts: correct and labelled pixels, then intersection and union of the foreground and

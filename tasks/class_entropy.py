@@ -38,8 +38,9 @@ from aft_bench.data.base import Batch
 from aft_bench.data.categories import ClassCategories, dataset_categories, read_table
 from aft_bench.evaluation.classifiers import PromptOptions
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.probe.store import ProbeOptions
-from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.probe.options import ProbeOptions
+from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.entropy import ENTROPY_CATEGORY, ENTROPY_ENTIRE, category_entropy, entropy
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.results.result import RunResult

@@ -40,7 +40,7 @@ from aft_bench.evaluation.context import RunContext
 from aft_bench.evaluation.streaming import BadSamples
 from aft_bench.evaluation.task import Reported, Task
 from aft_bench.metrics.base import Metric
-from aft_bench.metrics.dissection import assign_concepts, embedding_rows, soft_wpmi
+from aft_bench.metrics.dissection import DETECTORS, UNIQUE_CONCEPTS, assign_concepts, embedding_rows, soft_wpmi
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.models.activations import LayerSpec, forward_with_layer, neuron_readout, resolve_layer
 from aft_bench.models.encoder import Encoder
@@ -55,10 +55,6 @@ DEFAULT_CONCEPTS: dict[type, list[str]] = {ShapesDataset: VOCABULARY}
 #: card keys naming the encoder a checkpoint was fine-tuned from, in order of preference
 ORIGIN_KEYS = ("base_encoder", "origin")
 TEXT_CHUNK = 256
-DETECTORS = Metric(name="detectors", higher_is_better=True, scale=1.0,
-                   description="neurons whose best soft-WPMI score exceeds the threshold (Oikarinen & Weng 2022)")
-UNIQUE_CONCEPTS = Metric(name="unique_concepts", higher_is_better=True, scale=1.0,
-                         description="distinct concepts among the detectors")
 MEAN_SCORE = Metric(name="mean_score", higher_is_better=True, scale=1.0,
                     description="mean best soft-WPMI score over the neurons")
 

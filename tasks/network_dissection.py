@@ -45,6 +45,8 @@ from aft_bench.evaluation.streaming import BadSamples
 from aft_bench.evaluation.task import Reported, Task
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.dissection import (
+    DETECTORS,
+    UNIQUE_CONCEPTS,
     IoUAccumulator,
     TopQuantile,
     best_concepts,
@@ -66,10 +68,6 @@ QUANTILE = 0.995
 #: the shapes world's ten concepts each cover ~5% of all pixels, so a 0.5% mask caps the IoU near 0.1 and
 #: leaves the toy CLIP with no detector at all; its top 5% regions are compared instead
 DEFAULT_QUANTILES: dict[type, float] = {ShapesDataset: 0.95}
-DETECTORS = Metric(name="detectors", higher_is_better=True, scale=1.0,
-                   description="units whose best concept IoU exceeds the threshold (Bau et al. 2017)")
-UNIQUE_CONCEPTS = Metric(name="unique_concepts", higher_is_better=True, scale=1.0,
-                         description="distinct concepts among the detectors")
 MEAN_IOU = Metric(name="mean_iou", higher_is_better=True, scale=1.0, description="mean best IoU over the units")
 #: pass 1 keeps the activation maps for pass 2 when they fit in this many bytes (else the encoder runs twice)
 ACTIVATION_CACHE_BYTES = 256 * 2**20

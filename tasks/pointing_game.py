@@ -27,17 +27,14 @@ from torch import Tensor
 from aft_bench.core.options import non_negative, option
 from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.map_task import MapOptions, MapTask
+from aft_bench.evaluation.sample_task import Pair
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.base import EMPTY_MASK, Metric
+from aft_bench.metrics.map_stats import MapStats
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
 from aft_bench.metrics.pooled import COUNTS, MIOU_POOLED, PIXEL_ACC_POOLED
-from aft_bench.metrics.segmentation import (
-    AVERAGE_PRECISION,
-    AVERAGE_PRECISION_TWO_CLASS,
-    MASK_IOU,
-    PIXEL_ACCURACY,
-    MapStats,
-)
+from aft_bench.metrics.segmentation import AVERAGE_PRECISION, AVERAGE_PRECISION_TWO_CLASS, MASK_IOU, PIXEL_ACCURACY
 
 CHUNK_PIXELS = 1 << 19
 """Pixels of the maps scored together on the CPU (about 10 maps at 224 px): their intermediates fit the caches."""
@@ -65,7 +62,7 @@ class PointingGame(MapTask):
 
         Each chunk of rows (:data:`CHUNK_PIXELS`, so that a chunk's intermediates stay in the CPU's caches;
         the whole batch on other devices) is checked once and shares one
-        :class:`~aft_bench.metrics.segmentation.MapStats` (normalised map, threshold, ranking) across the metrics.
+        :class:`~aft_bench.metrics.map_stats.MapStats` (normalised map, threshold, ranking) across the metrics.
         """
         if batch.masks is None:
             raise DataError(f"dataset {ctx.config.dataset!r} has no masks: the pointing game needs object masks")

@@ -46,6 +46,7 @@ from aft_bench.core.seeding import sample_seed
 from aft_bench.data.base import Batch, Dataset
 from aft_bench.evaluation.classifiers import PromptOptions
 from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.map_task import MapTask
 from aft_bench.evaluation.removal.base import (
     DEFAULT_FRACTIONS,
     RemovalOptions,
@@ -54,7 +55,8 @@ from aft_bench.evaluation.removal.base import (
     removal_methods,
 )
 from aft_bench.evaluation.removal.curves import figure_path, plot_curves
-from aft_bench.evaluation.task import MapTask, Pair, Record, Reported
+from aft_bench.evaluation.sample_task import Pair
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.removal import curve_auc, fraction_label, noisy_linear_imputation, pixel_ranks, removal_masks
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.models.encoder import Encoder

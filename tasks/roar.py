@@ -60,7 +60,8 @@ from aft_bench.metrics.base import Metric
 from aft_bench.metrics.removal import curve_auc, fraction_label, replace_with_mean
 from aft_bench.metrics.summary import RunningStat
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
-from aft_bench.results.result import RunResult, SampleStore
+from aft_bench.results.result import RunResult
+from aft_bench.results.store import SampleStore
 
 log = logging.getLogger(__name__)
 

@@ -40,12 +40,15 @@ from torch import Tensor
 from aft_bench.core.options import option, optional_positive_int
 from aft_bench.data.base import Batch, Dataset
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.map_task import MapOptions, MapTask
+from aft_bench.evaluation.sample_task import Pair
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.similarity import HOG_SIMILARITY, RANDOMISED_SSIM, SPEARMAN, SPEARMAN_ABS
 from aft_bench.metrics.ssim import CONSTANT_MAP, is_constant
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.randomisation import Randomiser
-from aft_bench.results.result import RunResult, run_key, safe_name
+from aft_bench.results.keys import run_key, safe_name
+from aft_bench.results.result import RunResult
 from aft_bench.tasks.sanity_curves import MODES, curves, plot_methods, write_pair_files
 
 MEASURES: tuple[Reported, ...] = (SPEARMAN, SPEARMAN_ABS, RANDOMISED_SSIM, HOG_SIMILARITY)

@@ -29,7 +29,8 @@ from aft_bench.data.base import Batch, Dataset
 from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE
 from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.reliance import RELIANCE_METRICS, reliance_scores
 from aft_bench.results.result import RunResult
 

@@ -14,7 +14,9 @@ from torch import Tensor
 
 from aft_bench.data.base import Batch
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.map_task import MapOptions, MapTask
+from aft_bench.evaluation.sample_task import Pair
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.gini import GINI, ZERO_MAP
 
 

@@ -26,7 +26,9 @@ from aft_bench.core.options import option, parse_levels
 from aft_bench.core.seeding import sample_generator
 from aft_bench.data.base import Batch
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import MapOptions, MapTask, Pair, Record, Reported
+from aft_bench.evaluation.map_task import MapOptions, MapTask
+from aft_bench.evaluation.sample_task import Pair
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.ssim import CONSTANT_MAP, SSIM, is_constant, normalize_minmax, ssim
 
 DEFAULT_SIGMAS: tuple[float, ...] = (1, 3, 5, 7, 9)

@@ -38,11 +38,13 @@ from torch import Tensor
 from aft_bench.core.options import non_negative, one_of, option, positive_int
 from aft_bench.data.base import FOREGROUND, Batch
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.base import EMPTY_MASK, Metric
 from aft_bench.metrics.gini import GINI
+from aft_bench.metrics.map_stats import MapStats
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
-from aft_bench.metrics.segmentation import AVERAGE_PRECISION, MASK_IOU, PIXEL_ACCURACY, MapStats
+from aft_bench.metrics.segmentation import AVERAGE_PRECISION, MASK_IOU, PIXEL_ACCURACY
 from aft_bench.metrics.tokens import NO_TOKENS, best_over_tokens
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.models.vlm.answer import QUERIES, Answer, MapChoices, answer_maps

@@ -35,8 +35,9 @@ from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.attacks.ensemble import StartFn, robust_correct
 from aft_bench.evaluation.classifiers import PromptOptions
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.probe.store import ProbeOptions
-from aft_bench.evaluation.task import Pair, Record, Reported, SampleTask
+from aft_bench.evaluation.probe.options import ProbeOptions
+from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.base import Metric
 from aft_bench.results.result import RunResult
 

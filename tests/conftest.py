@@ -42,14 +42,14 @@ TINY_TOY = ToyRecipe(image_size=32, patch_size=8, vision_width=32, vision_layers
 
 def direct_two_class_ranking(stats: Any, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The two-class AP's ranking by one sort of all 2N scores (``max - map`` for the background, ``map - min`` for
-    the foreground), for checking the merged one of ``stats`` (a :class:`aft_bench.metrics.segmentation.MapStats`)."""
-    from aft_bench.metrics import segmentation
+    the foreground), for checking the merged one of ``stats`` (a :class:`aft_bench.metrics.map_stats.MapStats`)."""
+    from aft_bench.metrics import map_stats
 
     b = len(masks)
     lo, hi = stats.valid_range
     scores = torch.cat([(hi - stats.double).reshape(b, -1), (stats.double - lo).reshape(b, -1)], dim=1)
     positive = torch.cat([(masks == 0).reshape(b, -1), (masks == 1).reshape(b, -1)], dim=1)
-    return segmentation._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
+    return map_stats._rank(scores, positive, (masks != -1).reshape(b, -1).repeat(1, 2), non_negative=True)
 
 
 def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:

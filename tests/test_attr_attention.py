@@ -17,10 +17,11 @@ from conftest import TINY_VIT_CFG, make_encoder
 from scipy.special import erf
 
 from aft_bench.attributions.attention_map import AttentionMap
-from aft_bench.attributions.base import TextTarget, upsample
+from aft_bench.attributions.base import upsample
 from aft_bench.attributions.grad_eclip import GradECLIP, grad_eclip_scores
 from aft_bench.attributions.m2ib import M2IB
 from aft_bench.attributions.rollout import Rollout, rollout
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import UnsupportedEncoderError
 
 HEADS, WIDTH, PATCH, GRID = 2, 32, 8, 4

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from aft_bench.attributions.base import TextTarget, upsample
+from aft_bench.attributions.base import upsample
 from aft_bench.attributions.gradcam import GradCAM
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench.attributions.base import TextTarget, upsample
+from aft_bench.attributions.base import upsample
 from aft_bench.attributions.m2ib import (
     M2IB,
     MIN_STD,
@@ -18,6 +18,7 @@ from aft_bench.attributions.m2ib import (
     noise_statistics,
     split_resnet,
 )
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import UnsupportedEncoderError
 
 

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig
 
-from aft_bench.attributions.base import Attribution, TextTarget
+from aft_bench.attributions.base import Attribution
 from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.backends.timm import TimmEncoder
 from aft_bench.models.backends.transformers import HFClipEncoder, random_clip
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from captum.attr import Saliency
 from torch import Tensor, nn
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.simple_gradient import CHANNEL_REDUCERS, SimpleGradient
+from aft_bench.evaluation.targets.text import TextTarget
 
 
 class LinearEncoder(nn.Module):

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel, Saliency
 from torch import Tensor, nn
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.gradcam import GradCAM
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.attributions.smoothgrad import SmoothGrad
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 
 

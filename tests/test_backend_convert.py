@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_VIT_CFG, make_encoder
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.core.registries import ATTRIBUTIONS
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.backends.transformers import HFClipEncoder
 from aft_bench.models.convert import hf_to_open_clip, open_clip_to_hf, open_clip_to_hf_state
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError

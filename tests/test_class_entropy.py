@@ -19,10 +19,10 @@ from aft_bench.data.shapes import CLASSNAMES, SHAPES, ShapesDataset, class_index
 from aft_bench.data.shapes import COLOURS as SHAPE_COLOURS
 from aft_bench.evaluation import classifiers
 from aft_bench.evaluation.config import resolve_config
-from aft_bench.evaluation.probe.store import LinearProbe
+from aft_bench.evaluation.probe.linear import LinearProbe
 from aft_bench.evaluation.runner import run
 from aft_bench.models.encoder import Encoder
-from aft_bench.results.result import SampleStore
+from aft_bench.results.store import SampleStore
 
 BIG = 200.0
 WORLD = {"size": 30}  # the shapes world's first 30 test images (all 25 classes are likely; labels are read back)

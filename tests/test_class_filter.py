@@ -13,10 +13,10 @@ from aft_bench.data.base import DataError, Sample
 from aft_bench.data.class_filter import ClassFilter, ClassList
 from aft_bench.data.classnames import imagenet_classname, imagenet_wnids
 from aft_bench.data.imagenet_s import write_synthetic
+from aft_bench.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
 from aft_bench.evaluation.config import RunConfig
 from aft_bench.evaluation.context import RunContext, check_arguments
-from aft_bench.models.vlm.prompt import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
 
 
 class _Labelled:

@@ -27,7 +27,7 @@ from aft_bench.models.activations import (
 )
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.models.loading import save_encoder
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 from aft_bench.tasks.clip_dissect import ClipDissect, read_concepts
 
 

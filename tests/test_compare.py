@@ -26,7 +26,8 @@ from aft_bench.data.base import select_ids
 from aft_bench.data.shapes import ShapesDataset
 from aft_bench.metrics.paired import holm, mcnemar_exact_p
 from aft_bench.models.encoder import Encoder
-from aft_bench.results.result import SampleStore, read_result_files
+from aft_bench.results.files import read_result_files
+from aft_bench.results.store import SampleStore
 from aft_bench.results.table import format_number, latest
 from aft_bench.toys.clip.store import load_toy_encoder
 

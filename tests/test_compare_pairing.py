@@ -29,7 +29,8 @@ from aft_bench.evaluation.config import resolve_config
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.paired import mcnemar_exact_p
 from aft_bench.models.encoder import UnsupportedEncoderError
-from aft_bench.results.result import RunResult, SampleStore
+from aft_bench.results.result import RunResult
+from aft_bench.results.store import SampleStore
 
 HIT = Metric("pg", higher_is_better=True)
 ENERGY = Metric("pg_energy", higher_is_better=True)

@@ -18,8 +18,8 @@ from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
-from aft_bench.evaluation.task import LOCKS_DIR
-from aft_bench.results.result import SampleStore
+from aft_bench.results.locks import LOCKS_DIR
+from aft_bench.results.store import SampleStore
 
 LIMIT = 6
 

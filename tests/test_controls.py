@@ -4,9 +4,9 @@ the oracle that tells it which sample an image is."""
 import pytest
 import torch
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.core.registries import ATTRIBUTIONS, ENCODERS
 from aft_bench.data.shapes import caption, generate_batch
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.metrics.pointing import pointing_game
 from aft_bench.models.attention import AttentionRecorder
 from aft_bench.models.encoder import UnsupportedEncoderError

@@ -16,11 +16,11 @@ from open_clip.transformer import Transformer
 from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 
 from aft_bench.attributions.attention_map import AttentionMap
-from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.grad_eclip import GradECLIP
 from aft_bench.attributions.gradcam import GradCAM
 from aft_bench.attributions.m2ib import M2IB
 from aft_bench.attributions.rollout import Rollout
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.activations import LayerSpec, neuron_activations, spatial_activations
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 

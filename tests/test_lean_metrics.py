@@ -12,19 +12,15 @@ import torch
 from conftest import direct_two_class_ranking
 from sklearn.metrics import average_precision_score
 
+import aft_bench.metrics.map_stats as map_stats
 import aft_bench.metrics.segmentation as segmentation
 from aft_bench.data.base import Batch
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.context import RunContext
+from aft_bench.metrics.map_stats import MapStats
 from aft_bench.metrics.pointing import pg_energy, pointing_game
 from aft_bench.metrics.pooled import segmentation_counts
-from aft_bench.metrics.segmentation import (
-    MapStats,
-    average_precision,
-    average_precision_two_class,
-    mask_iou,
-    pixel_accuracy,
-)
+from aft_bench.metrics.segmentation import average_precision, average_precision_two_class, mask_iou, pixel_accuracy
 from aft_bench.tasks import pointing_game as task_module
 from aft_bench.tasks.pointing_game import PointingGame, PointingGameOptions
 
@@ -116,7 +112,7 @@ def test_the_cpu_key_sort_and_the_argsort_rank_alike() -> None:
     maps, masks = _batch("ties", seed=5)
     b = maps.shape[0]
     scores, positive, valid = maps.reshape(b, -1), (masks == 1).reshape(b, -1), (masks != -1).reshape(b, -1)
-    keys, labels, n = segmentation._rank(scores, positive, valid)
+    keys, labels, n = map_stats._rank(scores, positive, valid)
     values, order = torch.sort(scores.double().masked_fill(~valid, float("inf")), dim=1)
     for i in range(b):
         k = int(n[i])
@@ -152,8 +148,8 @@ def _score(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 0.0) -> l
 def test_task_table_equals_the_metrics_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     maps, masks = _batch("ties", seed=11)
     checks = []
-    original = segmentation.check_batch
-    monkeypatch.setattr(segmentation, "check_batch", lambda *a: checks.append(1) or original(*a))
+    original = map_stats.check_batch
+    monkeypatch.setattr(map_stats, "check_batch", lambda *a: checks.append(1) or original(*a))
     monkeypatch.setattr(task_module, "CHUNK_PIXELS", 2 * maps[0].numel())  # chunks of 2 maps
     records = _score(maps, masks, tolerance=2.0)
     assert len(checks) == 3  # the batch checked once per chunk (one MapStats each), not once per metric
@@ -219,7 +215,7 @@ def test_ties_across_the_sort_digits_match_scikit_learn(kind: str, pixels: int) 
         values = maps[i].double().numpy()[valid] + 0.0
         k = int(n[i])
         assert k == valid.sum()
-        floats = segmentation._order_keys(keys[i, :k].numpy().copy()).view(np.float32 if kind == "float32" else
+        floats = map_stats._order_keys(keys[i, :k].numpy().copy()).view(np.float32 if kind == "float32" else
                                                                             np.float64)
         np.testing.assert_array_equal(floats, np.sort(values))
         assert int(labels[i].sum()) == int((masks[i] == 1).sum()) and not labels[i, k:].any()

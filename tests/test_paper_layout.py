@@ -15,7 +15,8 @@ from aft_bench.apps.paper.measure import Measurement
 from aft_bench.apps.paper.references import load_reference
 from aft_bench.apps.paper.render import MARK, cell_text, table_csv, table_markdown
 from aft_bench.apps.paper.spec import load_paper_suite
-from aft_bench.results.result import RunResult, read_results, write_result
+from aft_bench.results.files import read_results, write_result
+from aft_bench.results.result import RunResult
 
 TABLE1_ROLES = {"original": "ViT-B-16:openai", "aft@4": "ViT-B-16:openai@/ckpts/aft4.pt"}
 METRICS1 = ("pg", "pg_energy", "pixel_acc", "ap", "mask_iou")

@@ -22,7 +22,7 @@ from aft_bench.core.registries import ENCODERS, VLMS
 from aft_bench.data.shapes import CLASSNAMES
 from aft_bench.models.convert import vision_config
 from aft_bench.models.encoder import Encoder
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 from aft_bench.results.table import latest
 from aft_bench.toys.clip.store import load_toy_encoder
 from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder

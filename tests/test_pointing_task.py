@@ -16,7 +16,7 @@ from aft_bench.data.shapes import ShapesDataset
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
 from aft_bench.models.encoder import UnsupportedEncoderError
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):

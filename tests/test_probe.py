@@ -17,18 +17,11 @@ from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.context import RunContext
 from aft_bench.evaluation.probe import store as probe_module
-from aft_bench.evaluation.probe.store import (
-    LinearProbe,
-    ProbeSetup,
-    ProbeTarget,
-    accuracy,
-    clear_probe_memo,
-    fit_linear,
-    get_probe,
-    probe_target,
-    weights_fingerprint,
-)
+from aft_bench.evaluation.probe.linear import LinearProbe, accuracy, fit_linear
+from aft_bench.evaluation.probe.options import ProbeSetup
+from aft_bench.evaluation.probe.store import clear_probe_memo, get_probe, weights_fingerprint
 from aft_bench.evaluation.runner import run
+from aft_bench.evaluation.targets.probe import ProbeTarget, probe_target
 from aft_bench.models.loading import save_encoder
 
 CFG48 = copy.deepcopy(TINY_VIT_CFG)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from aft_bench.results.result import RunResult, SampleStore, read_results, safe_name, write_result
+from aft_bench.results.files import read_results, write_result
+from aft_bench.results.keys import safe_name
+from aft_bench.results.result import RunResult
+from aft_bench.results.store import SampleStore
 
 
 def _result(**changes) -> RunResult:

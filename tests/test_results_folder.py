@@ -14,7 +14,9 @@ from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
-from aft_bench.results.result import ResultsFolder, RunResult, read_results, write_result
+from aft_bench.results.files import read_results, write_result
+from aft_bench.results.folder import ResultsFolder
+from aft_bench.results.result import RunResult
 
 
 def _result(pg: float = 50.0, **changes) -> RunResult:

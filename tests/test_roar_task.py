@@ -18,13 +18,13 @@ from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
 from aft_bench.evaluation.config import resolve_config
-from aft_bench.evaluation.probe.store import probe_target
 from aft_bench.evaluation.removal.data import RemovedSplit, Split, ensure_ranks
 from aft_bench.evaluation.removal.retrainers import ProbeRetrainer
 from aft_bench.evaluation.runner import check_names, run
+from aft_bench.evaluation.targets.probe import probe_target
 from aft_bench.metrics.removal import curve_auc, pixel_ranks, removal_count, replace_with_mean
 from aft_bench.models.loading import save_encoder
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 from aft_bench.tasks.road import Road
 from aft_bench.tasks.roar import Roar, RoarOptions
 

@@ -17,7 +17,8 @@ from aft_bench.core import distributed as dist_utils
 from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
-from aft_bench.results.result import SampleStore, read_results
+from aft_bench.results.files import read_results
+from aft_bench.results.store import SampleStore
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):

@@ -177,7 +177,7 @@ def test_an_unlabelled_sample_is_an_error_and_its_batch_is_still_scored() -> Non
 
 def test_the_task_end_to_end_and_its_refusals(tiny_ckpt: Path, tmp_path: Path) -> None:
     from aft_bench.apps.cli import main
-    from aft_bench.results.result import read_results
+    from aft_bench.results.files import read_results
 
     base = ["run", "--task", "shortcut_reliance", "--encoders", f"ckpt:{tiny_ckpt}", "--limit", "6",
             "--out", str(tmp_path)]

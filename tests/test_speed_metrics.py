@@ -15,7 +15,8 @@ from sklearn.metrics import average_precision_score
 
 import aft_bench.metrics.segmentation as segmentation
 from aft_bench.metrics.chance import average_precision_chance, mask_iou_chance, pg_energy_chance
-from aft_bench.metrics.segmentation import MapStats, average_precision, average_precision_two_class
+from aft_bench.metrics.map_stats import MapStats
+from aft_bench.metrics.segmentation import average_precision, average_precision_two_class
 
 TOLERANCE = 1e-9
 

@@ -16,7 +16,7 @@ from aft_bench.data.shapes import ShapesDataset
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
 from aft_bench.evaluation.streaming import MAX_WORKERS, BadSamples, default_workers, stream
-from aft_bench.results.result import SampleStore
+from aft_bench.results.store import SampleStore
 
 LOADS: Counter[str] = Counter()
 

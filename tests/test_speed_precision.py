@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from aft_bench.attributions.base import TextTarget
 from aft_bench.attributions.precision import attribution_precision
 from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 
 TOLERANCE = {"vit": (0.995, 0.02), "cnn": (0.97, 0.08)}  # (COSINE, MEAN_DIFF) per encoder kind

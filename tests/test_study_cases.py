@@ -22,12 +22,13 @@ from aft_bench.apps.study.cases import Case, sample_order, select_cases, shown_c
 from aft_bench.apps.study.manifest import read_manifest
 from aft_bench.apps.study.maps import class_maps
 from aft_bench.apps.study.render import data_uri, image_pixels, overlays
-from aft_bench.attributions.base import Attribution, TextTarget
+from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.gradcam import GradCAM
 from aft_bench.core.registries import ATTRIBUTIONS, CLASSIFIERS, ENCODERS
 from aft_bench.data.base import Dataset
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
 from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import load_encoder, save_encoder
 

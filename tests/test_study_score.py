@@ -19,7 +19,7 @@ from aft_bench.apps.study.cases import Case, select_cases
 from aft_bench.apps.study.manifest import StudyManifest, read_manifest, write_manifest
 from aft_bench.apps.study.page import ANSWERS_FORMAT
 from aft_bench.apps.study.score import read_sheets, score_study
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 
 CLASSES = [f"class {i}" for i in range(6)]
 ENCODERS = ("orig", "aft")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aft_bench.apps.cli import main
-from aft_bench.results.result import RunResult, write_result
+from aft_bench.results.files import write_result
+from aft_bench.results.result import RunResult
 from aft_bench.results.table import latest, make_csv, make_markdown, pivot, pivot_csv
 
 

@@ -16,7 +16,7 @@ from aft_bench.core.registry import UnknownNameError
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.models.series import expand_encoder_specs, snapshot_path
 from aft_bench.reporting.curves import card_value, curve_points
-from aft_bench.results.result import read_results
+from aft_bench.results.files import read_results
 from aft_bench.training.arguments import config_from_args, run_train
 from aft_bench.training.checkpoint import load_checkpoint
 from aft_bench.training.grid import grid_points, parse_grid

@@ -3,7 +3,8 @@
 import pytest
 
 from aft_bench.data.classnames import imagenet_classname
-from aft_bench.models.vlm.prompt import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS, class_question, llava_conversation
+from aft_bench.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
+from aft_bench.models.vlm.prompt import class_question, llava_conversation
 
 
 def test_question_lists_the_classes_in_order():

@@ -12,7 +12,8 @@ from aft_bench.data.base import DataError, select_ids
 from aft_bench.data.shapes import CLASSNAMES, ShapesDataset
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
-from aft_bench.results.result import SampleStore, read_results
+from aft_bench.results.files import read_results
+from aft_bench.results.store import SampleStore
 from aft_bench.tasks import zero_shot
 
 

@@ -303,7 +303,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from aft_bench.results.result import read_results
+    from aft_bench.results.files import read_results
     from aft_bench.results.table import PIVOT_RENDERERS, RENDERERS, write_leaderboards
 
     folder = Path(args.folder)
@@ -320,7 +320,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_curve(args: argparse.Namespace) -> int:
     from aft_bench.reporting.curves import write_curve
-    from aft_bench.results.result import read_results
+    from aft_bench.results.files import read_results
 
     folder = Path(args.folder)
     if not folder.is_dir():

@@ -1,20 +1,19 @@
-"""The attribution-method contract and the targets a map explains.
+"""The attribution-method contract: ``Method(**hparams)(encoder, images, target) -> B x H x W`` maps at input
+resolution.
 
-``Method(**hparams)(encoder, images, target) -> B x H x W`` maps at input resolution. A target turns
-unit-norm image embeddings into one score per image: the cosine similarity with the image's prompt
-embedding (zero-shot, paper section 4.1), or later a linear probe's class logit.
+A :class:`Target` turns unit-norm image embeddings into one score per image, the score a map explains; every target
+(the prompt embedding, a linear probe's class logit, a classifier's own logit) lives in
+:mod:`aft_bench.evaluation.targets`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from aft_bench.data.base import Batch
 from aft_bench.models.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 
@@ -30,25 +29,8 @@ class Target(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class TextTarget:
-    """Cosine similarity with a unit-norm text embedding per image (B x D)."""
-
-    embeddings: Tensor
-
-    def score(self, embeddings: Tensor) -> Tensor:
-        return (embeddings * self.embeddings.to(embeddings.dtype)).sum(-1)
-
-    def repeat_interleave(self, n: int) -> TextTarget:
-        return TextTarget(self.embeddings.repeat_interleave(n, dim=0))
 
 
-def text_target(encoder: Encoder, batch: Batch, probe: object = None) -> TextTarget:
-    """TARGETS factory ``text``: each image's prompt embedding, the zero-shot target (paper section 4.1).
-
-    Every TARGETS factory takes ``(encoder, batch, probe)``; ``probe`` is the run's probe setup, unused here.
-    """
-    return TextTarget(encoder.encode_text(batch.prompts))
 
 
 class Attribution(ABC):

@@ -1,7 +1,7 @@
 """Process-group setup for ``torchrun`` (nccl on GPU, gloo on CPU) and small collectives.
 
 Used by DDP training (:mod:`aft_bench.training.trainer`) and by sharded evaluation
-(:class:`aft_bench.evaluation.task.SampleTask`: each rank scores its share of the sample ids).
+(:class:`aft_bench.evaluation.sample_task.SampleTask`: each rank scores its share of the sample ids).
 """
 
 from __future__ import annotations

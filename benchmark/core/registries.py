@@ -117,9 +117,9 @@ ATTRIBUTIONS.register("m2ib", "aft_bench.attributions.m2ib:M2IB",
 ATTRIBUTIONS.register("random", "aft_bench.attributions.random:RandomBaseline",
                       help="uniform random map (ROAR's random-removal baseline)")
 
-TARGETS.register("text", "aft_bench.attributions.base:text_target",
+TARGETS.register("text", "aft_bench.evaluation.targets.text:text_target",
                  help="cosine similarity with the embedding of the image's prompt (zero-shot)")
-TARGETS.register("probe", "aft_bench.evaluation.probe.store:probe_target",
+TARGETS.register("probe", "aft_bench.evaluation.targets.probe:probe_target",
                  help="class logit of a linear probe on frozen image embeddings (probe_class=true|top1)")
 TARGETS.register("head", "aft_bench.evaluation.targets.head:head_target",
                  help="the classifier's own logit of the sample's class (probe_class=true) or its top-1 (timm models)")

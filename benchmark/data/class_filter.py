@@ -25,7 +25,7 @@ from typing import Any
 
 from aft_bench.data.base import DataError, Dataset, Sample
 from aft_bench.data.classnames import NUM_IMAGENET_CLASSES, imagenet_classname, imagenet_index, imagenet_wnids
-from aft_bench.models.vlm.prompt import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
+from aft_bench.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
 
 log = logging.getLogger(__name__)
 

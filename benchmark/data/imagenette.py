@@ -97,3 +97,16 @@ class Imagenette(LabelledImages):
                 )
         return wnids
 
+
+IMAGENETTE_CLASSES: tuple[str, ...] = (
+    "tench", "English springer", "cassette player", "chain saw", "church", "French horn", "garbage truck",
+    "gas pump", "golf ball", "parachute",
+)
+"""Appendix A.4's class list, in the paper's order (Imagenette's ten classes by their common names)."""
+
+
+IMAGENETTE_WNIDS: tuple[str, ...] = (
+    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042", "n03425413",
+    "n03445777", "n03888257",
+)
+"""The WordNet ids of :data:`IMAGENETTE_CLASSES`, in the same order."""

@@ -46,7 +46,7 @@ from torch import Tensor
 from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.core.cache import cache_dir
 from aft_bench.data.base import Dataset, Sample
-from aft_bench.results.result import run_key, safe_name
+from aft_bench.results.keys import run_key, safe_name
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Tasks that classify images (ROAD, zero-shot accuracy and robustness) pick one by name from the
 ``CLASSIFIERS`` registry; every entry is built as ``factory(encoder, dataset, prompts, probe)`` with the run's
-:class:`PromptOptions` and probe setup (:class:`aft_bench.evaluation.probe.store.ProbeSetup`).
+:class:`PromptOptions` and probe setup (:class:`aft_bench.evaluation.probe.options.ProbeSetup`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from aft_bench.core.options import option
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.clip_benchmark import clip_benchmark_templates, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
-from aft_bench.evaluation.probe.store import ProbeSetup, get_probe
+from aft_bench.evaluation.probe.options import ProbeSetup
+from aft_bench.evaluation.probe.store import get_probe
 from aft_bench.models.encoder import Encoder
 
 TEMPLATE_SETS: dict[str, tuple[Callable[[str], str], ...]] = {

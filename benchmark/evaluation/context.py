@@ -33,11 +33,13 @@ from aft_bench.data.base import Batch, DataError, Dataset, select_ids
 from aft_bench.data.class_filter import CLASSES_ARG, ClassFilter, ClassList
 from aft_bench.data.sample_cache import SampleCache, check_cacheable
 from aft_bench.evaluation.config import RunConfig, TaskSpec
-from aft_bench.evaluation.probe.store import ProbeSetup, ProbeSpec
+from aft_bench.evaluation.probe.options import ProbeSetup, ProbeSpec
 from aft_bench.evaluation.streaming import BadSamples, Chunk, stream
 from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.models.loading import load_encoder
-from aft_bench.results.result import SAMPLES_DIR, RunResult, finite_or_null, run_key, safe_name
+from aft_bench.results.files import SAMPLES_DIR
+from aft_bench.results.keys import run_key, safe_name
+from aft_bench.results.result import RunResult, finite_or_null
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ lets the task yield its results and writes each one atomically as it comes (neve
 figures and CSVs beside it; a result whose numbers repeat the newest stored one of its row is not written again,
 the stored one stands). The leaderboard is rebuilt from the folder's results when the run starts and again after
 each result, so a killed run leaves one with every finished pair; the folder is read once, at the start
-(:class:`~aft_bench.results.result.ResultsFolder`). Under ``torchrun`` tasks that can (:attr:`Task.shardable`) share
+(:class:`~aft_bench.results.folder.ResultsFolder`). Under ``torchrun`` tasks that can (:attr:`Task.shardable`) share
 their samples over the ranks; rank 0 writes the results and the leaderboard, the other ranks return an empty
 outcome.
 """
@@ -25,7 +25,8 @@ from aft_bench.core.registries import ATTRIBUTIONS, DATASETS, TASKS
 from aft_bench.evaluation.config import RunConfig, load_task_spec
 from aft_bench.evaluation.context import RunContext, check_arguments
 from aft_bench.models.loading import check_encoder_spec
-from aft_bench.results.result import ResultsFolder, RunResult
+from aft_bench.results.folder import ResultsFolder
+from aft_bench.results.result import RunResult
 from aft_bench.results.table import make_markdown, write_leaderboards
 
 log = logging.getLogger(__name__)

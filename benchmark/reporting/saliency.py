@@ -27,8 +27,8 @@ from aft_bench.core.options import parse_options
 from aft_bench.data.base import Batch
 from aft_bench.evaluation.config import RunConfig
 from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.map_task import MapOptions
 from aft_bench.evaluation.runner import check_components
-from aft_bench.evaluation.task import MapOptions
 
 PANEL_INCHES = 1.6
 DEFAULT_IMAGES = 6

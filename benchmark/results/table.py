@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from aft_bench.core.atomic import atomic_write_text
-from aft_bench.results.result import RunResult, read_results
+from aft_bench.results.files import read_results
+from aft_bench.results.result import RunResult
 
 FORMATS = ("md", "csv")
 

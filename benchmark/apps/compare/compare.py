@@ -39,7 +39,8 @@ from aft_bench.core.atomic import atomic_write_text
 from aft_bench.data.base import select_ids
 from aft_bench.evaluation.config import RunConfig
 from aft_bench.evaluation.context import RunContext
-from aft_bench.results.result import RunResult, safe_name
+from aft_bench.results.keys import safe_name
+from aft_bench.results.result import RunResult
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Pairing two encoders' per-sample scores by sample id, from the results store.
 
 A per-sample task keeps each result's records in its sidecar store (``<out>/<task>/<samples_file>``, keyed by sample
-id; :class:`~aft_bench.results.result.SampleStore`). :func:`stored_records` reads the records of the samples a result
+id; :class:`~aft_bench.results.store.SampleStore`). :func:`stored_records` reads the records of the samples a result
 scored: the whole store, unless the store also holds samples of another ``--limit`` subset (it is shared by every
 subset of one run key), in which case the run's own selection is rebuilt from the dataset. :func:`pair` lines up
 two encoders' values of one metric on the samples *both* scored; a sample only one of them scored (the other
@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from aft_bench.results.result import RunResult, SampleStore
+from aft_bench.results.result import RunResult
+from aft_bench.results.store import SampleStore
 
 Record = dict[str, Any]
 

@@ -20,7 +20,8 @@ from aft_bench.apps.suites.suite import Suite, SuiteTask, headline_metrics
 from aft_bench.core.registries import TASKS
 from aft_bench.evaluation.config import RunConfig, resolve_config, with_changes
 from aft_bench.evaluation.runner import check_names
-from aft_bench.evaluation.task import Reported, SampleTask
+from aft_bench.evaluation.sample_task import SampleTask
+from aft_bench.evaluation.task import Reported
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class EntryPlan:
         entry: The suite entry. config: Its run configuration with every compared encoder.
         reported: Every metric object the task reports in that configuration (result columns).
         headline: The ones the scorecard shows, in the entry's order.
-        per_sample: Whether the task keeps per-sample scores (a :class:`~aft_bench.evaluation.task.SampleTask`), which
+        per_sample: Whether the task keeps per-sample scores (a
+            :class:`~aft_bench.evaluation.sample_task.SampleTask`), which
             the paired tests read.
     """
 

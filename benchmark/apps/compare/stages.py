@@ -30,7 +30,10 @@ from aft_bench.evaluation.config import RunConfig, load_task_spec
 from aft_bench.evaluation.runner import run
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.models.loading import load_encoder
-from aft_bench.results.result import REPORTS_DIR, ResultsFolder, RunResult, run_key
+from aft_bench.results.files import REPORTS_DIR
+from aft_bench.results.folder import ResultsFolder
+from aft_bench.results.keys import run_key
+from aft_bench.results.result import RunResult
 from aft_bench.results.table import latest
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,9 @@ from aft_bench.apps.paper.measure import Measurement
 from aft_bench.apps.paper.spec import FigureSpec, PaperSuite
 from aft_bench.core.atomic import atomic_write
 from aft_bench.evaluation.config import RunConfig
-from aft_bench.results.result import REPORTS_DIR, RunResult, read_result_files, run_key, safe_name
+from aft_bench.results.files import REPORTS_DIR, read_result_files
+from aft_bench.results.keys import run_key, safe_name
+from aft_bench.results.result import RunResult
 
 FIGURES_DIR = Path(REPORTS_DIR) / "paper" / "figures"
 """Where drawn panels are kept, under the results folder."""

@@ -35,7 +35,8 @@ from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.core.errors import USER_ERRORS
 from aft_bench.core.registries import TASKS
 from aft_bench.core.registry import UnknownNameError
-from aft_bench.results.result import git_hash, package_versions, safe_name
+from aft_bench.results.keys import safe_name
+from aft_bench.results.result import git_hash, package_versions
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The four maps of a study case: one attribution map per shown class (AFT paper appendix A.4, Fig. 16).
 
 Each map explains the zero-shot score of one class: the cosine similarity between the image embedding and that
-class's prompt embedding, the ``text`` target of the benchmark (:class:`aft_bench.attributions.base.TextTarget`)
+class's prompt embedding, the ``text`` target of the benchmark (:class:`aft_bench.evaluation.targets.text.TextTarget`)
 with the class's prompt in place of the image's own. The class embeddings are those of the zero-shot head that
 ranked the classes (:class:`aft_bench.evaluation.classifiers.ZeroShotClassifier`, prompt ensemble included), so a map
 explains exactly the score that put its class among the four.
@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from aft_bench.attributions.base import Attribution, TextTarget
+from aft_bench.attributions.base import Attribution
 from aft_bench.core.progress import progress_bar
+from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 
 

@@ -36,7 +36,8 @@ from aft_bench.apps.study.page import ANSWERS_FORMAT
 from aft_bench.core.atomic import atomic_write_text
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results.result import RunResult, write_result
+from aft_bench.results.files import write_result
+from aft_bench.results.result import RunResult
 from aft_bench.results.table import write_leaderboards
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,16 @@
-"""Linear probes on frozen image embeddings, and the probe class logit as an attribution target.
+"""Linear probes on frozen image embeddings: training, the cache and the per-process memo.
 
 The AFT paper (section 4.1, Fig. 2d, Table 1 right half, Fig. 3 bottom) also explains a linear
 classifier trained on the frozen CLIP image embeddings of a labelled dataset (linear probing, Radford
 et al. 2021): the saliency of an image is taken with respect to the probe's logit of one class. This
 module trains such a probe (``nn.Linear(D, C)`` on unit-norm embeddings, full-batch L-BFGS on the
 mean cross-entropy plus ``weight_decay / 2 * ||W||^2``, zero initialisation, so the fit is the
-unique optimum of a convex problem and deterministic), caches it, and serves it as a target:
+unique optimum of a convex problem and deterministic: :mod:`aft_bench.evaluation.probe.linear`), caches it, and
+serves it to the ``probe`` target (:mod:`aft_bench.evaluation.targets.probe`) and classifier:
 
     aft-bench run --task pointing_game --option target=probe [--option probe_class=top1]
 
-Options (``--option key=value``; all optional):
+Options (``--option key=value``; all optional; :mod:`aft_bench.evaluation.probe.options`):
     probe_class: ``true`` (default; the sample's label, needs labels >= 0) or ``top1`` (the probe's
         prediction on the clean image).
     probe_dataset: registry name of the labelled dataset the probe is trained on (default: the run's).
@@ -35,22 +36,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from aft_bench.core.cache import cache_dir, cached
-from aft_bench.core.options import names_in, non_negative, option, positive_int
 from aft_bench.core.registries import DATASETS
-from aft_bench.data.base import Batch, DataError, Dataset, select_ids
+from aft_bench.data.base import DataError, Dataset, select_ids
+from aft_bench.evaluation.probe.linear import LinearProbe, accuracy, fit_linear
+from aft_bench.evaluation.probe.options import ProbeSetup, ProbeSpec
 from aft_bench.evaluation.streaming import BadSamples, stream_batches
 from aft_bench.models.encoder import Encoder
 
@@ -59,181 +57,26 @@ log = logging.getLogger(__name__)
 PROBE_VERSION = 1
 """Bumped whenever a probe trained with the same options would differ (invalidates the cache)."""
 
-PROBE_CLASSES = ("true", "top1")
 
 
-def _probe_class(value: Any, key: str) -> str:
-    if value is True:  # YAML reads a bare `true` as a boolean
-        value = "true"
-    if value not in PROBE_CLASSES:
-        raise ValueError(f"option {key}={value!r}: choose one of {list(PROBE_CLASSES)}")
-    return str(value)
 
 
-def _probe_limit(value: Any, key: str) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-        raise ValueError(f"option {key}={value!r}: give a number of samples >= 2 (or leave it unset)")
-    return value
 
 
-def _holdout(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"option {key}={value!r}: give a share in [0, 1)")
-    return float(value)
 
 
-def _dataset_args(value: Any, key: str) -> dict[str, Any] | None:
-    if value is not None and not isinstance(value, Mapping):
-        raise ValueError(f"option {key}={value!r}: give a mapping, e.g. --option '{key}={{split: train}}'")
-    return None if value is None else dict(value)
 
 
-# ---------------------------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class ProbeOptions:
-    """The ``probe_*`` options of every task that can use a linear probe (target, classifier or retrainer);
-    see the module docstring. ``dataset``, ``data_root`` and ``dataset_args`` left unset follow the run's."""
-
-    class_: str = option("true", parse=_probe_class, help="true: the sample's label; top1: the probe's prediction")
-    dataset: str | None = option(None, parse=lambda v, k: None if v is None else names_in(DATASETS)(v, k),
-                                 help="labelled dataset the probe is trained on (default: the run's)")
-    data_root: str | None = option(None, help="its folder (default: the run's, when the dataset is the run's)")
-    split: str | None = option("train", help="passed as split= (null: none, for datasets without splits)")
-    dataset_args: dict[str, Any] | None = option(None, parse=_dataset_args, help="more constructor arguments")
-    limit: int | None = option(None, parse=_probe_limit, help="train on a seeded subset of this many samples")
-    holdout: float = option(0.1, parse=_holdout, help="share held out to measure accuracy")
-    steps: int = option(200, parse=positive_int, help="L-BFGS iterations")
-    weight_decay: float = option(1e-4, parse=non_negative, help="L2 weight")
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    """Everything that determines a probe, resolved from a run's probe options and dataset."""
-
-    dataset: str
-    data_root: str | None = None
-    split: str | None = "train"
-    dataset_args: Mapping[str, Any] = field(default_factory=dict)
-    limit: int | None = None
-    holdout: float = 0.1
-    steps: int = 200
-    weight_decay: float = 1e-4
-    seed: int = 0
-
-    @classmethod
-    def resolve(cls, options: ProbeOptions, dataset: str, data_root: str | None, dataset_args: Mapping[str, Any],
-                seed: int) -> ProbeSpec:
-        """The probe of a run on ``dataset`` (its root and arguments) with ``options``."""
-        name = options.dataset or dataset
-        same = name == dataset
-        root = options.data_root if options.data_root is not None or not same else data_root
-        extra = dict(options.dataset_args) if options.dataset_args is not None else (dict(dataset_args) if same else {})
-        if options.split is not None:
-            extra["split"] = str(options.split)
-        return cls(dataset=name, data_root=None if root is None else str(root), split=options.split,
-                   dataset_args=extra, limit=options.limit, holdout=options.holdout, steps=options.steps,
-                   weight_decay=options.weight_decay, seed=seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        root = None if self.data_root is None else str(Path(self.data_root).expanduser().resolve())
-        return {"dataset": self.dataset, "data_root": root, "split": self.split,
-                "dataset_args": dict(self.dataset_args), "limit": self.limit, "holdout": self.holdout,
-                "steps": self.steps, "weight_decay": self.weight_decay, "seed": self.seed}
 
 
-@dataclass(frozen=True)
-class ProbeSetup:
-    """What a consumer of the run's probe needs (the probe target, the probe classifier), resolved once per run.
-
-    Attributes:
-        spec: The probe to train or reuse.
-        choice: ``true`` (the sample's label) or ``top1`` (the probe's prediction), for the target.
-        eval_classnames: Class names of the evaluated dataset (``true`` needs the probe to have the same).
-        batch_size, on_error: How the probe's training images are streamed.
-    """
-
-    spec: ProbeSpec
-    choice: str = "true"
-    eval_classnames: tuple[str, ...] = ()
-    batch_size: int = 64
-    on_error: str = "raise"
 
 
-# ---------------------------------------------------------------------------------------- the probe
-@dataclass(frozen=True)
-class LinearProbe:
-    """A trained linear classifier over unit-norm image embeddings: ``logits = e W^T + b``.
-
-    Attributes:
-        weight: C x D float32.
-        bias: C float32.
-        classnames: The C class names, in label order.
-        card: Provenance and quality (dataset, sample counts, accuracies, loss, options).
-    """
-
-    weight: Tensor
-    bias: Tensor
-    classnames: list[str]
-    card: dict[str, Any] = field(default_factory=dict)
-
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """B x C class logits of B x D embeddings."""
-        return embeddings @ self.weight.to(embeddings).T + self.bias.to(embeddings)
-
-    def to(self, device: str | torch.device) -> LinearProbe:
-        return LinearProbe(self.weight.to(device), self.bias.to(device), self.classnames, self.card)
 
 
-def fit_linear(features: Tensor, labels: Tensor, num_classes: int, weight_decay: float = 1e-4,
-               steps: int = 200) -> tuple[nn.Linear, float]:
-    """Fits ``nn.Linear(D, C)`` by full-batch L-BFGS on mean cross-entropy + ``weight_decay/2 ||W||^2``.
-
-    Zero initialisation and full batches make the result deterministic (on a given device); the
-    objective is strictly convex for ``weight_decay > 0``.
-
-    Args:
-        features: N x D embeddings.
-        labels: N class indices in [0, num_classes).
-        num_classes: C.
-        weight_decay: L2 penalty on the weight (the bias is not penalised).
-        steps: L-BFGS iterations.
-
-    Returns:
-        The fitted layer (float32, on ``features.device``) and the final objective value.
-
-    Raises:
-        ValueError: On a non-finite objective (non-finite embeddings).
-    """
-    x = features.detach().float()
-    y = labels.to(device=x.device, dtype=torch.long)
-    linear = nn.Linear(x.shape[1], num_classes).to(x.device)
-    nn.init.zeros_(linear.weight)
-    nn.init.zeros_(linear.bias)
-    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=steps, history_size=20,
-                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-    def objective() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(objective)
-    with torch.no_grad():
-        final = float(F.cross_entropy(linear(x), y) + 0.5 * weight_decay * linear.weight.pow(2).sum())
-    if not math.isfinite(final):
-        raise ValueError(f"linear probe training diverged (objective {final}); check the embeddings for NaN/Inf")
-    return linear.requires_grad_(False), final
 
 
-def accuracy(probe: LinearProbe | nn.Linear, features: Tensor, labels: Tensor) -> float | None:
-    """Top-1 accuracy in [0, 1] of a probe on embeddings; None for no samples."""
-    if len(labels) == 0:
-        return None
-    with torch.no_grad():
-        logits = probe.logits(features) if isinstance(probe, LinearProbe) else probe(features)
-    return float((logits.argmax(dim=1).cpu() == labels.cpu()).double().mean())
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -383,7 +226,7 @@ def clear_probe_memo() -> None:
     _MEMO.clear()
 
 
-def _memo_probe(encoder: Encoder, setup: ProbeSetup) -> LinearProbe:
+def memo_probe(encoder: Encoder, setup: ProbeSetup) -> LinearProbe:
     key = json.dumps(setup.spec.to_dict(), sort_keys=True, default=str)
     memo = _MEMO.setdefault(encoder, {})
     if key not in memo:
@@ -399,61 +242,9 @@ def _memo_probe(encoder: Encoder, setup: ProbeSetup) -> LinearProbe:
     return memo[key]
 
 
-# ---------------------------------------------------------------------------------------- target
-@dataclass(frozen=True)
-class ProbeTarget:
-    """The logit of one probe class per image (paper section 4.1, linear probing).
-
-    Attributes:
-        probe: The linear probe.
-        classes: (B,) class index per image.
-    """
-
-    probe: LinearProbe
-    classes: Tensor
-
-    def score(self, embeddings: Tensor) -> Tensor:
-        """``<e_i, W[c_i]> + b[c_i]`` for each image i (B,); its gradient in ``e_i`` is ``W[c_i]``."""
-        classes = self.classes.to(embeddings.device)
-        weight = self.probe.weight.to(embeddings)[classes]
-        return (embeddings * weight).sum(-1) + self.probe.bias.to(embeddings)[classes]
-
-    def repeat_interleave(self, n: int) -> ProbeTarget:
-        return ProbeTarget(self.probe, self.classes.repeat_interleave(n, dim=0))
 
 
-def _true_classes(probe: LinearProbe, labels: Tensor) -> Tensor:
-    labels = labels.to(torch.long)
-    if bool((labels < 0).any()):
-        raise DataError(
-            "probe_class=true needs a class label per image, but the dataset gives label -1; use "
-            "--option probe_class=top1 to explain the probe's own prediction"
-        )
-    if bool((labels >= len(probe.classnames)).any()):
-        raise DataError(f"labels up to {int(labels.max())} exceed the probe's {len(probe.classnames)} classes")
-    return labels
 
 
-def _top1_classes(probe: LinearProbe, encoder: Encoder, images: Tensor) -> Tensor:
-    with torch.no_grad():
-        return probe.logits(encoder(images.to(encoder.device))).argmax(dim=1)
 
 
-def probe_target(encoder: Encoder, batch: Batch, probe: ProbeSetup | None = None) -> ProbeTarget:
-    """TARGETS factory ``probe``: the probe class logit of each image of ``batch`` (option ``probe_class``).
-
-    Args:
-        encoder: The encoder whose frozen embeddings the probe reads (its probe is trained on first use).
-        batch: The images (for ``top1``) and labels (for ``true``).
-        probe: The run's probe setup (:meth:`aft_bench.evaluation.context.RunContext.probe_setup`).
-
-    Raises:
-        ValueError: Without a probe setup.
-        DataError: For true classes without labels, or an unusable probe dataset.
-    """
-    if probe is None:
-        raise ValueError("the probe target needs the run's probe setup (its options name the probe's dataset)")
-    linear = _memo_probe(encoder, probe)
-    classes = _true_classes(linear, batch.labels) if probe.choice == "true" else \
-        _top1_classes(linear, encoder, batch.images)
-    return ProbeTarget(linear, classes.to(encoder.device))

@@ -17,7 +17,7 @@ from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.random import RandomBaseline
 from aft_bench.core.options import one_of, option
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.task import MapOptions
+from aft_bench.evaluation.map_task import MapOptions
 from aft_bench.metrics.base import Metric
 from aft_bench.metrics.removal import ORDERS, check_fraction, fraction_label
 from aft_bench.models.encoder import Encoder

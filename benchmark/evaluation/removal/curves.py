@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 from aft_bench.core.atomic import atomic_write
 from aft_bench.metrics.removal import fraction_label
-from aft_bench.results.result import RunResult, safe_name
+from aft_bench.results.keys import safe_name
+from aft_bench.results.result import RunResult
 
 RANDOM_STYLE = {"linestyle": "--", "color": "0.45"}
 

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.data.base import Batch, DataError, Dataset
+from aft_bench.evaluation.map_task import non_finite_message
 from aft_bench.evaluation.streaming import BadSamples, stream
-from aft_bench.evaluation.task import non_finite_message
 from aft_bench.metrics.removal import pixel_ranks, removal_masks
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ Each retrainer takes the removed training and test images of one fraction and re
 of one freshly trained model per seed:
 
 * ``probe`` (default): a linear probe on the frozen encoder's unit-norm embeddings of the removed
-  images (:func:`aft_bench.evaluation.probe.store.fit_linear`: full-batch L-BFGS from zeros, deterministic). The probe
+  images (:func:`aft_bench.evaluation.probe.linear.fit_linear`: full-batch L-BFGS from zeros, deterministic). The probe
   has no random initialisation, so a seed draws the share ``subsample`` of the training images it is
   fitted on: seeds then differ and their spread is the sampling spread of the retrained model.
 * ``cnn``: a small CNN trained from scratch (:class:`TinyCNN`), as ROAR retrains its ResNet; a seed
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aft_bench.core.options import finite_number, option, positive_int
-from aft_bench.evaluation.probe.store import ProbeOptions, accuracy, fit_linear
+from aft_bench.evaluation.probe.linear import accuracy, fit_linear
+from aft_bench.evaluation.probe.options import ProbeOptions
 from aft_bench.evaluation.removal.data import RemovedSplit
 from aft_bench.models.encoder import Encoder
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.data.base import Batch, DataError
-from aft_bench.evaluation.probe.store import ProbeSetup
+from aft_bench.evaluation.probe.options import ProbeSetup
 from aft_bench.models.encoder import Encoder
 
 
