@@ -122,12 +122,16 @@ def hog_similarity(maps: Tensor, reference: Tensor) -> Tensor:
     return correlation(hog_features(maps), hog_features(reference)).to(maps.device)
 
 
-_RANDOMISED = " of the map after weight randomisation with the original map (lower: the map depends on the weights)"
 SPEARMAN = Metric(name="spearman", higher_is_better=False, fn=spearman, scale=1.0,
-                  description="Spearman rank correlation" + _RANDOMISED)
+                  description="Spearman rank correlation of the map after weight randomisation with the original map "
+                              "(lower: the map depends on the weights)")
 SPEARMAN_ABS = Metric(name="spearman_abs", higher_is_better=False, fn=spearman_abs, scale=1.0,
-                      description="Spearman rank correlation of absolute values" + _RANDOMISED)
+                      description="Spearman rank correlation of absolute values of the map after weight randomisation "
+                                  "with the original map (lower: the map depends on the weights)")
 HOG_SIMILARITY = Metric(name="hog", higher_is_better=False, fn=hog_similarity, scale=1.0,
-                        description="Pearson correlation of HOG features (Dalal & Triggs 2005)" + _RANDOMISED)
-RANDOMISED_SSIM = replace(SSIM, higher_is_better=False, scale=1.0, description="SSIM" + _RANDOMISED)
+                        description="Pearson correlation of HOG features (Dalal & Triggs 2005) of the map after weight "
+                                    "randomisation with the original map (lower: the map depends on the weights)")
+RANDOMISED_SSIM = replace(SSIM, higher_is_better=False, scale=1.0,
+                          description="SSIM of the map after weight randomisation with the original map (lower: "
+                                      "the map depends on the weights)")
 """The SSIM of :mod:`aft_bench.metrics.ssim` read as a sanity check: on the 0-1 scale, lower is better."""

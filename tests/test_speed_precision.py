@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from aft_bench.attributions.precision import attribution_precision
 from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.precision import attribution_precision
 from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.models.encoder import Encoder
 

@@ -17,20 +17,22 @@ any work: a path under a file or in a folder that cannot be written is refused w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import re
 import sys
-import tempfile
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from aft_bench import __version__
+from aft_bench.apps.arguments import (
+    CACHE_SAMPLES_HELP,
+    attribution_args,
+    check_output_folder,
+    cpu_threads,
+    key_values,
+)
 from aft_bench.core.errors import USER_ERRORS
 from aft_bench.core.registries import (
     ATTACKS,
@@ -88,43 +90,18 @@ SPEC_FORMS = (
     ("grid:OUT", "the final encoder of every point of a train --grid run"),
 )
 
-CACHE_SAMPLES_HELP = (
-    "keep the loaded (resized) samples of a file dataset (ImageNet-S, ImageNet-Segmentation, image folders) on disk "
-    "and read them back on later passes (the next encoder, a later run) instead of decoding the files again; in "
-    "CACHE/samples, CACHE being $AFT_BENCH_CACHE, else $XDG_CACHE_HOME/aft_bench, else ~/.cache/aft_bench; one "
-    "folder per dataset, arguments and image size, about 200 KB a sample at 224 px; a changed source file is "
-    "decoded again; results are the same with or without it"
-)
-"""The help of ``--cache-samples`` (:mod:`aft_bench.data.sample_cache`), on the commands that take ``--num-workers``."""
 
 
-def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
-    """Parses ``key=value`` pairs (values read as YAML scalars: 3 -> int, true -> bool)."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """``--option`` pairs, with ``--vlm SPEC`` as ``vlm=SPEC``."""
-    options = _key_values(args.option, "--option")
+    options = key_values(args.option, "--option")
     if args.vlm is not None:
         options["vlm"] = args.vlm
     return options
 
 
-def _attribution_args(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in _key_values(items, "--attr-arg").items():
-        method, dot, param = key.partition(".")
-        if not dot:
-            raise ValueError(f"--attr-arg expects method.param=value, got {key!r}")
-        out.setdefault(method, {})[param] = value
-    return out
 
 
 def split_verbosity(argv: Sequence[str]) -> tuple[int, list[str]]:
@@ -161,45 +138,8 @@ def _logging_flags() -> argparse.ArgumentParser:
     return flags
 
 
-def check_output_folder(folder: Path, flag: str = "--out") -> None:
-    """Checks, before any work, that ``folder`` is or can become a folder this process can write in.
-
-    Raises:
-        ValueError: If a part of the path is a file, or its first existing folder cannot be written.
-    """
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{flag} {folder}: {existing} is a file, not a folder; choose an {flag} path outside it")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".aft-bench-check-", dir=existing))
-    except OSError as exc:
-        raise ValueError(f"{flag} {folder}: cannot create folders in {existing} ({exc.strerror}); choose an {flag} "
-                         "in a folder you can write to") from exc
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Runs the block on ``threads`` intra-op CPU threads (``torch.set_num_threads``; None: torch's default).
-
-    Raises:
-        ValueError: If ``threads`` is below 1 (before any work).
-    """
-    if threads is None:
-        yield
-        return
-    if threads < 1:
-        raise ValueError(f"--threads {threads}: give a positive number of CPU threads, or leave --threads out for "
-                         "torch's default")
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,8 +282,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seed": args.seed, "num_workers": args.num_workers, "cache_samples": args.cache_samples,
         "precision": args.precision, "out": args.out, "on_error": args.on_error,
         "fresh": args.fresh, "options": _options(args) or None,
-        "attribution_args": _attribution_args(args.attr_arg) or None,
-        "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
+        "attribution_args": attribution_args(args.attr_arg) or None,
+        "dataset_args": key_values(args.dataset_arg, "--dataset-arg") or None,
     }
     config = resolve_config(task, overrides)
     check_output_folder(Path(config.out))
@@ -369,8 +309,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
         task="figure", encoders=expand_encoder_specs(args.encoders), attributions=tuple(args.attributions),
         dataset=args.dataset,
         data_root=args.data_root, limit=args.images, device=args.device, seed=args.seed,
-        options=_options(args), attribution_args=_attribution_args(args.attr_arg),
-        dataset_args=_key_values(args.dataset_arg, "--dataset-arg"),
+        options=_options(args), attribution_args=attribution_args(args.attr_arg),
+        dataset_args=key_values(args.dataset_arg, "--dataset-arg"),
     )
     draw = (lambda: FIGURES.get(args.task)(config, args.out)) if args.task else (
         lambda: saliency_figure(config, args.out, overlay=args.overlay))

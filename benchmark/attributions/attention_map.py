@@ -13,10 +13,12 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target, upsample
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.attention import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.models.encoder import Encoder, EncoderKind
 
 
+@ATTRIBUTIONS.register("attention_map", help="class-token attention to the patches in one ViT block (AFT paper Fig. 4)")
 class AttentionMap(Attribution):
     """Attention of the class token to each patch in one block, reduced over heads.
 

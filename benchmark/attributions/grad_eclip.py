@@ -27,6 +27,7 @@ from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import eval_with_grad
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.attention import AttentionRecorder
 from aft_bench.models.encoder import Encoder, EncoderKind
 
@@ -62,6 +63,7 @@ def grad_eclip_scores(
     return scores * loosened_attention(q[:, 0], k[:, patches]) if key_similarity else scores
 
 
+@ATTRIBUTIONS.register("grad_eclip", help="gradient-weighted values with loosened attention (Zhao et al. 2024)")
 class GradECLIP(Attribution):
     """Grad-ECLIP maps of a ViT of any backend (Zhao et al. 2024).
 

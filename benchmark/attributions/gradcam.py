@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import check_images, eval_with_grad, target_scores
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.encoder import Encoder
 
 
@@ -58,6 +59,7 @@ def layer_activation_and_gradient(
     return outputs[0].detach(), grad
 
 
+@ATTRIBUTIONS.register("gradcam", help="gradient-weighted activations of a block / conv stage (Selvaraju et al. 2017)")
 class GradCAM(Attribution):
     """Grad-CAM (Selvaraju et al. 2017) on a ViT block or a CNN stage of a CLIP image encoder.
 

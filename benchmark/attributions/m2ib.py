@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import eval_with_grad
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.encoder import Encoder, EncoderKind, UnsupportedEncoderError
 
 MIN_VAR = 1e-12
@@ -269,6 +270,7 @@ def fit_bottleneck(
     return BottleneckFit(kl.detach(), torch.stack(losses))
 
 
+@ATTRIBUTIONS.register("m2ib", help="multi-modal information bottleneck, batched (Wang et al. 2023)")
 class M2IB(Attribution):
     """M2IB image maps (Wang et al. 2023) for ViTs and CNNs of every backend.
 

@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.metrics.removal import random_maps
 from aft_bench.models.encoder import Encoder
 
 
+@ATTRIBUTIONS.register("random", help="uniform random map (ROAR's random-removal baseline)")
 class RandomBaseline(Attribution):
     """Random removal (Hooker et al. 2019): a uniform random score per pixel, the floor every map must beat.
 

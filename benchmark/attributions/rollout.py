@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target, upsample
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.attention import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.models.encoder import Encoder, EncoderKind
 
@@ -35,6 +36,7 @@ def rollout(attentions: list[Tensor]) -> Tensor:
     return joint
 
 
+@ATTRIBUTIONS.register("rollout", help="attention rollout across ViT blocks (Abnar & Zuidema 2020)")
 class Rollout(Attribution):
     """Attention Rollout of a ViT of any backend (Abnar & Zuidema 2020), the class token's row over the patches.
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.attributions.gradients import input_gradient
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.encoder import Encoder
 
 ChannelReducer = Callable[[Tensor], Tensor]
@@ -28,6 +29,8 @@ CHANNEL_REDUCERS: dict[str, ChannelReducer] = {
 }
 
 
+@ATTRIBUTIONS.register("simple_gradient",
+                       help="|d cos(image, text) / d pixels| summed over colour channels (Simonyan et al. 2013)")
 class SimpleGradient(Attribution):
     """Simple Gradient (Simonyan et al. 2013): ``reduce_c |d score / d x_c|`` at every pixel.
 

@@ -16,9 +16,11 @@ from torch import Tensor
 from aft_bench.attributions.base import Attribution, Target
 from aft_bench.attributions.gradients import check_images
 from aft_bench.attributions.simple_gradient import SimpleGradient
+from aft_bench.core.registries import ATTRIBUTIONS
 from aft_bench.models.encoder import Encoder, EncoderKind
 
 
+@ATTRIBUTIONS.register("smoothgrad", help="mean simple gradient over noisy copies (Smilkov et al. 2017)")
 class SmoothGrad(Attribution):
     """SmoothGrad (Smilkov et al. 2017) around any gradient attribution (default Simple Gradient).
 

@@ -1,20 +1,34 @@
-"""A generic registry with lazy entries and did-you-mean errors.
+"""A generic registry with lazy entries, declared built-ins, plugins from entry points and did-you-mean errors.
 
-Follows the shape of lm-evaluation-harness' ``lm_eval/api/registry.py``: one class, several
-instances (encoders, attributions, tasks, datasets, metrics). An entry is either the object itself or
-a lazy ``"package.module:attr"`` string that is imported on first use, so listing names (``aft-bench
-ls``) never imports torch.
+Follows the shape of lm-evaluation-harness' ``lm_eval/api/registry.py``: one class, several instances (encoders,
+attributions, tasks, datasets, metrics, ...; :mod:`aft_bench.core.registries`). An entry is either the object itself
+or a lazy ``"package.module:attr"`` string imported on first use. A registry fills itself on first use from two
+places, with no central list:
+
+- the package's own declarations (:mod:`aft_bench.core.declarations`: ``@REGISTRY.register(...)`` where the object
+  is defined, metric objects, task YAMLs), read without importing the modules;
+- the Python entry points of its ``group`` (``aft_bench.attributions``, ...), so that a third-party package adds
+  entries by declaring them in its own metadata; an entry point that repeats a built-in name is left out with a
+  warning naming its distribution.
+
+So listing names (``aft-bench ls``) never imports torch, and a plugin's method runs in ``aft-bench run`` and
+``compare`` like a built-in one.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+from aft_bench.core.declarations import Declaration, declared, describe
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class UnknownNameError(KeyError):
@@ -35,20 +49,74 @@ class Registry(Generic[T]):
 
     Args:
         kind: What the registry holds, used in error messages ("encoder", "attribution", ...).
+        declared_as: The declaration forms of its built-ins (its variable name for ``@NAME.register``
+            decorators, ``Metric``, ...; :mod:`aft_bench.core.declarations`); none for a registry filled by hand.
+        group: The entry-point group plugins declare entries in (``aft_bench.attributions``); None for none.
     """
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, *, declared_as: tuple[str, ...] = (), group: str | None = None) -> None:
+        self.kind, self.declared_as, self.group = kind, declared_as, group
         self._entries: dict[str, T | str] = {}
         self._help: dict[str, str] = {}
+        self._origins: dict[str, Any] = {}
+        self._loaded = not declared_as and group is None
+
+    # ------------------------------------------------------------------ filling
+    def _load(self) -> None:
+        """Adds the declared built-ins and the plugins' entry points, once (names already registered stay)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for declaration in declared(self.declared_as):
+            self._declare(declaration)
+        for point in _entry_points(self.group):
+            self._plugin(point)
+
+    def _declare(self, declaration: Declaration) -> None:
+        """Adds one built-in declaration as a lazy entry (an entry its decorator registered already stays).
+
+        Raises:
+            ValueError: If two declarations give the name to different objects.
+        """
+        name, target = declaration.name, self._target(declaration)
+        old = self._entries.get(name)
+        if old is not None and not (old == target or self._is_lazy_for(target, old)):
+            raise ValueError(f"{self.kind} {name!r} is declared twice: {declaration.origin} and "
+                             f"{self._origins.get(name, 'at import')}; give one of them another name")
+        if old is None:
+            self._entries[name] = target
+        self._help[name] = self._help.get(name) or declaration.help
+        self._origins[name] = declaration.origin
+
+    def _target(self, declaration: Declaration) -> str:
+        """The lazy entry of a declaration (subclasses map other forms)."""
+        return declaration.target
+
+    def _plugin(self, point: metadata.EntryPoint) -> None:
+        """Adds an entry point of a plugin, unless its name is taken (then a warning names the distribution)."""
+        owner = f"entry point {point.name!r} of {_distribution(point)} (group {self.group})"
+        if point.name in self._entries:
+            log.warning("%s is left out: aft-bench already has %s %r (%s); rename the entry point", owner, self.kind,
+                        point.name, self._origins.get(point.name, "built in"))
+            return
+        self._entries[point.name] = self._plugin_target(point)
+        self._help[point.name] = self._plugin_help(point)
+        self._origins[point.name] = owner
+
+    def _plugin_target(self, point: metadata.EntryPoint) -> str:
+        """The lazy entry of an entry point: its ``module:attr`` value (subclasses read other values)."""
+        return point.value
+
+    def _plugin_help(self, point: metadata.EntryPoint) -> str:
+        return describe(point.value) or f"plugin from {_distribution(point)}"
 
     def register(self, name: str, obj: T | str | None = None, *, help: str = "") -> Callable[[T], T] | None:
-        """Registers ``obj`` under ``name``; without ``obj`` acts as a decorator.
+        """Registers ``obj`` under ``name``; without ``obj`` acts as a decorator (how built-ins declare themselves).
 
         Args:
-            name: The public name.
+            name: The public name (a string literal in a declaration: it is read without importing the module).
             obj: The object, or a lazy ``"package.module:attr"`` reference.
-            help: One line shown by ``aft-bench ls``.
+            help: One line shown by ``aft-bench ls`` (default: the object's first docstring line).
 
         Raises:
             ValueError: If ``name`` is already registered to a different object.
@@ -69,19 +137,21 @@ class Registry(Generic[T]):
         return None
 
     @staticmethod
-    def _is_lazy_for(old: T | str, new: T | str) -> bool:
+    def _is_lazy_for(old: Any, new: Any) -> bool:
         """True when ``old`` is the lazy reference that ``new`` (the imported object) resolves."""
         if not isinstance(old, str) or isinstance(new, str):
             return False
         module, _, attr = old.partition(":")
         return getattr(new, "__module__", None) == module and getattr(new, "__name__", None) == attr
 
+    # ------------------------------------------------------------------ lookup
     def get(self, name: str) -> T:
         """Returns the entry for ``name``, importing it if lazy.
 
         Raises:
             UnknownNameError: If ``name`` is not registered (message lists known names).
         """
+        self._load()
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, list(self._entries))
         entry = self._entries[name]
@@ -91,57 +161,87 @@ class Registry(Generic[T]):
             self._entries[name] = entry
         return entry  # type: ignore[return-value]
 
+    def origin(self, name: str) -> Any:
+        """Where ``name`` was declared: its file, a plugin's entry point, or None for an entry registered by hand.
+
+        Raises:
+            UnknownNameError: If ``name`` is not registered.
+        """
+        self._load()
+        if name not in self._entries:
+            raise UnknownNameError(self.kind, name, list(self._entries))
+        return self._origins.get(name)
+
     def unregister(self, name: str) -> None:
         """Removes ``name``.
 
         Raises:
             UnknownNameError: If ``name`` is not registered.
         """
+        self._load()
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, list(self._entries))
         del self._entries[name]
         self._help.pop(name, None)
+        self._origins.pop(name, None)
 
     @contextmanager
     def temporary(self, name: str, obj: T | str, *, help: str = "", replace: bool = False) -> Iterator[T | str]:
         """Registers ``obj`` under ``name`` for the body of a ``with`` block, then restores the registry.
 
         The public way for tests and notebooks to add an entry for a while (a fake method, a tiny task), or,
-        with ``replace=True``, to stand in for a built-in one; the previous entry comes back afterwards.
+        with ``replace=True``, to stand in for a built-in one (keeping its origin: a task's stand-in reads the task's
+        YAML); the previous entry comes back afterwards.
 
         Raises:
             ValueError: If ``name`` is already registered and ``replace`` is False.
         """
+        self._load()
         previous = (self._entries[name], self._help.get(name, "")) if name in self._entries else None
         if previous is not None and not replace:
             raise ValueError(f"{self.kind} {name!r} is already registered; choose another name or pass replace=True")
         self._entries[name] = obj
-        self._help[name] = help or _first_doc_line(obj)
+        self._help[name] = help or _first_doc_line(obj)  # a stand-in keeps the origin (a task its YAML)
         try:
             yield obj
         finally:
             if previous is None:
                 self._entries.pop(name, None)
                 self._help.pop(name, None)
+                self._origins.pop(name, None)
             else:
-                self._entries[name], self._help[name] = previous
+                self._entries[name], self._help[name] = previous[0], previous[1]
 
     def help(self, name: str) -> str:
         """One-line description of ``name`` (empty when none was given)."""
+        self._load()
         return self._help.get(name, "")
 
     def names(self) -> list[str]:
-        """Registered names in registration order."""
+        """Registered names: the declared built-ins in layer and file order, then plugins, then any added by hand."""
+        self._load()
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
+
+
+def _entry_points(group: str | None) -> list[metadata.EntryPoint]:
+    """The entry points of ``group`` across the installed distributions (none for no group)."""
+    return [] if group is None else sorted(metadata.entry_points(group=group), key=lambda point: point.name)
+
+
+def _distribution(point: metadata.EntryPoint) -> str:
+    dist = getattr(point, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "an installed distribution"
 
 
 def _first_doc_line(obj: object) -> str:

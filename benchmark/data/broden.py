@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.io import read_image, read_label_png
@@ -113,6 +114,7 @@ def parse_categories(cell: str) -> dict[str, int]:
     return out
 
 
+@DATASETS.register("broden", help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
 class Broden:
     """Broden images with per-pixel and whole-image concept labels (Bau et al. 2017).
 

@@ -29,6 +29,7 @@ import random
 import re
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.labelled_folders import (
     DEFAULT_TEMPLATE,
     LabelledImages,
@@ -71,6 +72,9 @@ def _has_class_folders(path: Path) -> bool:
     return any(_CLASS_FOLDER.match(name) for name in subdirs(path))
 
 
+@DATASETS.register("caltech256",
+                   help="Caltech-256 (256_ObjectCategories), seeded stratified split; split, train_fraction, "
+                        "split_seed")
 class Caltech256(LabelledImages):
     """Caltech-256 object categories with a seeded, stratified train/test split.
 

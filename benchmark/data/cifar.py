@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.array_images import ArrayImages
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, check_choice, resolve_root
@@ -62,6 +63,8 @@ class _Cifar(ArrayImages):
         self._set_arrays(split, np.concatenate(images), labels, [n.replace("_", " ") for n in names], str(self.root))
 
 
+@DATASETS.register("cifar10",
+                   help="CIFAR-10 python batches (cifar-10-batches-py), split=test|train; read without plain pickle")
 class CIFAR10(_Cifar):
     """CIFAR-10: 10 classes, test split of 10,000 images (``split=train``: 50,000).
 
@@ -80,6 +83,7 @@ class CIFAR10(_Cifar):
     label_key = b"labels"
 
 
+@DATASETS.register("cifar100", help="CIFAR-100 python batches (cifar-100-python), fine labels, split=test|train")
 class CIFAR100(_Cifar):
     """CIFAR-100: the 100 fine classes, test split of 10,000 images (``split=train``: 50,000).
 

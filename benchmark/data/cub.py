@@ -23,6 +23,7 @@ import logging
 import re
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
 
@@ -76,6 +77,7 @@ def _integer(value: str, path: Path, image_id: int) -> int:
     return int(value)
 
 
+@DATASETS.register("cub", help="CUB-200-2011 birds, official split; --data-root = CUB_200_2011, split=test|train|all")
 class CUB200(LabelledImages):
     """CUB-200-2011 bird species with the official train/test split.
 

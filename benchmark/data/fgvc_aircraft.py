@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
 
@@ -20,6 +21,8 @@ SPLITS = ("test", "trainval", "train", "val")
 LAYOUT = "the fgvc-aircraft-2013b folder holding data/images/ and data/variants.txt"
 
 
+@DATASETS.register("fgvc_aircraft",
+                   help="FGVC-Aircraft 2013b variants (data/images/, images_variant_*.txt), split=test|trainval|...")
 class FGVCAircraft(LabelledImages):
     """FGVC-Aircraft images with variant names for prompts.
 

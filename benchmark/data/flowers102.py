@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.clip_benchmark import clip_benchmark_classnames, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
@@ -39,6 +40,9 @@ def read_mat_vector(path: Path, key: str) -> np.ndarray:
     return np.asarray(content[key]).astype(np.int64).reshape(-1)
 
 
+@DATASETS.register("flowers102",
+                   help="Flowers-102 (jpg/, imagelabels.mat, setid.mat); classnames=FILE required, "
+                        "split=test|train|val")
 class Flowers102(LabelledImages):
     """Flowers-102 images with names from a class-name file.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.classnames import imagenet_classname, is_imagenet_wnid
 from aft_bench.data.clip_benchmark import clip_benchmark_classnames, is_clip_benchmark
@@ -61,6 +62,9 @@ def read_classnames(path: Path, folders: list[str]) -> list[str]:
     return lines
 
 
+@DATASETS.register("image_folder",
+                   help="class folders (ImageNet val/-R/-Sketch, EuroSAT, DTD, ...); split, classnames=FILE, "
+                        "files=FILE")
 class ImageFolder(LabelledImages):
     """Class-folder images with prompts from the class names (see the module docstring).
 

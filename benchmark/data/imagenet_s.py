@@ -41,6 +41,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import BACKGROUND, FOREGROUND, IGNORE, DataError, Sample
 from aft_bench.data.classnames import (
     imagenet_classname,
@@ -95,6 +96,7 @@ def _subdirs(folder: Path) -> set[str]:
         return {e.name for e in entries if e.is_dir() and not e.name.startswith(".")}
 
 
+@DATASETS.register("imagenet_s", help="ImageNet-S validation (ImageNetS919/S50/S300), root via --data-root")
 class ImageNetS:
     """ImageNet-S validation images with masks of the image's own class (Gao et al. 2022).
 

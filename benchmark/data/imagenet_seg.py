@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 import torch
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import BACKGROUND, FOREGROUND, DataError, Sample
 from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.classnames import imagenet_classnames, imagenet_index, is_imagenet_wnid
@@ -75,6 +76,8 @@ def _to_unit(array: np.ndarray, where: str) -> np.ndarray:
     return pixels
 
 
+@DATASETS.register("imagenet_seg",
+                   help="ImageNet-Segmentation gtsegs_ijcv.mat (4,276 images, object masks); --data-root = the .mat")
 class ImageNetSegmentation:
     """ImageNet-Segmentation images with object masks (Guillaumin et al. 2014; Chefer et al. 2021).
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.classnames import imagenet_classname, is_imagenet_wnid
 from aft_bench.data.labelled_folders import (
@@ -36,6 +37,8 @@ ARCHIVE_FOLDERS = ("imagenette2", "imagenette2-320", "imagenette2-160", "imagewo
 LAYOUT = "the Imagenette folder (e.g. .../imagenette2-320) holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
 
 
+@DATASETS.register("imagenette",
+                   help="Imagenette/Imagewoof class folders (train/, val/); --dataset-arg split=val|train")
 class Imagenette(LabelledImages):
     """Imagenette (or Imagewoof) images with ImageNet class names for prompts.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
 
@@ -20,6 +21,7 @@ SPLITS = {"test": "test.txt", "trainval": "trainval.txt"}
 LAYOUT = "the oxford-iiit-pet folder holding images/ and annotations/test.txt"
 
 
+@DATASETS.register("oxford_pets", help="Oxford-IIIT Pet (images/, annotations/test.txt), split=test|trainval")
 class OxfordPets(LabelledImages):
     """Oxford-IIIT Pet images with breed names for prompts.
 

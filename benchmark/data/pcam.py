@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.array_images import ArrayImages
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, check_choice, resolve_root
@@ -45,6 +46,7 @@ class _LazyH5:
         return {**self.__dict__, "_data": None}
 
 
+@DATASETS.register("pcam", help="PatchCamelyon HDF5 (camelyonpatch_level_2_split_*), split=test|train|valid")
 class PCAM(ArrayImages):
     """PatchCamelyon: 96 x 96 patches, 2 classes; test split of 32,768 (``split=train|valid``).
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shortcut import add_pattern, check_amplitude
 
@@ -346,6 +347,7 @@ def generate_batch(seed: int, split: str, start: int, count: int, image_size: tu
     return images, masks, labels
 
 
+@DATASETS.register("shapes", help="generated shapes world with captions and pixel masks (embedded default)")
 class ShapesDataset:
     """The first ``size`` samples of one split of the shapes world, as a :class:`Dataset`.
 

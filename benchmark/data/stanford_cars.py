@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, LabelledImages, check_choice, resolve_root
 
@@ -38,6 +39,8 @@ def _field(content: dict[str, Any], key: str, path: Path) -> Any:
     return content[key]
 
 
+@DATASETS.register("stanford_cars",
+                   help="Stanford Cars (cars_test/, devkit/cars_meta.mat, cars_test_annos_withlabels.mat)")
 class StanfordCars(LabelledImages):
     """Stanford Cars images with model names for prompts.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aft_bench.core.registries import DATASETS
 from aft_bench.data.array_images import ArrayImages
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE, check_choice, resolve_root
@@ -23,6 +24,7 @@ SPLITS = ("test", "train")
 LAYOUT = "the stl10_binary folder holding test_X.bin, test_y.bin and class_names.txt"
 
 
+@DATASETS.register("stl10", help="STL-10 binary (stl10_binary), split=test|train")
 class STL10(ArrayImages):
     """STL-10's labelled images: test split of 8,000 (``split=train``: 5,000), 10 classes.
 

@@ -17,6 +17,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGE
 from torch import Tensor
 
 from aft_bench.core.options import option
+from aft_bench.core.registries import CLASSIFIERS
 from aft_bench.data.base import DataError, Dataset
 from aft_bench.data.clip_benchmark import clip_benchmark_templates, is_clip_benchmark
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
@@ -80,6 +81,7 @@ def prompt_templates(prompts: PromptOptions, dataset: Dataset) -> list[Callable[
     return [text.format for text in texts]
 
 
+@CLASSIFIERS.register("zero_shot", help="CLIP's zero-shot head: logit scale x cosine with the class-prompt embeddings")
 class ZeroShotClassifier:
     """CLIP's zero-shot head (Radford et al. 2021): the class whose prompt embedding is most similar.
 
@@ -108,6 +110,7 @@ class ZeroShotClassifier:
         return self.logits(images).argmax(dim=1).cpu()
 
 
+@CLASSIFIERS.register("probe", help="the run's linear probe on frozen image embeddings (probe_* options)")
 class ProbeClassifier:
     """The run's linear probe on frozen embeddings (:func:`aft_bench.evaluation.probe.store.get_probe`, cached)."""
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from typing import Any, Literal
 
 import yaml
 
+from aft_bench.core.registries import TASKS
 from aft_bench.models.series import expand_encoder_specs
 
 OnError = Literal["raise", "skip"]
 PRECISIONS = ("fp32", "bf16")
-"""Attribution precisions: fp32, or bf16 autocast with fp32 maps (:mod:`aft_bench.attributions.precision`)."""
+"""Attribution precisions: fp32, or bf16 autocast with fp32 maps (:mod:`aft_bench.evaluation.precision`)."""
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,17 @@ class TaskSpec:
 
 
 def load_task_spec(task: str) -> TaskSpec:
-    """Reads ``tasks/<task>.yaml`` from the installed package."""
-    try:
-        text = resources.files("aft_bench.tasks").joinpath(f"{task}.yaml").read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"task {task!r} has no YAML config (tasks/{task}.yaml)") from exc
-    data = yaml.safe_load(text) or {}
+    """Reads the YAML that declares ``task`` (``tasks/<task>.yaml``, or a plugin's:
+    :mod:`aft_bench.core.task_registry`).
+
+    Raises:
+        UnknownNameError: For an unknown task. FileNotFoundError: For a task registered without a YAML file.
+        ValueError: For a YAML without ``metadata.version``.
+    """
+    data = yaml.safe_load(TASKS.spec_text(task)) or {}
     meta = data.get("metadata", {})
     if "version" not in meta:
-        raise ValueError(f"tasks/{task}.yaml lacks metadata.version")
+        raise ValueError(f"{TASKS.origin(task)} (task {task!r}) lacks metadata.version")
     return TaskSpec(task, int(meta["version"]), data.get("defaults", {}) or {}, meta.get("description", ""),
                     data.get("dataset_defaults", {}) or {})
 

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 from aft_bench.attributions.base import Attribution
-from aft_bench.attributions.precision import attribution_precision
 from aft_bench.core.options import names_in, nested, option
 from aft_bench.core.registries import TARGETS
 from aft_bench.data.base import Batch, Dataset
 from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.precision import attribution_precision
 from aft_bench.evaluation.probe.options import ProbeOptions
 from aft_bench.evaluation.sample_task import Pair, SampleTask
 from aft_bench.evaluation.task import Record
@@ -53,7 +53,7 @@ class MapTask(SampleTask):
 
     def maps(self, ctx: RunContext, pair: Pair, batch: Batch) -> Tensor:
         """Attribution maps of a batch, ``maps[i]`` of sample i (overridden by tasks that perturb images), fp32, from
-        forwards in the run's precision (:func:`aft_bench.attributions.precision.attribution_precision`)."""
+        forwards in the run's precision (:func:`aft_bench.evaluation.precision.attribution_precision`)."""
         images = batch.images.to(pair.encoder.device)
         target = ctx.target(pair.encoder, batch, pair.dataset)
         with attribution_precision(ctx.config.precision, images.device):

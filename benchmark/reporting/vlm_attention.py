@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.core.options import parse_options
+from aft_bench.core.registries import FIGURES
 from aft_bench.data.base import Batch
 from aft_bench.evaluation.config import RunConfig
 from aft_bench.evaluation.context import RunContext
@@ -83,6 +84,8 @@ def draw(rows: list[Row]) -> Figure:
     return figure
 
 
+@FIGURES.register("vlm_attention",
+                  help="paper Fig. 7: an image and LLaVA's attention map of each answer token, titled with the token")
 def vlm_figure(config: RunConfig, out: str | Path) -> Path:
     """Computes and draws the Fig. 7 panels of ``config`` into ``out`` (its suffix gives the format) with a ``.json``
     panel list beside it; options as the task's (``--option vlm=...``), attributions unused.

@@ -42,6 +42,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from aft_bench.core.registries import REGULARIZERS
 from aft_bench.training.config import PIXEL, TrainConfig
 
 
@@ -253,26 +254,36 @@ class ElasticNet(Regularizer):
         return {**super().describe(), "eps2": self.eps2}
 
 
+@REGULARIZERS.register("box", help="h(v) = eta/(2 eps) ||v||^2 inside the L_inf ball of radius eps (paper Eq. 5)")
 def box_regularizer(config: TrainConfig) -> Regularizer:
     """``box``: :class:`BoxQuadratic` (paper Eq. 5) with the recipe's eps and eta."""
     return BoxQuadratic(config.eps * PIXEL, config.eta * PIXEL)
 
 
+@REGULARIZERS.register("box-pixelnorm",
+                       help="the published code's penalty: eta/(2 eps) x sum of per-pixel channel L2 norms, in the "
+                            "ball")
 def box_pixelnorm_regularizer(config: TrainConfig) -> Regularizer:
     """``box-pixelnorm``: :class:`BoxPixelNorm` (the published code's penalty) with the recipe's eps and eta."""
     return BoxPixelNorm(config.eps * PIXEL, config.eta * PIXEL)
 
 
+@REGULARIZERS.register("group-pixel",
+                       help="eta/(2 eps) ||v||^2, each pixel's channel L2 norm <= eps (conjugate of paper Eq. 22)")
 def group_pixel_regularizer(config: TrainConfig) -> Regularizer:
     """``group-pixel``: :class:`GroupQuadratic` (paper Eq. 22) over each pixel's colour channels."""
     return GroupQuadratic(config.eps * PIXEL, config.eta * PIXEL, group="pixel")
 
 
+@REGULARIZERS.register("group-patch",
+                       help="the same with groups of --group-patch x --group-patch pixels (conjugate of paper Eq. 22)")
 def group_patch_regularizer(config: TrainConfig) -> Regularizer:
     """``group-patch``: :class:`GroupQuadratic` (paper Eq. 22) over ``group_patch`` x ``group_patch`` tiles."""
     return GroupQuadratic(config.eps * PIXEL, config.eta * PIXEL, group="patch", patch=config.group_patch)
 
 
+@REGULARIZERS.register("elastic-net",
+                       help="the conjugate of the smoothed elastic net (paper Eq. 21): separable, no hard ball")
 def elastic_net_regularizer(config: TrainConfig) -> Regularizer:
     """``elastic-net``: :class:`ElasticNet` (paper Eq. 21) with the recipe's eps, eta and eps2."""
     return ElasticNet(config.eps * PIXEL, config.eta * PIXEL, eps2=config.eps2)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aft_bench.apps.cli import CACHE_SAMPLES_HELP, _key_values, check_output_folder, cpu_threads
+from aft_bench.apps.arguments import CACHE_SAMPLES_HELP, check_output_folder, cpu_threads, key_values
 from aft_bench.apps.suites.suite import load_suite, suite_names
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def entry_settings(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
         ValueError: For a flag that is not ``ENTRY.KEY=VALUE``.
     """
     out: dict[str, dict[str, Any]] = {}
-    for key, value in _key_values(items, "--set").items():
+    for key, value in key_values(items, "--set").items():
         entry, dot, name = key.partition(".")
         if not dot or not entry or not name:
             raise ValueError(f"--set expects ENTRY.KEY=VALUE (e.g. --set roar.limit=100), got {key!r}")
@@ -140,7 +140,7 @@ def run_compare(argv: Sequence[str] | None = None) -> int:
         "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers,
         "cache_samples": args.cache_samples, "out": args.out,
         "on_error": args.on_error, "fresh": args.fresh,
-        "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
+        "dataset_args": key_values(args.dataset_arg, "--dataset-arg") or None,
     }
     request = CompareRequest(suite, encoders, baseline, run_settings,
                              Settings(resamples=args.resamples, seed=args.bootstrap_seed, alpha=args.alpha))

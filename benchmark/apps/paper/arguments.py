@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aft_bench.apps.cli import _key_values, check_output_folder, cpu_threads
+from aft_bench.apps.arguments import check_output_folder, cpu_threads, key_values
 from aft_bench.apps.compare.arguments import add_run_settings, entry_settings
 from aft_bench.apps.paper.spec import PaperSuite, load_paper_suite, paper_suite_names
 
@@ -116,7 +116,7 @@ def run_paper(argv: Sequence[str] | None = None) -> int:
         "dataset": args.dataset, "data_root": args.data_root, "limit": args.limit, "seed": args.seed,
         "batch_size": args.batch_size, "device": args.device, "num_workers": args.num_workers,
         "cache_samples": args.cache_samples, "out": args.results,
-        "fresh": args.fresh, "dataset_args": _key_values(args.dataset_arg, "--dataset-arg") or None,
+        "fresh": args.fresh, "dataset_args": key_values(args.dataset_arg, "--dataset-arg") or None,
     }
     request = ReportRequest(tuple(names), tuple(args.encoders), settings, Path(args.out))
     check_output_folder(Path(args.out))

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aft_bench.apps.cli import _attribution_args, _key_values, check_output_folder, cpu_threads
+from aft_bench.apps.arguments import attribution_args, check_output_folder, cpu_threads, key_values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +67,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = StudyConfig(
         encoders=tuple(args.encoders), dataset=args.dataset, data_root=args.data_root,
-        dataset_args=_key_values(args.dataset_arg, "--dataset-arg"), attribution=args.attribution,
-        attribution_args=_attribution_args(args.attr_arg), cases=args.cases, seed=args.seed,
-        options=_key_values(args.option, "--option"), device=args.device, batch_size=args.batch_size)
+        dataset_args=key_values(args.dataset_arg, "--dataset-arg"), attribution=args.attribution,
+        attribution_args=attribution_args(args.attr_arg), cases=args.cases, seed=args.seed,
+        options=key_values(args.option, "--option"), device=args.device, batch_size=args.batch_size)
     out = Path(args.out)
     check_output_folder(out)
     with cpu_threads(args.threads):

@@ -44,11 +44,10 @@ log = logging.getLogger(__name__)
 
 CHANCE = 100.0 / CHOICES
 """The accuracy (%) of guessing: one of the four maps."""
-SUBSETS: dict[str, Metric] = {
-    "correct": Metric(name="correct", higher_is_better=True, description="cases with a correct zero-shot prediction"),
-    "incorrect": Metric(name="incorrect", higher_is_better=True, description="cases with a wrong zero-shot prediction"),
-    "all": Metric(name="all", higher_is_better=True, description="every case of the encoder"),
-}
+CORRECT = Metric(name="correct", higher_is_better=True, description="study cases with a correct zero-shot prediction")
+INCORRECT = Metric(name="incorrect", higher_is_better=True, description="study cases with a wrong zero-shot prediction")
+ALL_CASES = Metric(name="all", higher_is_better=True, description="every study case of the encoder")
+SUBSETS: dict[str, Metric] = {metric.name: metric for metric in (CORRECT, INCORRECT, ALL_CASES)}
 """The rows of Table 10 per encoder, as metric objects of the results."""
 
 

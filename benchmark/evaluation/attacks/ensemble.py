@@ -24,12 +24,14 @@ StartFn = Callable[[Tensor, str], Tensor]
 """(indices into the batch, attack tag) -> uniform [-1, 1] start noise for those samples."""
 
 
+@ATTACKS.register("apgd-ce", help="APGD with the cross-entropy loss (Croce & Hein 2020)")
 def apgd_ce(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
              starts: StartFn, index: Tensor) -> Tensor:
     """APGD with the cross-entropy loss; returns which samples it fooled."""
     return apgd(logits_fn, images, labels, eps, starts(index, "apgd-ce"), steps=steps, loss="ce").fooled
 
 
+@ATTACKS.register("apgd-t", help="APGD with the targeted DLR loss against the runners-up (Croce & Hein 2020)")
 def apgd_t(logits_fn: LogitsFn, images: Tensor, labels: Tensor, eps: float, steps: int, n_targets: int,
             starts: StartFn, index: Tensor) -> Tensor:
     """APGD with the targeted DLR loss against the runners-up of the clean logits, one target at a time."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aft_bench.core.options import finite_number, option, positive_int
+from aft_bench.core.registries import RETRAINERS
 from aft_bench.evaluation.probe.linear import accuracy, fit_linear
 from aft_bench.evaluation.probe.options import ProbeOptions
 from aft_bench.evaluation.removal.data import RemovedSplit
@@ -69,6 +70,7 @@ class CnnOptions:
     width: int = option(16, parse=positive_int, help="channels of the first convolution")
 
 
+@RETRAINERS.register("probe", help="ROAR: a linear probe on the frozen encoder's embeddings of the removed images")
 class ProbeRetrainer:
     """Linear probe on the frozen encoder's embeddings of the removed images (the default)."""
 
@@ -118,6 +120,7 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+@RETRAINERS.register("cnn", help="ROAR: a small CNN trained from scratch on the removed images")
 class CnnRetrainer:
     """A :class:`TinyCNN` trained from scratch with Adam on the removed training images."""
 

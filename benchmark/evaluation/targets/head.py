@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from aft_bench.core.registries import TARGETS
 from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.probe.options import ProbeSetup
 from aft_bench.models.encoder import Encoder
@@ -46,6 +47,8 @@ class HeadTarget:
                           self.scale.repeat_interleave(n, dim=0))
 
 
+@TARGETS.register("head",
+                  help="the classifier's own logit of the sample's class (probe_class=true) or its top-1 (timm models)")
 def head_target(encoder: Encoder, batch: Batch, probe: ProbeSetup | None = None) -> HeadTarget:
     """TARGETS factory ``head``: the classifier's logit of each image's class (option ``probe_class``).
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from aft_bench.core.registries import TARGETS
 from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.probe.linear import LinearProbe
 from aft_bench.evaluation.probe.options import ProbeSetup
@@ -58,6 +59,7 @@ def _top1_classes(probe: LinearProbe, encoder: Encoder, images: Tensor) -> Tenso
         return probe.logits(encoder(images.to(encoder.device))).argmax(dim=1)
 
 
+@TARGETS.register("probe", help="class logit of a linear probe on frozen image embeddings (probe_class=true|top1)")
 def probe_target(encoder: Encoder, batch: Batch, probe: ProbeSetup | None = None) -> ProbeTarget:
     """TARGETS factory ``probe``: the probe class logit of each image of ``batch`` (option ``probe_class``).
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from aft_bench.core.registries import TARGETS
 from aft_bench.data.base import Batch
 from aft_bench.models.encoder import Encoder
 
@@ -24,6 +25,7 @@ class TextTarget:
         return TextTarget(self.embeddings.repeat_interleave(n, dim=0))
 
 
+@TARGETS.register("text", help="cosine similarity with the embedding of the image's prompt (zero-shot)")
 def text_target(encoder: Encoder, batch: Batch, probe: object = None) -> TextTarget:
     """TARGETS factory ``text``: each image's prompt embedding, the zero-shot target (paper section 4.1).
 

@@ -11,11 +11,12 @@ from typing import ClassVar
 
 import torch
 
-from aft_bench.core.registries import ENCODERS
+from aft_bench.core.registries import ENCODER_BACKENDS, ENCODERS
 from aft_bench.core.registry import UnknownNameError
 from aft_bench.models.encoder import Encoder
 
 
+@ENCODER_BACKENDS.register("toy", help="the registered named encoders (the bundled toy CLIPs and their fine-tunes)")
 class ToyEncoders:
     """Spec reader of the registered encoder names."""
 

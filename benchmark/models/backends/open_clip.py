@@ -20,12 +20,15 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
+from aft_bench.core.registries import ENCODER_BACKENDS
 from aft_bench.models.attention import additive_mask, explicit_attention
 from aft_bench.models.encoder import AttentionFactory, Encoder, EncoderKind, UnsupportedEncoderError
 
 CARD_SUFFIX = ".json"
 
 
+@ENCODER_BACKENDS.register("open_clip",
+                           help="open_clip CLIP models: ARCH:TAG, hf-hub:ORG/NAME, ARCH[:TAG]@PATH, ckpt:PATH")
 class OpenClipEncoder(Encoder):
     """An open_clip ``CLIP`` model (``model.visual`` is the image tower, ``model.encode_text`` the text tower)."""
 

@@ -32,6 +32,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
+from aft_bench.core.registries import ENCODER_BACKENDS
 from aft_bench.core.registry import UnknownNameError
 from aft_bench.models.attention import additive_mask, explicit_attention, query_attention
 from aft_bench.models.encoder import AttentionFactory, Encoder, EncoderKind, UnsupportedEncoderError
@@ -52,6 +53,8 @@ class PreLogits(nn.Module):
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
 
 
+@ENCODER_BACKENDS.register("timm",
+                           help="timm image classifiers: timm:NAME or timm:NAME@PATH; pre-logits embeddings, no text")
 class TimmEncoder(Encoder):
     """A timm classifier: the pre-logits embedding, its classifier head (:meth:`classifier`), no text tower."""
 

@@ -34,6 +34,7 @@ from transformers import (
 from transformers.models.clip.modeling_clip import CLIPAttention
 
 from aft_bench.core.atomic import atomic_write_text
+from aft_bench.core.registries import ENCODER_BACKENDS
 from aft_bench.models.attention import additive_mask, explicit_attention, query_attention
 from aft_bench.models.encoder import (
     OPENAI_MEAN,
@@ -87,6 +88,8 @@ class HFTokenizer:
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
 
+@ENCODER_BACKENDS.register("transformers",
+                           help="transformers CLIP models: hf:ORG/NAME (local cache) or hf:/path/to/folder")
 class HFClipEncoder(Encoder):
     """A transformers CLIP: ``model`` is a ``CLIPModel`` or a ``CLIPVisionModelWithProjection``; ``text_model`` a
     ``CLIPTextModelWithProjection`` for the latter (or None: no text tower)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from aft_bench.core.cache import cached
+from aft_bench.core.registries import ENCODERS
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import load_encoder
 from aft_bench.training.checkpoint import CHECKPOINT_NAME
@@ -55,31 +56,44 @@ def load_toy_finetune(preset: str, device: str | torch.device = "cpu") -> Encode
     return encoder
 
 
+@ENCODERS.register("toy-aft",
+                   help="the toy CLIP fine-tuned with AFT (eps 4/255, eta = sigma = 1/255), trained on first use")
 def load_toy_aft(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-aft`` encoder: the toy CLIP after AFT (paper Eq. 7) on the shapes world."""
     return load_toy_finetune("toy-aft", device)
 
 
+@ENCODERS.register("toy-fare", help="the toy CLIP fine-tuned with FARE (eps 4/255), trained on first use")
 def load_toy_fare(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-fare`` encoder: the toy CLIP after FARE (Schlarmann et al. 2024) on the shapes world."""
     return load_toy_finetune("toy-fare", device)
 
 
+@ENCODERS.register("toy-tecoa",
+                   help="the toy CLIP fine-tuned with TeCoA on the shapes classes (eps 4/255), trained on first use")
 def load_toy_tecoa(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-tecoa`` encoder: the toy CLIP after TeCoA (Mao et al. 2023) on the shapes world's classes."""
     return load_toy_finetune("toy-tecoa", device)
 
 
+@ENCODERS.register("toy-shortcut-aft",
+                   help="toy-shortcut fine-tuned with AFT (eps 4/255) on the planted-shortcut world, trained on first "
+                        "use")
 def load_toy_shortcut_aft(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-shortcut-aft`` encoder: the ``toy-shortcut`` CLIP after AFT on the planted-shortcut world."""
     return load_toy_finetune("toy-shortcut-aft", device)
 
 
+@ENCODERS.register("toy-shortcut-fare",
+                   help="toy-shortcut fine-tuned with FARE (eps 4/255) on the planted-shortcut world, trained on first"
+                        " use")
 def load_toy_shortcut_fare(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-shortcut-fare`` encoder: the ``toy-shortcut`` CLIP after FARE on the planted-shortcut world."""
     return load_toy_finetune("toy-shortcut-fare", device)
 
 
+@ENCODERS.register("toy-pmg-aft",
+                   help="the toy CLIP fine-tuned with PMG-AFT on the shapes classes (eps 4/255), trained on first use")
 def load_toy_pmg_aft(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-pmg-aft`` encoder: the toy CLIP after PMG-AFT (Wang et al. 2024) on the shapes world's classes."""
     return load_toy_finetune("toy-pmg-aft", device)

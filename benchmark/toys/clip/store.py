@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from aft_bench.core.cache import cached
+from aft_bench.core.registries import ENCODERS
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import load_encoder
 from aft_bench.toys.clip.fit import CHECKPOINT_NAME, train_toy
@@ -27,11 +28,15 @@ def toy_checkpoint(recipe: ToyRecipe = DEFAULT_RECIPE) -> Path:
     return cached(toy_cache_key(recipe), build) / CHECKPOINT_NAME
 
 
+@ENCODERS.register("toy", help="bundled tiny CLIP trained on the shapes world")
 def load_toy_encoder(device: str | torch.device = "cpu", recipe: ToyRecipe = DEFAULT_RECIPE) -> Encoder:
     """The ``toy`` encoder: the cached toy CLIP, trained on first use (see :func:`train_toy`)."""
     return load_encoder(f"ckpt:{toy_checkpoint(recipe)}", device=device)
 
 
+@ENCODERS.register("toy-shortcut",
+                   help="a toy CLIP trained on the shapes world with a planted class pattern (2/255), trained on first"
+                        " use")
 def load_toy_shortcut_encoder(device: str | torch.device = "cpu") -> Encoder:
     """The ``toy-shortcut`` encoder: a toy CLIP trained on the shapes world with a planted class pattern
     (:data:`aft_bench.toys.clip.recipe.SHORTCUT_RECIPE`), trained on first use and cached like the toy."""

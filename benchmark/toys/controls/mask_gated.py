@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
+from aft_bench.core.registries import ENCODERS
 from aft_bench.models.attention import additive_mask
 from aft_bench.models.backends.open_clip import OpenClipEncoder
 from aft_bench.models.encoder import UnsupportedEncoderError
@@ -127,6 +128,8 @@ def _zero_biases(visual: nn.Module) -> None:
             parameter.zero_()
 
 
+@ENCODERS.register("control-mask",
+                   help="positive control: a random ViT that sees only the pixels inside each shapes sample's mask")
 def load_mask_control(device: str | torch.device = "cpu") -> MaskGatedEncoder:
     """The ``control-mask`` encoder: the toy CLIP's architecture with seeded random weights, blind outside each
     shapes sample's mask (the first 1000 test images at 64 px)."""

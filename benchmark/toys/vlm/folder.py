@@ -24,6 +24,7 @@ from typing import Any
 
 from aft_bench.core.atomic import atomic_write_text
 from aft_bench.core.cache import cached
+from aft_bench.core.registries import VLMS
 from aft_bench.results.result import package_versions
 from aft_bench.toys.clip.recipe import toy_cache_key
 from aft_bench.toys.clip.store import load_toy_encoder
@@ -96,6 +97,8 @@ def build_toy_vlm_folder(recipe: VlmRecipe, folder: str | Path, progress: bool =
     return card
 
 
+@VLMS.register("toy",
+               help="the embedded toy LLaVA (toy CLIP tower, projector, small LM on the shapes world), built on use")
 def toy_vlm_folder(recipe: VlmRecipe = DEFAULT_VLM_RECIPE) -> Path:
     """The cached toy VLM's ``save_pretrained`` folder (model + processor + card), built first if missing.
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.training.objectives.base import AdversarialObjective, TrainBatch
 from aft_bench.training.tower import Reference
 
 
+@OBJECTIVES.register("aft", help="unsupervised AFT, paper Eq. 7 (squared distance to the original embedding minus h)")
 class AFTObjective(AdversarialObjective):
     """min_theta E_x max_delta 1/2 ||f_theta(x + z + delta) - I_x||^2 - h(delta) (paper Eq. 7).
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.data.base import DataError
 from aft_bench.training.objectives.base import AdversarialObjective, TrainBatch
 from aft_bench.training.tower import Reference
 
 
+@OBJECTIVES.register("aft-supervised", help="supervised AFT, paper Eq. 1 (image-caption similarity; needs captions)")
 class SupervisedAFTObjective(AdversarialObjective):
     """min_theta E max_delta 1/2 (T_x^T f_theta(x + z + delta) - T_x^T I_x)^2 - h(delta) (paper Eq. 1).
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.training.config import PIXEL, TrainConfig
 from aft_bench.training.objectives.base import AdversarialObjective, TrainBatch, pgd_config
 from aft_bench.training.regularizers import BoxQuadratic
 from aft_bench.training.tower import Reference
 
 
+@OBJECTIVES.register("fare", help="FARE (Schlarmann et al. 2024): L_inf-bounded embedding attack, no penalty")
 class FAREObjective(AdversarialObjective):
     """min_theta E_x max_{||delta||_inf <= eps} ||f_theta(x + delta) - f_orig(x)||^2_2 (Schlarmann et al. 2024).
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.training.config import PIXEL, TrainConfig
 from aft_bench.training.objectives.base import pgd_config
 from aft_bench.training.objectives.tecoa import ClassTargets, TeCoAObjective
@@ -20,6 +21,8 @@ def kl_per_sample(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     return (F.softmax(p_logits, dim=-1) * (F.log_softmax(p_logits, dim=-1) - F.log_softmax(q_logits, dim=-1))).sum(-1)
 
 
+@OBJECTIVES.register("pmg-aft",
+                     help="PMG-AFT (Wang et al. 2024): TeCoA + alpha KL to the original model + beta KL to clean")
 class PMGAFTObjective(TeCoAObjective):
     """Pre-trained model guided adversarial fine-tuning (Wang et al. 2024, CVPR), L = L_robust + alpha L_general
     + beta L_clean.

@@ -9,6 +9,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
+from aft_bench.core.registries import OBJECTIVES
 from aft_bench.data.base import DataError
 from aft_bench.data.labelled_folders import DEFAULT_TEMPLATE
 from aft_bench.evaluation.classifiers import TEMPLATE_SETS, PromptOptions, ZeroShotClassifier
@@ -38,6 +39,8 @@ class ClassTargets:
         return self.scale * embedding @ self.text.T
 
 
+@OBJECTIVES.register("tecoa",
+                     help="TeCoA (Mao et al. 2023): zero-shot cross-entropy under L_inf PGD; needs class labels")
 class TeCoAObjective(AdversarialObjective):
     """min_theta E_(x,y) max_{||delta||_inf <= eps} CE(s cos(f_theta(x + delta), T), y) (Mao et al. 2023).
 
