@@ -34,8 +34,8 @@ from torch import Tensor
 
 from aft_bench.attributions.m2ib import M2IB, apply_bottleneck, noise_statistics
 from aft_bench.evaluation.targets.text import TextTarget
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, model_config, tokenizer_for
 from aft_bench.models.encoder import Encoder
-from aft_bench.models.loading import build_model, model_config, tokenizer_for
 
 # Methods timed when importable (the gradient methods live in other modules of the package).
 METHODS: dict[str, str] = {
@@ -125,7 +125,7 @@ def reference_style_m2ib(encoder: Encoder, image: Tensor, target: TextTarget, me
 def build_encoder(arch: str, device: torch.device) -> Encoder:
     cfg = model_config(arch)
     torch.manual_seed(0)
-    return Encoder(build_model(cfg), tokenizer_for(cfg), name=f"{arch} (random weights)").to(device).eval()
+    return OpenClipEncoder(build_model(cfg), tokenizer_for(cfg), name=f"{arch} (random weights)").to(device).eval()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -44,8 +44,9 @@ import train_step  # noqa: E402
 from aft_bench.data.imagenet_s import write_synthetic  # noqa: E402
 from aft_bench.evaluation.config import resolve_config  # noqa: E402
 from aft_bench.evaluation.runner import run  # noqa: E402
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for  # noqa: E402
 from aft_bench.models.encoder import Encoder  # noqa: E402
-from aft_bench.models.loading import build_model, save_encoder, tokenizer_for  # noqa: E402
+from aft_bench.models.loading import save_encoder  # noqa: E402
 
 TINY_CFG = {
     "embed_dim": 32,
@@ -58,7 +59,7 @@ POINTING_METHODS = ["simple_gradient", "gradcam", "rollout"]
 def _tiny_encoder(device: torch.device) -> Encoder:
     torch.manual_seed(0)
     model = build_model(copy.deepcopy(TINY_CFG))
-    return Encoder(model, tokenizer_for(TINY_CFG), name="tiny", card={"model_cfg": TINY_CFG}).to(device).eval()
+    return OpenClipEncoder(model, tokenizer_for(TINY_CFG), name="tiny", card={"model_cfg": TINY_CFG}).to(device).eval()
 
 
 def _tiny_spec(folder: Path) -> str:

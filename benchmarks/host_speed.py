@@ -63,8 +63,9 @@ from aft_bench.evaluation.context import RunContext
 from aft_bench.evaluation.runner import run
 from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.streaming import BadSamples, stream
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
 from aft_bench.models.encoder import Encoder
-from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.models.loading import save_encoder
 from aft_bench.results.store import SampleStore
 from aft_bench.tasks.pointing_game import PointingGame, PointingGameOptions
 
@@ -188,7 +189,7 @@ def _registered(log_path: Path) -> Iterator[None]:
 def _encoder_spec(folder: Path) -> str:
     torch.manual_seed(0)
     model = build_model(copy.deepcopy(CHEAP_CFG))
-    encoder = Encoder(model, tokenizer_for(CHEAP_CFG), name="cheap224", card={"model_cfg": CHEAP_CFG})
+    encoder = OpenClipEncoder(model, tokenizer_for(CHEAP_CFG), name="cheap224", card={"model_cfg": CHEAP_CFG})
     path = save_encoder(encoder, folder / "cheap224", {"model_cfg": CHEAP_CFG, "name": "cheap224"})
     return f"ckpt:{path}"
 

@@ -36,9 +36,10 @@ from aft_bench.core.atomic import atomic_write_text
 from aft_bench.data.shapes import CLASSNAMES
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
 from aft_bench.models.convert import open_clip_vision_cfg
 from aft_bench.models.encoder import Encoder
-from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.models.loading import save_encoder
 from aft_bench.models.vlm import answer
 from aft_bench.models.vlm.answer import MapChoices, attention_rows, generate
 from aft_bench.models.vlm.loading import load_vlm
@@ -56,7 +57,8 @@ def encoder_for(folder: Path) -> tuple[Encoder, dict]:
     vlm = load_vlm(str(folder))
     cfg = {**open_clip_vision_cfg(vlm.vision_config), "text_cfg": TEXT_CFG}
     torch.manual_seed(1)
-    return Encoder(build_model(cfg), tokenizer_for(cfg), name="random-tower", card={"model_cfg": cfg}).eval(), cfg
+    encoder = OpenClipEncoder(build_model(cfg), tokenizer_for(cfg), name="random-tower", card={"model_cfg": cfg})
+    return encoder.eval(), cfg
 
 
 def peak_bytes(device: torch.device) -> int:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
 from aft_bench.models.encoder import Encoder
-from aft_bench.models.loading import build_model, save_encoder, tokenizer_for
+from aft_bench.models.loading import save_encoder
 from aft_bench.toys.clip.recipe import ToyRecipe
 
 TINY_VIT_CFG = {
@@ -56,7 +57,7 @@ def make_encoder(cfg: dict, name: str, seed: int = 0) -> Encoder:
     """A random-weight open_clip encoder built from ``cfg`` with a fixed seed."""
     torch.manual_seed(seed)
     model = build_model(cfg)
-    return Encoder(model, tokenizer_for(cfg), name=name, card={"model_cfg": cfg, "name": name}).eval()
+    return OpenClipEncoder(model, tokenizer_for(cfg), name=name, card={"model_cfg": cfg, "name": name}).eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from conftest import TINY_VIT_CFG, make_encoder
 from test_attr_registry import hf_vit, timm_vit  # noqa: F401 (fixtures)
 from torch import nn
 
-from aft_bench.models.attention import AttentionRecorder, reduce_heads
+from aft_bench.models.attention_recorder import AttentionRecorder, reduce_heads
 from aft_bench.models.backends.open_clip import _mha_forward
 from aft_bench.models.encoder import UnsupportedEncoderError
 

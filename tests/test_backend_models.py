@@ -31,9 +31,11 @@ from aft_bench.core.registries import ENCODER_BACKENDS, TARGETS
 from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import Batch, DataError
 from aft_bench.evaluation.targets.head import HeadTarget, head_target
+from aft_bench.models.backend import EncoderBackend
 from aft_bench.models.backends.transformers import HFClipEncoder
+from aft_bench.models.checkpoints import CheckpointError
 from aft_bench.models.encoder import IMAGENET_MEAN, IMAGENET_STD, OPENAI_STD, Encoder, UnsupportedEncoderError
-from aft_bench.models.loading import CheckpointError, load_encoder, save_encoder
+from aft_bench.models.loading import load_encoder, save_encoder
 
 TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "max_position_embeddings": 16, "vocab_size": 49408}
@@ -222,7 +224,9 @@ def test_head_target_refuses_clip_encoders(tiny_vit: Encoder) -> None:
 # ---------------------------------------------------------------------------------------- every backend
 def test_every_backend_is_registered_and_saves_back_through_ckpt(tmp_path: Path, hf_folder: Path,
                                                                  timm_resnet_file: Path) -> None:
-    assert set(ENCODER_BACKENDS.names()) == {"open_clip", "transformers", "timm", "toy"}
+    assert set(ENCODER_BACKENDS.names()) == {"open_clip", "transformers", "timm", "named"}
+    for name in ENCODER_BACKENDS.names():
+        assert isinstance(ENCODER_BACKENDS.get(name), EncoderBackend), name
     for spec in (f"hf:{hf_folder}", f"timm:test_resnet@{timm_resnet_file}"):
         encoder = load_encoder(spec)
         written = save_encoder(encoder, tmp_path / encoder.backend / "enc", {"name": "again"})

@@ -8,7 +8,7 @@ from aft_bench.core.registries import ATTRIBUTIONS, ENCODERS
 from aft_bench.data.shapes import caption, generate_batch
 from aft_bench.evaluation.targets.text import TextTarget
 from aft_bench.metrics.pointing import pointing_game
-from aft_bench.models.attention import AttentionRecorder
+from aft_bench.models.attention_recorder import AttentionRecorder
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.toys.controls.mask_gated import CONTROL_NAME, TokenGate, load_mask_control
 from aft_bench.toys.controls.mask_oracle import MaskOracle, ShapesWorld, UnknownImageError

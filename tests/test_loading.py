@@ -12,7 +12,9 @@ from conftest import TINY_CNN_CFG, TINY_TIMM_CFG, TINY_VIT_CFG, make_encoder
 from safetensors.torch import save_file
 
 from aft_bench.core.registry import UnknownNameError
-from aft_bench.models.loading import CheckpointError, load_encoder, load_state_dict_safely, model_config, save_encoder
+from aft_bench.models.backends.open_clip import model_config
+from aft_bench.models.checkpoints import CheckpointError, load_state_dict_safely
+from aft_bench.models.loading import load_encoder, save_encoder
 
 
 @pytest.fixture(scope="module")

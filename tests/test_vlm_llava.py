@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_VIT_CFG, make_encoder
 from transformers import LlavaForConditionalGeneration
 
-from aft_bench.models.loading import CheckpointError
+from aft_bench.models.checkpoints import CheckpointError
 from aft_bench.models.vlm.answer import MapChoices, answer_maps, attention_rows, generate
 from aft_bench.models.vlm.composite import composite_weights, grid_to_image, llm_image_weights, vision_patch_matrix
 from aft_bench.models.vlm.loading import VLM, load_vlm

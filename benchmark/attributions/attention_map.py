@@ -14,7 +14,7 @@ from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.core.registries import ATTRIBUTIONS
-from aft_bench.models.attention import AttentionRecorder, eval_mode, reduce_heads
+from aft_bench.models.attention_recorder import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.models.encoder import Encoder, EncoderKind
 
 
@@ -23,7 +23,7 @@ class AttentionMap(Attribution):
     """Attention of the class token to each patch in one block, reduced over heads.
 
     As visualised in the AFT paper (Fig. 4); attention probabilities come from the explicit attention
-    path (:class:`~aft_bench.models.attention.AttentionRecorder`). The row of the class token (query 0) over
+    path (:class:`~aft_bench.models.attention_recorder.AttentionRecorder`). The row of the class token (query 0) over
     the patch keys is laid on the patch grid and upsampled bilinearly to the input size.
 
     Args:

@@ -28,7 +28,7 @@ from torch import Tensor
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.attributions.gradients import eval_with_grad
 from aft_bench.core.registries import ATTRIBUTIONS
-from aft_bench.models.attention import AttentionRecorder
+from aft_bench.models.attention_recorder import AttentionRecorder
 from aft_bench.models.encoder import Encoder, EncoderKind
 
 EPS = 1e-12

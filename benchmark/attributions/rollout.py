@@ -15,7 +15,7 @@ from torch import Tensor
 
 from aft_bench.attributions.base import Attribution, Target, upsample
 from aft_bench.core.registries import ATTRIBUTIONS
-from aft_bench.models.attention import AttentionRecorder, eval_mode, reduce_heads
+from aft_bench.models.attention_recorder import AttentionRecorder, eval_mode, reduce_heads
 from aft_bench.models.encoder import Encoder, EncoderKind
 
 

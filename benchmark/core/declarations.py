@@ -28,6 +28,7 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,6 +61,8 @@ class Declaration:
         target: ``"module:attr"`` of the object (a task's class for a YAML).
         help: One line for ``aft-bench ls``.
         origin: The file the declaration stands in.
+        data: What else a decorator declares, as literal keywords (an encoder backend's spec ``prefixes``), so that
+            a registry can choose an entry before importing it.
     """
 
     form: str
@@ -67,6 +70,7 @@ class Declaration:
     target: str
     help: str
     origin: Path
+    data: tuple[tuple[str, Any], ...] = ()
 
 
 def module_files() -> Iterator[tuple[str, Path]]:
@@ -131,7 +135,7 @@ def _python(module: str, path: Path, text: str) -> Iterator[Declaration]:
                 raise DeclarationError(f"{path}: @{match.group('registry')}.register(...) decorates no def or class")
             help_text = _keyword(call, "help") or _docstring_line(text, defined.group(1), path)
             yield Declaration(match.group("registry"), _name(call, path, text, match.start()),
-                              f"{module}:{defined.group(1)}", help_text, path)
+                              f"{module}:{defined.group(1)}", help_text, path, _data(call, path))
         else:
             yield Declaration(_constructor(call) or "", _name(call, path, text, match.start()),
                               f"{module}:{match.group('variable')}", _keyword(call, "description"), path)
@@ -188,6 +192,21 @@ def _name(call: ast.Call, path: Path, text: str, start: int) -> str:
     return node.value
 
 
+def _data(call: ast.Call, path: Path) -> tuple[tuple[str, Any], ...]:
+    """The literal keywords of a decorator other than ``help`` (tuples for lists, so a declaration stays hashable)."""
+    data = []
+    for keyword in call.keywords:
+        if keyword.arg in (None, "help"):
+            continue
+        try:
+            value = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise DeclarationError(f"{path}, line {keyword.value.lineno}: the declared {keyword.arg}= must be a "
+                                   "literal (it is read without importing the module)") from None
+        data.append((keyword.arg, tuple(value) if isinstance(value, list) else value))
+    return tuple(data)
+
+
 def _keyword(call: ast.Call, key: str) -> str:
     value = next((k.value for k in call.keywords if k.arg == key), None)
     return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else ""
@@ -197,28 +216,28 @@ def _first_line(doc: str | None) -> str:
     return doc.strip().splitlines()[0] if doc and doc.strip() else ""
 
 
-def describe(target: str) -> str:
-    """The help line of the object ``"module:attr"`` read from its source without running it: its declaration's
-    help, else the first line of its docstring, else ``""`` (also when the source cannot be found)."""
+def describe(target: str) -> Declaration | None:
+    """The declaration of the object ``"module:attr"`` read from its source without running it (its decorator's help
+    and data, else the first line of its docstring as help), or None when the source cannot be found or read.
+
+    The form of the returned declaration is the decorator's registry, or ``""`` for an undecorated object.
+    """
     module, _, attr = target.partition(":")
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        return ""
+        return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return ""
+        return None
     path = Path(spec.origin)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return ""
-    try:
-        for declaration in _python(module, path, path.read_text(encoding="utf-8")):
-            if declaration.target == target and declaration.help:
-                return declaration.help
-    except DeclarationError:
-        pass
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == attr:
-            return _first_line(ast.get_docstring(node))
-    return ""
+        text = path.read_text(encoding="utf-8")
+        for declaration in _python(module, path, text):
+            if declaration.target == target:
+                return declaration
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == attr:
+                return Declaration("", attr, target, _first_line(ast.get_docstring(node)), path)
+    except (OSError, SyntaxError, UnicodeDecodeError, DeclarationError):
+        return None
+    return None

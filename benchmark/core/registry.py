@@ -59,6 +59,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
         self._help: dict[str, str] = {}
         self._origins: dict[str, Any] = {}
+        self._data: dict[str, dict[str, Any]] = {}
         self._loaded = not declared_as and group is None
 
     # ------------------------------------------------------------------ filling
@@ -87,6 +88,7 @@ class Registry(Generic[T]):
             self._entries[name] = target
         self._help[name] = self._help.get(name) or declaration.help
         self._origins[name] = declaration.origin
+        self._data[name] = {**dict(declaration.data), **self._data.get(name, {})}
 
     def _target(self, declaration: Declaration) -> str:
         """The lazy entry of a declaration (subclasses map other forms)."""
@@ -100,23 +102,28 @@ class Registry(Generic[T]):
                         point.name, self._origins.get(point.name, "built in"))
             return
         self._entries[point.name] = self._plugin_target(point)
-        self._help[point.name] = self._plugin_help(point)
+        declaration = describe(point.value)
+        self._help[point.name] = self._plugin_help(point, declaration)
+        self._data[point.name] = dict(declaration.data) if declaration is not None else {}
         self._origins[point.name] = owner
 
     def _plugin_target(self, point: metadata.EntryPoint) -> str:
         """The lazy entry of an entry point: its ``module:attr`` value (subclasses read other values)."""
         return point.value
 
-    def _plugin_help(self, point: metadata.EntryPoint) -> str:
-        return describe(point.value) or f"plugin from {_distribution(point)}"
+    def _plugin_help(self, point: metadata.EntryPoint, declaration: Declaration | None) -> str:
+        """The ``ls`` line of a plugin's entry: its declaration's help or docstring, else the distribution's name."""
+        return (declaration.help if declaration is not None else "") or f"plugin from {_distribution(point)}"
 
-    def register(self, name: str, obj: T | str | None = None, *, help: str = "") -> Callable[[T], T] | None:
+    def register(self, name: str, obj: T | str | None = None, *, help: str = "",
+                 **data: Any) -> Callable[[T], T] | None:
         """Registers ``obj`` under ``name``; without ``obj`` acts as a decorator (how built-ins declare themselves).
 
         Args:
             name: The public name (a string literal in a declaration: it is read without importing the module).
             obj: The object, or a lazy ``"package.module:attr"`` reference.
             help: One line shown by ``aft-bench ls`` (default: the object's first docstring line).
+            data: What else the entry declares (literals in a declaration), read with :meth:`declared`.
 
         Raises:
             ValueError: If ``name`` is already registered to a different object.
@@ -129,6 +136,8 @@ class Registry(Generic[T]):
             self._entries[name] = target
             if help or name not in self._help:
                 self._help[name] = help or _first_doc_line(target)
+            if data:
+                self._data[name] = {key: tuple(v) if isinstance(v, list) else v for key, v in data.items()}
             return target
 
         if obj is None:
@@ -172,6 +181,17 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, list(self._entries))
         return self._origins.get(name)
 
+    def declared(self, name: str) -> dict[str, Any]:
+        """What entry ``name`` declares besides its help (``{}`` for none), known without importing it.
+
+        Raises:
+            UnknownNameError: If ``name`` is not registered.
+        """
+        self._load()
+        if name not in self._entries:
+            raise UnknownNameError(self.kind, name, list(self._entries))
+        return dict(self._data.get(name, {}))
+
     def unregister(self, name: str) -> None:
         """Removes ``name``.
 
@@ -182,8 +202,8 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, list(self._entries))
         del self._entries[name]
-        self._help.pop(name, None)
-        self._origins.pop(name, None)
+        for table in (self._help, self._origins, self._data):
+            table.pop(name, None)
 
     @contextmanager
     def temporary(self, name: str, obj: T | str, *, help: str = "", replace: bool = False) -> Iterator[T | str]:
@@ -206,9 +226,8 @@ class Registry(Generic[T]):
             yield obj
         finally:
             if previous is None:
-                self._entries.pop(name, None)
-                self._help.pop(name, None)
-                self._origins.pop(name, None)
+                for table in (self._entries, self._help, self._origins, self._data):
+                    table.pop(name, None)
             else:
                 self._entries[name], self._help[name] = previous[0], previous[1]
 

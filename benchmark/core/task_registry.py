@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from aft_bench.core.declarations import DeclarationError
+from aft_bench.core.declarations import Declaration, DeclarationError
 from aft_bench.core.registry import Registry
 
 
@@ -47,7 +47,7 @@ class TaskRegistry(Registry[Any]):
                                    f"class as 'module:Class', got {target!r}")
         return target
 
-    def _plugin_help(self, point: metadata.EntryPoint) -> str:
+    def _plugin_help(self, point: metadata.EntryPoint, declaration: Declaration | None) -> str:
         return str((_plugin_yaml(point).get("metadata") or {}).get("description", ""))
 
 

@@ -12,8 +12,7 @@ and an explicit attention path per block (:meth:`Encoder.explicit_attention`, fo
 Rollout and Grad-ECLIP).
 
 One subclass per library lives in :mod:`aft_bench.models.backends` (open_clip, ``transformers`` CLIP, timm
-classifiers), registered in ``ENCODER_BACKENDS``; only those files know the libraries' classes. Calling
-``Encoder(model, tokenizer, name, ...)`` itself builds the open_clip backend, the project's default.
+classifiers), declared in ``ENCODER_BACKENDS``; only those files know the libraries' classes.
 """
 
 from __future__ import annotations
@@ -57,15 +56,26 @@ class Encoder(nn.Module):
         card: Free-form provenance (backend, architecture, checkpoint, normalisation, training recipe).
     """
 
-    #: The ``ENCODER_BACKENDS`` name of the subclass.
+    #: The ``ENCODER_BACKENDS`` name of the subclass, written into the cards of the encoders it saves.
     backend: str = ""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Encoder:
-        if cls is Encoder:  # the historical constructor: an open_clip CLIP
-            from aft_bench.models.backends.open_clip import OpenClipEncoder
+    # ------------------------------------------------------------------ the backend protocol
+    # Each subclass is its library's backend (:class:`aft_bench.models.backend.EncoderBackend`): it reads its spec
+    # forms and its own checkpoints.
+    @classmethod
+    @abstractmethod
+    def check_spec(cls, body: str) -> None:
+        """Fails before any model is built on a spec body this backend cannot read (see ``EncoderBackend``)."""
 
-            cls = OpenClipEncoder
-        return super().__new__(cls)
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, body: str, name: str, device: str | torch.device = "cpu") -> Encoder:
+        """The encoder of a spec body, named ``name`` (see ``EncoderBackend``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_card(cls, path: Path, card: dict[str, Any]) -> Encoder:
+        """The encoder this backend saved at ``path``, rebuilt from its card (see ``EncoderBackend``)."""
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
-from aft_bench.models.loading import read_card
+from aft_bench.models.checkpoints import read_card
 from aft_bench.reporting.saliency import figure_format
 from aft_bench.results.result import RunResult
 from aft_bench.results.table import latest

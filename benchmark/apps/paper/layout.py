@@ -20,7 +20,7 @@ from typing import Any
 from aft_bench.apps.paper.measure import Measurement
 from aft_bench.apps.paper.references import ReferenceCell, ReferenceTable
 from aft_bench.apps.paper.spec import PaperSection
-from aft_bench.models.loading import read_card
+from aft_bench.models.checkpoints import read_card
 
 DEFAULT_DECIMALS = 2
 

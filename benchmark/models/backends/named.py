@@ -1,13 +1,16 @@
-"""The toy backend: encoders registered by name in ``ENCODERS`` (the bundled toy CLIP and its fine-tunes).
+"""The named backend: encoders registered by name in ``ENCODERS`` (the bundled toy CLIPs, their fine-tunes, the
+control encoders, and any a plugin declares).
 
-The toy CLIP is an open_clip ``CLIP`` that the project trains itself (:mod:`aft_bench.toys.clip`), so its encoders are
-:class:`~aft_bench.models.backends.open_clip.OpenClipEncoder` instances; what this backend adds is the spec form: a
-plain registered name (``toy``, ``toy-aft``, ...) calls the registry's factory.
+What this backend adds is the spec form: a plain registered name (``toy``, ``toy-aft``, ...) calls the registry's
+factory with the run's device. The toy CLIP is an open_clip ``CLIP`` the project trains itself
+(:mod:`aft_bench.toys.clip`), so its encoders are :class:`~aft_bench.models.backends.open_clip.OpenClipEncoder`
+instances, saved and read back as open_clip checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -16,11 +19,12 @@ from aft_bench.core.registry import UnknownNameError
 from aft_bench.models.encoder import Encoder
 
 
-@ENCODER_BACKENDS.register("toy", help="the registered named encoders (the bundled toy CLIPs and their fine-tunes)")
-class ToyEncoders:
+@ENCODER_BACKENDS.register("named", names=True,
+                           help="the registered encoder names (the bundled toy CLIPs, their fine-tunes, the controls)")
+class NamedEncoders:
     """Spec reader of the registered encoder names."""
 
-    backend: ClassVar[str] = "toy"
+    backend: ClassVar[str] = "named"
 
     @classmethod
     def check_spec(cls, body: str) -> None:
@@ -32,3 +36,13 @@ class ToyEncoders:
         """The registry's factory for ``body`` on ``device`` (``name`` is the spec, the same string)."""
         cls.check_spec(body)
         return ENCODERS.get(body)(device=device)
+
+    @classmethod
+    def from_card(cls, path: Path, card: dict[str, Any]) -> Encoder:
+        """Named encoders are saved through their own backend (an open_clip checkpoint for the toys).
+
+        Raises:
+            ValueError: Always, naming the card.
+        """
+        raise ValueError(f"{path}: its card names the backend 'named', which has no checkpoint format; a named "
+                         "encoder is saved by its own backend (open_clip for the toys): write the card's backend")

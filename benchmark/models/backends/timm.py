@@ -35,8 +35,9 @@ from aft_bench.core.atomic import atomic_write, atomic_write_text
 from aft_bench.core.registries import ENCODER_BACKENDS
 from aft_bench.core.registry import UnknownNameError
 from aft_bench.models.attention import additive_mask, explicit_attention, query_attention
+from aft_bench.models.checkpoints import CheckpointError, load_state_dict_safely, load_strict
 from aft_bench.models.encoder import AttentionFactory, Encoder, EncoderKind, UnsupportedEncoderError
-from aft_bench.models.loading import CheckpointError, load_state_dict_safely, load_strict
+from aft_bench.models.hub import cached_file, hub_cache
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 STAGE_LEVELS = 4  # CNN stages: the last four feature levels
@@ -53,7 +54,7 @@ class PreLogits(nn.Module):
         return self.model.forward_head(self.model.forward_features(pixels), pre_logits=True)
 
 
-@ENCODER_BACKENDS.register("timm",
+@ENCODER_BACKENDS.register("timm", prefixes=("timm:",),
                            help="timm image classifiers: timm:NAME or timm:NAME@PATH; pre-logits embeddings, no text")
 class TimmEncoder(Encoder):
     """A timm classifier: the pre-logits embedding, its classifier head (:meth:`classifier`), no text tower."""
@@ -193,16 +194,14 @@ def _cached_weights(arch: str) -> Path:
     Raises:
         FileNotFoundError: Naming the repository and the cache when the file is not there.
     """
-    from huggingface_hub import constants, try_to_load_from_cache
-
     repo = getattr(timm.models.get_pretrained_cfg(arch), "hf_hub_id", None) if "." in arch else None
-    found = try_to_load_from_cache(repo, WEIGHTS, cache_dir=constants.HF_HUB_CACHE) if repo else None
-    if not isinstance(found, str):
+    found = cached_file(repo, (WEIGHTS,)) if repo else None
+    if found is None:
         raise FileNotFoundError(
-            f"timm:{arch}: no pretrained weights in the local Hugging Face cache ({constants.HF_HUB_CACHE}, repository "
+            f"timm:{arch}: no pretrained weights in the local Hugging Face cache ({hub_cache()}, repository "
             f"{repo or 'none: give NAME.TAG'}); on a machine with a connection run python -c \"import timm; "
             f"timm.create_model('{arch}', pretrained=True)\" and copy the cache here, or give timm:{arch}@PATH")
-    return Path(found)
+    return found
 
 
 def _class_token_only(model: nn.Module, block: nn.Module) -> bool:

@@ -36,6 +36,7 @@ from transformers.models.clip.modeling_clip import CLIPAttention
 from aft_bench.core.atomic import atomic_write_text
 from aft_bench.core.registries import ENCODER_BACKENDS
 from aft_bench.models.attention import additive_mask, explicit_attention, query_attention
+from aft_bench.models.checkpoints import CheckpointError, load_state_dict_safely, load_strict
 from aft_bench.models.encoder import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -44,7 +45,7 @@ from aft_bench.models.encoder import (
     EncoderKind,
     UnsupportedEncoderError,
 )
-from aft_bench.models.loading import CheckpointError, load_state_dict_safely, load_strict
+from aft_bench.models.hub import cached_file, hub_folder
 
 CONFIG = "config.json"
 PROCESSOR = "preprocessor_config.json"
@@ -88,7 +89,7 @@ class HFTokenizer:
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
 
-@ENCODER_BACKENDS.register("transformers",
+@ENCODER_BACKENDS.register("transformers", prefixes=("hf:",),
                            help="transformers CLIP models: hf:ORG/NAME (local cache) or hf:/path/to/folder")
 class HFClipEncoder(Encoder):
     """A transformers CLIP: ``model`` is a ``CLIPModel`` or a ``CLIPVisionModelWithProjection``; ``text_model`` a
@@ -262,16 +263,14 @@ def resolve_folder(spec: str) -> Path:
         return path
     if spec.startswith(("/", ".", "~")) or spec.count("/") != 1:
         raise FileNotFoundError(f"hf:{spec}: no such folder, and not an ORG/NAME repository name")
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    found = try_to_load_from_cache(spec, CONFIG, cache_dir=constants.HF_HUB_CACHE)
-    if not isinstance(found, str):
-        folder = Path(constants.HF_HUB_CACHE) / f"models--{spec.replace('/', '--')}"
+    found = cached_file(spec, (CONFIG,))
+    if found is None:
+        folder = hub_folder(spec)
         raise FileNotFoundError(
             f"hf:{spec}: not in the local Hugging Face cache (searched {folder}); on a machine with a connection run "
             f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{spec}')\" and copy "
             f"{folder} here, or save the model with save_pretrained and give hf:/path/to/folder")
-    return Path(found).parent
+    return found.parent
 
 
 def _read_config(folder: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, CLIPVisionConfig, LlavaConfig, LlavaForC
 
 from aft_bench.core.registries import VLMS
 from aft_bench.models.backends.transformers import CONFIG, resolve_folder
-from aft_bench.models.loading import CheckpointError
+from aft_bench.models.checkpoints import CheckpointError
 from aft_bench.models.vlm.prompt import IMAGE_PLACEHOLDER, llava_conversation
 from aft_bench.models.vlm.rows import IMPLEMENTATION
 

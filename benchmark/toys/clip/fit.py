@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from aft_bench.core.progress import progress_bar
 from aft_bench.data.shapes import CLASSNAMES, caption
+from aft_bench.models.backends.open_clip import OpenClipEncoder, tokenizer_for
 from aft_bench.models.encoder import Encoder
-from aft_bench.models.loading import save_encoder, tokenizer_for
+from aft_bench.models.loading import save_encoder
 from aft_bench.results.result import package_versions
 from aft_bench.toys.clip.data import batch_indices, dihedral, render_pool
 from aft_bench.toys.clip.loss import deduplicated_clip_loss
@@ -90,7 +91,8 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
     with use_threads(TRAINING_THREADS, "training the toy CLIP"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = build_toy_model(recipe)
-        encoder = Encoder(model, tokenizer_for(recipe.model_cfg()), name="toy", mean=recipe.mean, std=recipe.std)
+        encoder = OpenClipEncoder(model, tokenizer_for(recipe.model_cfg()), name="toy", mean=recipe.mean,
+                                  std=recipe.std)
         pool_images, pool_labels = render_pool(recipe, progress)
         rendered = time.perf_counter()
         tokens = encoder.tokenizer([caption(c) for c in range(len(CLASSNAMES))])

@@ -17,8 +17,8 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor
 from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
+from aft_bench.models.checkpoints import load_strict
 from aft_bench.models.convert import open_clip_to_hf_state, vision_config
-from aft_bench.models.loading import load_strict
 from aft_bench.toys.vlm.recipe import VISION_FEATURE_SELECT, VlmRecipe
 from aft_bench.toys.vlm.tokenizer import build_toy_tokenizer
 
@@ -48,7 +48,7 @@ def load_tower(model: LlavaForConditionalGeneration, visual: VisionTransformer, 
         source: What ``visual`` is, for the error message.
 
     Raises:
-        aft_bench.models.loading.CheckpointError: If the ViT's weights do not fit the tower (named in the message).
+        aft_bench.models.checkpoints.CheckpointError: If the ViT's weights do not fit the tower (named in the message).
     """
     tower = model.model.vision_tower
     expected = tower.state_dict()
