@@ -25,7 +25,7 @@ attribution column.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,16 +34,17 @@ from torch import Tensor
 
 from aft_bench.core.options import names_in, nested, option
 from aft_bench.core.registries import CLASSIFIERS
-from aft_bench.data.base import Batch
-from aft_bench.data.categories import ClassCategories, dataset_categories, read_table
+from aft_bench.data.base import Batch, Dataset
+from aft_bench.data.categories import CategoryTable, ClassCategories, dataset_categories, read_table
 from aft_bench.evaluation.classifiers import PromptOptions
 from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.encoder_task import EncoderSetup, EncoderTask
 from aft_bench.evaluation.probe.options import ProbeOptions
-from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.entropy import ENTROPY_CATEGORY, ENTROPY_ENTIRE, category_entropy, entropy
 from aft_bench.metrics.summary import RunningStat
-from aft_bench.results.result import RunResult
+from aft_bench.models.encoder import Encoder
 
 
 def _table_file(value: Any, key: str) -> str | None:
@@ -86,26 +87,28 @@ class EntropyState:
     categories: ClassCategories
 
 
-class ClassEntropy(SampleTask):
+class ClassEntropy(EncoderTask):
     """Entropy of the classifier's softmax over all classes and within the true class's category, per test image."""
 
     Options: ClassVar[type] = ClassEntropyOptions
     reported: ClassVar[tuple[Reported, ...]] = (ENTROPY_ENTIRE, ENTROPY_CATEGORY)
 
-    def run(self, ctx: RunContext) -> Iterator[RunResult]:
-        if ctx.config.attributions:
-            raise ValueError(f"task {ctx.spec.name!r} scores an encoder's classifier, not attribution maps: drop "
-                             f"--attributions ({' '.join(ctx.config.attributions)})")
+    scores: ClassVar[str] = "an encoder's classifier"
+
+    def label(self, ctx: RunContext) -> str:
+        return ctx.options.classifier
+
+    def prepare(self, ctx: RunContext) -> CategoryTable | None:
+        """The ``categories`` table of the run, read once (None: each dataset's own)."""
+        return read_table(ctx.options.categories) if ctx.options.categories else None
+
+    def setup(self, ctx: RunContext, spec: str, encoder: Encoder, dataset: Dataset, ids: list[str],
+              shared: CategoryTable | None) -> EncoderSetup:
+        """The category of each class (before the probe, so that a bad table fails fast) and the classifier."""
         opts: ClassEntropyOptions = ctx.options
-        table = read_table(opts.categories) if opts.categories else None
-        for spec, encoder in ctx.encoders():
-            dataset, ids = ctx.samples(encoder.image_size)
-            categories = dataset_categories(dataset, table, opts.exclude)  # before the probe: a bad table fails fast
-            classifier = CLASSIFIERS.get(opts.classifier)(encoder, dataset, opts.prompts, ctx.probe_setup(dataset))
-            pair = Pair(spec, encoder, opts.classifier, None, dataset, EntropyState(classifier, categories))
-            result = self.run_pair(ctx, pair, ids, categories=categories.digest)
-            if result is not None:
-                yield result
+        categories = dataset_categories(dataset, shared, opts.exclude)
+        classifier = CLASSIFIERS.get(opts.classifier)(encoder, dataset, opts.prompts, ctx.probe_setup(dataset))
+        return EncoderSetup(EntropyState(classifier, categories), key={"categories": categories.digest})
 
     def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
         state: EntropyState = pair.state

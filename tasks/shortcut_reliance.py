@@ -17,9 +17,9 @@ zero-shot head's ``templates`` / ``prompt_template`` (as in the zero-shot task).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -29,10 +29,11 @@ from aft_bench.data.base import Batch, Dataset
 from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE
 from aft_bench.evaluation.classifiers import PromptOptions, ZeroShotClassifier
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.encoder_task import EncoderSetup, EncoderTask
+from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.reliance import RELIANCE_METRICS, reliance_scores
-from aft_bench.results.result import RunResult
+from aft_bench.models.encoder import Encoder
 
 CLASSIFIER = "zero_shot"
 """The leaderboard's attribution column: the predictions come from CLIP's zero-shot head."""
@@ -64,24 +65,22 @@ def _check_dataset(dataset: Dataset, name: str) -> float:
     return float(amplitude)
 
 
-class ShortcutReliance(SampleTask):
+class ShortcutReliance(EncoderTask):
     """Pattern-following rate and accuracies with the planted pattern as drawn, swapped and removed."""
 
     Options: ClassVar[type] = ShortcutRelianceOptions
     reported: ClassVar[tuple[Reported, ...]] = RELIANCE_METRICS
 
-    def run(self, ctx: RunContext) -> Iterator[RunResult]:
-        if ctx.config.attributions:
-            raise ValueError(f"task {ctx.spec.name!r} scores an encoder's zero-shot predictions, not attribution "
-                             f"maps: drop --attributions ({' '.join(ctx.config.attributions)})")
-        for spec, encoder in ctx.encoders():
-            dataset, ids = ctx.samples(encoder.image_size)
-            amplitude = _check_dataset(dataset, ctx.config.dataset)
-            classifier = ZeroShotClassifier(encoder, dataset, ctx.options.prompts)
-            pair = Pair(spec, encoder, CLASSIFIER, None, dataset, classifier)
-            result = self.run_pair(ctx, pair, ids, shortcut=amplitude)
-            if result is not None:
-                yield result
+    scores: ClassVar[str] = "an encoder's zero-shot predictions"
+
+    def label(self, ctx: RunContext) -> str:
+        return CLASSIFIER
+
+    def setup(self, ctx: RunContext, spec: str, encoder: Encoder, dataset: Dataset, ids: list[str],
+              shared: Any) -> EncoderSetup:
+        """The encoder's zero-shot head; the planted amplitude is part of the run key."""
+        amplitude = _check_dataset(dataset, ctx.config.dataset)
+        return EncoderSetup(ZeroShotClassifier(encoder, dataset, ctx.options.prompts), key={"shortcut": amplitude})
 
     def evaluate(self, ctx: RunContext, pair: Pair, batch: Batch) -> list[Record]:
         classifier: ZeroShotClassifier = pair.state

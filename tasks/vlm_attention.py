@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,9 +36,10 @@ import torch
 from torch import Tensor
 
 from aft_bench.core.options import non_negative, one_of, option, positive_int
-from aft_bench.data.base import FOREGROUND, Batch
+from aft_bench.data.base import FOREGROUND, Batch, Dataset
 from aft_bench.evaluation.context import RunContext
-from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.encoder_task import EncoderSetup, EncoderTask
+from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.base import EMPTY_MASK, Metric
 from aft_bench.metrics.gini import GINI
@@ -46,12 +47,11 @@ from aft_bench.metrics.map_stats import MapStats
 from aft_bench.metrics.pointing import PG_ENERGY, POINTING_GAME
 from aft_bench.metrics.segmentation import AVERAGE_PRECISION, MASK_IOU, PIXEL_ACCURACY
 from aft_bench.metrics.tokens import NO_TOKENS, best_over_tokens
-from aft_bench.models.encoder import UnsupportedEncoderError
+from aft_bench.models.encoder import Encoder, UnsupportedEncoderError
 from aft_bench.models.vlm.answer import QUERIES, Answer, MapChoices, answer_maps
 from aft_bench.models.vlm.loading import DTYPES, VLM, load_vlm
 from aft_bench.models.vlm.prompt import class_question
 from aft_bench.models.vlm.tower import check_tower, install_tower
-from aft_bench.results.result import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -128,32 +128,38 @@ def token_scores(maps: Tensor, masks: Tensor | None, tolerance: float) -> list[d
     return scores
 
 
-class VlmAttention(SampleTask):
+class VlmAttention(EncoderTask):
     """Answers and per-token attention maps of a LLaVA model with each encoder as its vision tower."""
 
     Options: ClassVar[type] = VlmAttentionOptions
     reported: ClassVar[tuple[Reported, ...]] = (*MASK_METRICS, GINI, ANSWER_ACCURACY)
     shardable: ClassVar[bool] = False
 
-    def run(self, ctx: RunContext) -> Iterator[RunResult]:
-        """Loads the VLM, refuses every encoder that does not fit its tower (before any work), then scores each."""
-        if ctx.config.attributions:
-            raise ValueError(f"task {ctx.spec.name!r} makes its own maps (LLaVA attention): drop --attributions "
-                             f"({' '.join(ctx.config.attributions)})")
+    scores: ClassVar[str] = "encoders through LLaVA's own attention"
+
+    def label(self, ctx: RunContext) -> str:
+        return vlm_label(ctx.options.vlm)
+
+    def prepare(self, ctx: RunContext) -> VLM:
+        """Loads the VLM and refuses every encoder that does not fit its tower, before any is scored."""
         opts: VlmAttentionOptions = ctx.options
         vlm = load_vlm(opts.vlm, ctx.device, opts.dtype)
         vlm.check_llm_layers(opts.llm_layers)
         self.check_encoders(ctx, vlm)
-        for spec in ctx.config.encoders:
-            encoder = ctx.load_encoder(spec)
-            install_tower(encoder, vlm)
-            dataset, ids = ctx.samples(encoder.image_size)
-            classnames = tuple(dataset.classnames)
-            state = VlmState(vlm, vlm.prompt_ids(class_question(classnames)), classnames)
-            pair = Pair(spec, encoder, vlm_label(opts.vlm), None, dataset, state)
-            result = self.run_pair(ctx, pair, ids, **vlm.card())
-            if result is not None:
-                yield result
+        return vlm
+
+    def encoder(self, ctx: RunContext, spec: str, shared: VLM) -> Encoder:
+        """The encoder, installed as the VLM's vision tower."""
+        encoder = ctx.load_encoder(spec)
+        install_tower(encoder, shared)
+        return encoder
+
+    def setup(self, ctx: RunContext, spec: str, encoder: Encoder, dataset: Dataset, ids: list[str],
+              shared: VLM) -> EncoderSetup:
+        """The expanded class question of the dataset's classes; the VLM's card is part of the run key."""
+        classnames = tuple(dataset.classnames)
+        return EncoderSetup(VlmState(shared, shared.prompt_ids(class_question(classnames)), classnames),
+                            key=shared.card())
 
     @staticmethod
     def check_encoders(ctx: RunContext, vlm: VLM) -> None:

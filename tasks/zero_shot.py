@@ -21,7 +21,7 @@ default 9), ``robust_n`` (default 1000), ``classifier`` (``zero_shot`` or ``prob
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,15 +31,16 @@ from torch import Tensor
 from aft_bench.core.options import names_in, nested, option, parse_levels, positive_int
 from aft_bench.core.registries import ATTACKS, CLASSIFIERS
 from aft_bench.core.seeding import sample_generator
-from aft_bench.data.base import Batch, DataError
+from aft_bench.data.base import Batch, DataError, Dataset
 from aft_bench.evaluation.attacks.ensemble import StartFn, robust_correct
 from aft_bench.evaluation.classifiers import PromptOptions
 from aft_bench.evaluation.context import RunContext
+from aft_bench.evaluation.encoder_task import EncoderSetup, EncoderTask
 from aft_bench.evaluation.probe.options import ProbeOptions
-from aft_bench.evaluation.sample_task import Pair, SampleTask
+from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.task import Record, Reported
 from aft_bench.metrics.base import Metric
-from aft_bench.results.result import RunResult
+from aft_bench.models.encoder import Encoder
 
 CLEAN = Metric(name="clean", higher_is_better=True, description="zero-shot top-1 accuracy on every image")
 
@@ -79,7 +80,7 @@ class ZeroShotState:
     robust_ids: frozenset[str]
 
 
-class ZeroShot(SampleTask):
+class ZeroShot(EncoderTask):
     """Clean and robust top-1 accuracy of each encoder's zero-shot (or probe) classifier."""
 
     Options: ClassVar[type] = ZeroShotOptions
@@ -88,24 +89,20 @@ class ZeroShot(SampleTask):
         return (CLEAN, *(Metric(name=metric_name(eps), higher_is_better=True,
                                 description=f"robust accuracy within eps {eps:g}/255") for eps in options.eps))
 
-    def run(self, ctx: RunContext) -> Iterator[RunResult]:
-        if ctx.config.attributions:
-            raise ValueError(f"task {ctx.spec.name!r} scores encoders, not attribution maps: drop --attributions "
-                             f"({' '.join(ctx.config.attributions)})")
+    def label(self, ctx: RunContext) -> str:
+        return ctx.options.label
+
+    def setup(self, ctx: RunContext, spec: str, encoder: Encoder, dataset: Dataset, ids: list[str],
+              shared: Any) -> EncoderSetup:
+        """The encoder's classifier head and its attacked subset; the attacked samples come first, so that the
+        attacks run on full batches (a sample's scores do not depend on its batch). Which samples are attacked (a
+        seeded subset of the selection) depends on ``--limit``, so it is part of the run key."""
         opts: ZeroShotOptions = ctx.options
-        for spec, encoder in ctx.encoders():
-            dataset, ids = ctx.samples(encoder.image_size)
-            self._check_classes(dataset.classnames, ctx, opts)
-            robust_ids = frozenset(ctx.select(ids, opts.robust_n))
-            classifier = CLASSIFIERS.get(opts.classifier)(encoder, dataset, opts.prompts, ctx.probe_setup(dataset))
-            # The attacked samples first, so that the attacks run on full batches (a sample's scores do not
-            # depend on its batch).
-            ordered = [i for i in ids if i in robust_ids] + [i for i in ids if i not in robust_ids]
-            pair = Pair(spec, encoder, opts.label, None, dataset, ZeroShotState(classifier, robust_ids))
-            # Which samples are attacked (a seeded subset of the selection) depends on --limit.
-            result = self.run_pair(ctx, pair, ordered, limit=ctx.config.limit)
-            if result is not None:
-                yield result
+        self._check_classes(dataset.classnames, ctx, opts)
+        robust_ids = frozenset(ctx.select(ids, opts.robust_n))
+        classifier = CLASSIFIERS.get(opts.classifier)(encoder, dataset, opts.prompts, ctx.probe_setup(dataset))
+        ordered = [i for i in ids if i in robust_ids] + [i for i in ids if i not in robust_ids]
+        return EncoderSetup(ZeroShotState(classifier, robust_ids), ordered, {"limit": ctx.config.limit})
 
     @staticmethod
     def _check_classes(classnames: Sequence[str], ctx: RunContext, opts: ZeroShotOptions) -> None:
