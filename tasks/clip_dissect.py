@@ -135,6 +135,8 @@ def concept_embeddings(probe: Encoder, concepts: list[str], template: str) -> Te
 class ClipDissect(Task):
     """Runs CLIP-Dissect for every encoder of the run (attributions are not used)."""
 
+    resumable: ClassVar[bool] = False  # two passes over the dataset, nothing stored per sample
+
     Options: ClassVar[type] = ClipDissectOptions
 
     def metrics(self, options: Any) -> tuple[Reported, ...]:

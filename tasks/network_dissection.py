@@ -193,6 +193,8 @@ def concept_labels(dataset: Dataset, name: str) -> ConceptLabels:
 class NetworkDissection(Task):
     """Runs Network Dissection for every encoder of the run (attributions are not used)."""
 
+    resumable: ClassVar[bool] = False  # two passes over the dataset, nothing stored per sample
+
     Options: ClassVar[type] = NetworkDissectionOptions
 
     def run(self, ctx: RunContext) -> Iterator[RunResult]:

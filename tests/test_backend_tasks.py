@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from test_backend_models import TIMM_RESNET, TIMM_VIT, save_hf_clip, save_timm
-from test_every_task import LIGHT
 
-from aft_bench.evaluation.config import resolve_config
+from aft_bench.evaluation.config import load_task_spec, resolve_config
 from aft_bench.evaluation.runner import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,7 +42,7 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_task_runs_on_backend(task: str, backend: str, specs: dict[str, str], tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path / "cache"))
-    options = dict(LIGHT[task])
+    options = dict(load_task_spec(task).quick_check["options"])
     if backend != "hf":
         options.update(NO_TEXT[task])
         if task == "clip_dissect":
@@ -78,7 +77,8 @@ def test_sanity_checks_units_and_run_on_backend(backend: str, labels: list[str],
     assert len(keys) == len(set(keys)) and set(keys) == set(encoder.visual.state_dict())
     stem = next(u for u in units if u.label == "stem").keys
     assert stem and all("block" not in k and "layers" not in k and "layer1" not in k for k in stem)
-    options = dict(LIGHT["sanity_checks"], **({} if backend == "hf" else {"target": "head", "probe_class": "top1"}))
+    options = dict(load_task_spec("sanity_checks").quick_check["options"],
+                   **({} if backend == "hf" else {"target": "head", "probe_class": "top1"}))
     outcome = run(resolve_config("sanity_checks", dict(encoders=[specs[backend]], limit=2, batch_size=2,
                                                        attributions=["simple_gradient"], out=str(tmp_path / "out"),
                                                        options={**options, "samples": 2})))

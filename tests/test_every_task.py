@@ -29,25 +29,6 @@ from aft_bench.tasks import vlm_attention
 from aft_bench.toys.clip.store import load_toy_encoder
 from aft_bench.toys.vlm.synthetic import LlavaShape, random_llava_folder
 
-# Small settings per task, so that each runs in a second or two; every registered task must be listed.
-LIGHT: dict[str, dict[str, Any]] = {
-    "pointing_game": {},
-    "sparsity": {},
-    "ssim_robustness": {"sigmas": [3]},
-    "road": {"fractions": [0.5]},
-    "roar": {"fractions": [0.5], "seeds": 1, "train_limit": 8, "probe_steps": 5},
-    "zero_shot": {"steps": 2, "robust_n": 2, "n_targets": 1, "eps": [4]},
-    "clip_dissect": {"top_k": 3},
-    "network_dissection": {"top_images": 2, "layer": "block:-1"},  # the tiny toy has one block
-    # the zero-shot head here: the default linear probe is cached across output folders (tests/test_class_entropy.py)
-    "class_entropy": {"classifier": "zero_shot"},
-    "sanity_checks": {"independent": False},
-    "shortcut_reliance": {},
-    "vlm_attention": {"max_new_tokens": 2},
-}
-# Tasks whose work is two passes over the whole dataset with nothing stored per sample: an interrupted run
-# restarts them (they keep no partial state, so everything is missing).
-RESTARTING = {"clip_dissect", "network_dissection"}
 OTHER_TOY = dataclasses.replace(TINY_TOY, seed=1)
 
 
@@ -118,14 +99,16 @@ class _Forwards:
 
 def _config(task: str, out: Path) -> RunConfig:
     overrides: dict[str, Any] = dict(encoders=["toy"], limit=6, batch_size=4, device="auto", out=str(out),
-                                     dataset_args={"size": 30}, options=LIGHT[task])
+                                     dataset_args={"size": 30}, options=load_task_spec(task).quick_check["options"])
     if load_task_spec(task).defaults.get("attributions"):
         overrides["attributions"] = ["simple_gradient"]
     return resolve_config(task, overrides)
 
 
-def test_every_registered_task_is_covered() -> None:
-    assert set(LIGHT) == set(TASKS.names())
+def test_every_declared_task_declares_its_quick_check() -> None:
+    """A task is covered here by being declared: its YAML's ``quick_check`` gives the options of the runs below."""
+    for task in TASKS.names():
+        assert isinstance(load_task_spec(task).quick_check.get("options"), dict), f"tasks/{task}.yaml: quick_check"
 
 
 @pytest.mark.parametrize("task", TASKS.names())
@@ -156,7 +139,7 @@ def test_runs_resumes_keys_on_the_card_and_declares_its_metrics(task: str, tmp_p
     with pytest.raises(KeyboardInterrupt):
         forwards.count(_config(task, tmp_path / "resumed"), stop=calls)
     resumed_images, resumed = forwards.count(_config(task, tmp_path / "resumed"))
-    if task in RESTARTING:
+    if not TASKS.get(task).resumable:
         assert resumed_images == fresh_images
     else:
         assert 0 < resumed_images < fresh_images
@@ -167,14 +150,14 @@ def test_runs_resumes_keys_on_the_card_and_declares_its_metrics(task: str, tmp_p
 
     # a finished run started again reuses what it stored (ROAR: its ranks and accuracies)
     again_images, again = forwards.count(_config(task, tmp_path / "fresh"))
-    if task not in RESTARTING:
+    if TASKS.get(task).resumable:
         assert again_images < fresh_images
 
     # another toy under the same name (another card): other run keys, nothing stored is reused
     with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=OTHER_TOY), replace=True):
         other_images, other = forwards.count(_config(task, tmp_path / "fresh"))
     assert not {r.run_key for r in other.results} & {r.run_key for r in fresh.results}
-    assert other_images >= fresh_images if task in RESTARTING else other_images > again_images
+    assert other_images > again_images if TASKS.get(task).resumable else other_images >= fresh_images
 
     # the metric columns and arrows are the task's metric objects
     config = _config(task, tmp_path / "fresh")

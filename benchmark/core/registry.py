@@ -26,6 +26,7 @@ from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from aft_bench.core.declarations import Declaration, declared, describe
+from aft_bench.core.errors import UserError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0])
+
+
+class PluginError(UserError):
+    """A plugin's entry point that cannot be loaded: the message names it, its distribution and the error."""
 
 
 class Registry(Generic[T]):
@@ -160,15 +165,38 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: If ``name`` is not registered (message lists known names).
         """
+        self._require(name)
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            entry = self._resolve(name, entry)
+            self._entries[name] = entry
+        return entry  # type: ignore[return-value]
+
+    def _require(self, name: str) -> None:
+        """Fills the registry if it is not yet, and checks that ``name`` is registered.
+
+        Raises:
+            UnknownNameError: If it is not (the message lists the known names, with a did-you-mean).
+        """
         self._load()
         if name not in self._entries:
             raise UnknownNameError(self.kind, name, list(self._entries))
-        entry = self._entries[name]
-        if isinstance(entry, str):
-            module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
-            self._entries[name] = entry
-        return entry  # type: ignore[return-value]
+
+    def _resolve(self, name: str, target: str) -> T:
+        """Imports a lazy entry; a plugin's that fails to import is the user's installation, named as such.
+
+        Raises:
+            PluginError: Naming the entry point and its distribution, with the import's error.
+        """
+        module, _, attr = target.partition(":")
+        origin = self._origins.get(name)
+        if not (isinstance(origin, str) and origin.startswith("entry point")):
+            return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except Exception as exc:  # any error of a third party's module: report it as theirs
+            raise PluginError(f"{self.kind} {name!r}: {origin} cannot be loaded from {target!r} "
+                              f"({type(exc).__name__}: {exc}); fix or uninstall that package") from exc
 
     def origin(self, name: str) -> Any:
         """Where ``name`` was declared: its file, a plugin's entry point, or None for an entry registered by hand.
@@ -176,9 +204,7 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: If ``name`` is not registered.
         """
-        self._load()
-        if name not in self._entries:
-            raise UnknownNameError(self.kind, name, list(self._entries))
+        self._require(name)
         return self._origins.get(name)
 
     def declared(self, name: str) -> dict[str, Any]:
@@ -187,9 +213,7 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: If ``name`` is not registered.
         """
-        self._load()
-        if name not in self._entries:
-            raise UnknownNameError(self.kind, name, list(self._entries))
+        self._require(name)
         return dict(self._data.get(name, {}))
 
     def unregister(self, name: str) -> None:
@@ -198,9 +222,7 @@ class Registry(Generic[T]):
         Raises:
             UnknownNameError: If ``name`` is not registered.
         """
-        self._load()
-        if name not in self._entries:
-            raise UnknownNameError(self.kind, name, list(self._entries))
+        self._require(name)
         del self._entries[name]
         for table in (self._help, self._origins, self._data):
             table.pop(name, None)

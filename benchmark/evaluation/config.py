@@ -103,13 +103,20 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task's YAML: its version, default settings and per-dataset default dataset arguments."""
+    """A task's YAML: its version, default settings, per-dataset default dataset arguments and quick check.
+
+    Attributes:
+        quick_check: The settings of the task's smallest meaningful run (``options``: a second or two on the toy
+            world); the every-task test (``tests/test_every_task.py``) runs every declared task with them, so a new
+            task is covered by declaring it.
+    """
 
     name: str
     version: int
     defaults: Mapping[str, Any]
     description: str = ""
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    quick_check: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_task_spec(task: str) -> TaskSpec:
@@ -125,7 +132,7 @@ def load_task_spec(task: str) -> TaskSpec:
     if "version" not in meta:
         raise ValueError(f"{TASKS.origin(task)} (task {task!r}) lacks metadata.version")
     return TaskSpec(task, int(meta["version"]), data.get("defaults", {}) or {}, meta.get("description", ""),
-                    data.get("dataset_defaults", {}) or {})
+                    data.get("dataset_defaults", {}) or {}, data.get("quick_check", {}) or {})
 
 
 def resolve_config(task: str, overrides: Mapping[str, Any]) -> RunConfig:

@@ -44,11 +44,14 @@ class Task(ABC):
         reported: The metric objects the task reports, in column order (:meth:`metrics` may derive them from
             the options instead).
         shardable: Whether :meth:`run` shares its work over the ranks of a ``torchrun`` job (others refuse one).
+        resumable: Whether a killed run, started again, computes only what is missing (False for tasks whose work
+            is passes over the whole dataset with nothing stored per sample: they start over).
     """
 
     Options: ClassVar[type] = NoOptions
     reported: ClassVar[tuple[Reported, ...]] = ()
     shardable: ClassVar[bool] = False
+    resumable: ClassVar[bool] = True
 
     def metrics(self, options: Any) -> tuple[Reported, ...]:
         """The metric objects this run reports (their names are the result columns)."""

@@ -1,0 +1,199 @@
+"""Plugins: a third-party package adds an encoder, an attribution method, a metric and a task through Python entry
+points (no fork, no edit of aft-bench), and ``aft-bench ls``, ``run`` and ``compare`` use them like built-ins.
+
+The plugin is a real distribution on a path: a package and its ``.dist-info`` (``METADATA`` and
+``entry_points.txt``, what ``pip install`` writes), put on ``PYTHONPATH`` of a fresh ``aft-bench`` process. Its task
+is the README's "Adding a task" walk-through, taken from the README itself (so the walk-through stays true).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = "aftb_demo_plugin"
+ENTRY_POINTS = f"""\
+[aft_bench.encoders]
+demo-tiny = {PLUGIN}.encoders:tiny
+demo-tiny-b = {PLUGIN}.encoders:tiny_b
+
+[aft_bench.attributions]
+demo_centre = {PLUGIN}.methods:CentreWeighted
+demo_broken = {PLUGIN}.broken:Broken
+
+[aft_bench.metrics]
+top_mass = {PLUGIN}.top_mass:TOP_MASS
+
+[aft_bench.tasks]
+top_mass = {PLUGIN}:top_mass.yaml
+
+[aft_bench.attributions]
+gradcam = {PLUGIN}.methods:CentreWeighted
+"""
+FILES = {
+    "__init__.py": '"""A demo aft-bench plugin: an encoder, a method, a metric and a task."""\n',
+    "encoders.py": '''"""Two tiny random open_clip ViTs (no download)."""
+
+from __future__ import annotations
+
+import torch
+
+from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+
+CFG = {"embed_dim": 16,
+       "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8, "mlp_ratio": 2.0},
+       "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+
+
+def _tiny(seed: int, name: str, device: str | torch.device) -> OpenClipEncoder:
+    torch.manual_seed(seed)
+    return OpenClipEncoder(build_model(CFG), tokenizer_for(CFG), name=name, card={"model_cfg": CFG}).to(device)
+
+
+def tiny(device: str | torch.device = "cpu") -> OpenClipEncoder:
+    """A tiny random ViT of the demo plugin (seed 0)."""
+    return _tiny(0, "demo-tiny", device)
+
+
+def tiny_b(device: str | torch.device = "cpu") -> OpenClipEncoder:
+    """Another tiny random ViT of the demo plugin (seed 1)."""
+    return _tiny(1, "demo-tiny-b", device)
+''',
+    "methods.py": '''"""A method that weights the simple gradient by closeness to the image centre."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from aft_bench.attributions.simple_gradient import SimpleGradient
+
+if os.environ.get("AFTB_DEMO_MARK"):  # the tests check that listing names imports no plugin module
+    with open(os.environ["AFTB_DEMO_MARK"], "a", encoding="utf-8") as mark:
+        mark.write("methods imported\\n")
+
+
+class CentreWeighted(SimpleGradient):
+    """The simple gradient times a centred Gaussian window (a demo of a plugin method)."""
+
+    name = "demo_centre"
+
+    def attribute(self, encoder, images, target):
+        maps = super().attribute(encoder, images, target)
+        h, w = maps.shape[-2:]
+        ys = torch.linspace(-1, 1, h, device=maps.device)[:, None]
+        xs = torch.linspace(-1, 1, w, device=maps.device)[None, :]
+        return maps * torch.exp(-(xs**2 + ys**2))
+''',
+    "broken.py": 'raise RuntimeError("this demo module is broken")\n',
+}
+SUITE = """\
+version: 1
+suite: {name: demo, description: the demo plugin's task}
+defaults: {limit: 6, dataset_args: {size: 12}}
+tasks:
+  - task: top_mass
+    attributions: [demo_centre, simple_gradient]
+    headline: [top_mass]
+"""
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def walkthrough(name: str) -> str:
+    """The code block of the README's walk-through that follows ``<!-- walkthrough:NAME -->``."""
+    match = re.search(rf"<!-- walkthrough:{re.escape(name)} -->\n```\w*\n(.*?)```", README.read_text(encoding="utf-8"),
+                      re.S)
+    assert match, f"README.md has no walk-through block {name}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("site")
+    package = root / PLUGIN
+    package.mkdir()
+    task_yaml = walkthrough("tasks/top_mass.yaml").replace("aft_bench.tasks.top_mass:", f"{PLUGIN}.top_mass:")
+    files = {**FILES, "top_mass.py": walkthrough("tasks/top_mass.py"), "top_mass.yaml": task_yaml}
+    for name, text in files.items():
+        (package / name).write_text(text, encoding="utf-8")
+    info = root / "aftb_demo_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aftb-demo-plugin\nVersion: 0.1\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
+    return root
+
+
+def _cli(plugin_path: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, **env_vars}
+    return subprocess.run([sys.executable, "-m", "aft_bench", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_ls_lists_the_plugins_entries_without_importing_them(plugin_path: Path, tmp_path: Path) -> None:
+    mark = tmp_path / "imported.txt"
+    out = _cli(plugin_path, "ls", "attributions", AFTB_DEMO_MARK=str(mark))
+    assert out.returncode == 0, out.stderr
+    assert "demo_centre" in out.stdout and "simple gradient times a centred Gaussian window" in out.stdout
+    assert not mark.exists()  # the help line is the docstring, read from the source
+    tasks = _cli(plugin_path, "ls", "tasks")
+    assert "top_mass" in tasks.stdout and "share of each map's mass in its top tenth of pixels" in tasks.stdout
+    metrics = _cli(plugin_path, "ls", "metrics")
+    assert "top_mass" in metrics.stdout and "share of the map's mass in its top tenth of pixels" in metrics.stdout
+    # an entry point that repeats a built-in name is left out, naming the distribution
+    assert "gradcam" in out.stdout and "aftb-demo-plugin 0.1" in out.stderr and "left out" in out.stderr
+
+
+def test_a_plugin_task_method_encoder_and_metric_run_through_the_cli(plugin_path: Path, tmp_path: Path) -> None:
+    out = _cli(plugin_path, "run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_centre",
+               "simple_gradient", "--limit", "4", "--dataset-arg", "size=8", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    results = [json.loads(p.read_text()) for p in (tmp_path / "top_mass").glob("*.json")]
+    assert sorted(r["attribution"] for r in results) == ["demo_centre", "simple_gradient"]
+    for result in results:
+        assert result["encoder"] == "demo-tiny" and result["n"] == 4 and result["task_version"] == 1
+        assert 0.1 <= result["metrics"]["top_mass"]["mean"] / 100 <= 1.0
+        assert result["metrics"]["top_mass"]["higher_is_better"] is True
+    assert "| top_mass ↑ |" in (tmp_path / "top_mass" / "leaderboard.md").read_text()
+
+
+def test_compare_runs_a_suite_of_the_plugins_task(plugin_path: Path, tmp_path: Path) -> None:
+    suite = tmp_path / "demo.yaml"
+    suite.write_text(SUITE, encoding="utf-8")
+    out = _cli(plugin_path, "compare", "--suite", str(suite), "--encoders", "demo-tiny", "demo-tiny-b",
+               "--resamples", "200", "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    scorecard = json.loads((tmp_path / "out" / "reports" / "compare" / "demo" / "scorecard.json").read_text())
+    assert json.dumps(scorecard).count("top_mass") >= 2
+
+
+def test_a_plugin_that_cannot_load_is_named_in_one_line(plugin_path: Path, tmp_path: Path) -> None:
+    out = _cli(plugin_path, "run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_broken",
+               "--limit", "2",
+               "--out", str(tmp_path))
+    assert out.returncode == 1
+    assert ("attribution 'demo_broken': entry point 'demo_broken' of aftb-demo-plugin 0.1 (group "
+            "aft_bench.attributions) cannot be loaded") in out.stderr
+    assert "RuntimeError: this demo module is broken" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_walkthrough_metric_has_its_known_answers(plugin_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(plugin_path))
+    import torch
+
+    module = importlib.import_module(f"{PLUGIN}.top_mass")
+    one_hot = torch.zeros(1, 10, 10)
+    one_hot[0, 3, 4] = 5.0
+    values = module.top_mass(torch.cat([one_hot, torch.ones(1, 10, 10), -torch.ones(1, 10, 10)]))
+    assert values.tolist() == [1.0, 0.1, 0.1]
+    assert module.top_mass(torch.ones(1, 3, 3)).tolist() == [1 / 9]  # max(1, 9 // 10) = 1 pixel of 9
