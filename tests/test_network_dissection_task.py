@@ -16,13 +16,14 @@ from aft_bench.core.registries import DATASETS, TASKS
 from aft_bench.core.registry import UnknownNameError
 from aft_bench.data.base import DataError
 from aft_bench.data.broden import Broden
+from aft_bench.data.concept_labels import ShapesConcepts
 from aft_bench.data.shapes import COLOURS, SHAPES, ShapesDataset, render_shapes_scene
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
 from aft_bench.models.loading import save_encoder
 from aft_bench.tasks import network_dissection
 from aft_bench.tasks.clip_dissect import ClipDissect
-from aft_bench.tasks.network_dissection import NetworkDissection, ShapesConcepts
+from aft_bench.tasks.network_dissection import NetworkDissection
 
 
 @pytest.fixture(scope="module")
