@@ -280,12 +280,13 @@ def test_train_unknown_objective_exits_2(capsys: pytest.CaptureFixture[str], tmp
 
 # ---------------------------------------------------------------------------------------- ls
 @pytest.mark.parametrize(("what", "names"), [
-    ("classifiers", ["zero_shot", "probe"]),
-    ("retrainers", ["probe", "cnn"]),
+    ("classifiers", ["probe", "zero_shot"]),
+    ("retrainers", ["cnn", "probe"]),
     ("attacks", ["apgd-ce", "apgd-t"]),
-    ("regularizers", ["box", "box-pixelnorm", "group-pixel", "group-patch", "elastic-net"]),
+    ("regularizers", ["box", "box-pixelnorm", "elastic-net", "group-patch", "group-pixel"]),
 ])
 def test_ls_new_registries(what: str, names: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """``ls`` lists a registry's names alphabetically, each with its declared help line."""
     assert main(["ls", what]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == names

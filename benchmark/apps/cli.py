@@ -231,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """The registry's names in alphabetical order, each with its help line (declared ones and plugins alike)."""
     registry = LISTS[args.what]
-    width = max((len(n) for n in registry.names()), default=10) + 2
-    for name in registry.names():
+    names = sorted(registry.names())
+    width = max((len(n) for n in names), default=10) + 2
+    for name in names:
         print(f"{name:<{width}}{registry.help(name)}")
     if args.what == "encoders":
         print("\nany encoder by spec:")
