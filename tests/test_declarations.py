@@ -112,10 +112,13 @@ def test_bad_declarations_are_refused_naming_the_file(tmp_path: Path) -> None:
     text = '@ATTRIBUTIONS.register("orphan", help="decorates nothing")\nX = 1\n'
     with pytest.raises(DeclarationError, match="decorates no def or class"):
         list(declarations._python("pkg.bad", path, text))
+    text = 'X = Metric("cut", higher_is_better=True,\n'
+    with pytest.raises(DeclarationError, match=r"bad\.py, line 1: cannot read the declaration"):
+        list(declarations._python("pkg.bad", path, text))
     yaml_path = tmp_path / "task.yaml"
     yaml_text = "class: no_colon_here\nmetadata: {version: 1}\n"
     with pytest.raises(DeclarationError, match="module:Class"):
-        declarations._task_yaml("pkg", yaml_path, yaml_text)
+        declarations._task_yaml(yaml_path, yaml_text)
 
 
 def test_a_decorator_without_help_takes_its_docstring_and_metrics_their_description(tmp_path: Path) -> None:

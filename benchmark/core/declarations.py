@@ -104,7 +104,7 @@ def declarations() -> tuple[Declaration, ...]:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".yaml":
             if _TASK_CLASS.search(text):
-                found.append(_task_yaml(module.rpartition(".")[0], path, text))
+                found.append(_task_yaml(path, text))
         elif ".register(" in text or "Metric(" in text:
             found += _python(module, path, text)
     return tuple(found)
@@ -115,7 +115,7 @@ def declared(forms: tuple[str, ...]) -> list[Declaration]:
     return [d for d in declarations() if d.form in forms]
 
 
-def _task_yaml(package: str, path: Path, text: str) -> Declaration:
+def _task_yaml(path: Path, text: str) -> Declaration:
     data = yaml.load(text, Loader=_YAML_LOADER) or {}
     target = data.get("class")
     if not isinstance(target, str) or ":" not in target:
@@ -148,18 +148,22 @@ def _call(text: str, start: int, path: Path) -> ast.Call:
     for line in lines:
         offsets.append(offsets[-1] + len(line))
     depth = 0
-    for token in tokenize.generate_tokens(iter(lines).__next__):
-        if token.type == tokenize.OP and token.string in "([{":
-            depth += 1
-        elif token.type == tokenize.OP and token.string in ")]}":
-            depth -= 1
-            if depth == 0:
-                end = offsets[token.end[0] - 1] + token.end[1]
-                node = ast.parse(text[start:start + end], mode="eval").body
-                if isinstance(node, ast.Call):
-                    return node
-                break
-    raise DeclarationError(f"{path}: cannot read the declaration at offset {start}")
+    try:
+        for token in tokenize.generate_tokens(iter(lines).__next__):
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+                if depth == 0:
+                    end = offsets[token.end[0] - 1] + token.end[1]
+                    node = ast.parse(text[start:start + end], mode="eval").body
+                    if isinstance(node, ast.Call):
+                        return node
+                    break
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    raise DeclarationError(f"{path}, line {text.count(chr(10), 0, start) + 1}: cannot read the declaration there "
+                           "(an unclosed call?)")
 
 
 def _docstring_line(text: str, name: str, path: Path) -> str:
@@ -167,15 +171,6 @@ def _docstring_line(text: str, name: str, path: Path) -> str:
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
             return _first_line(ast.get_docstring(node))
     return ""
-
-
-def _registry_of(decorator: ast.expr) -> str | None:
-    """``"X"`` for a decorator ``@X.register(...)`` with an upper-case registry variable ``X``."""
-    if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
-            and decorator.func.attr == "register" and isinstance(decorator.func.value, ast.Name)
-            and decorator.func.value.id.isupper()):
-        return decorator.func.value.id
-    return None
 
 
 def _constructor(value: ast.expr | None) -> str | None:
