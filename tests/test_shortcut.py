@@ -17,7 +17,7 @@ from aft_bench.metrics.reliance import reliance_scores
 from aft_bench.tasks.shortcut_reliance import reliance_records, swapped_label
 from aft_bench.toys.clip.data import conflict_offsets, render_pool
 from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe
-from aft_bench.training.data import check_data, make_source
+from aft_bench.training.data_spec import check_data, make_source
 
 K = len(CLASSNAMES)
 
@@ -81,7 +81,7 @@ def test_the_plain_toy_keeps_its_cache_key() -> None:
 
 def test_the_training_source_takes_the_amplitude() -> None:
     source = make_source("shapes:8,shortcut=2", (32, 32))
-    image, text, label = source.load_labelled(3)
+    image, text, label = source.load(3)
     dataset_image = render_shapes_scene(0, "train", 3, 32, shortcut=2).image
     np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), dataset_image)
     assert len(source) == 8 and "2/255" in source.describe()

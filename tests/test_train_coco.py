@@ -7,12 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
-from aft_bench.data.base import DataError
-from aft_bench.data.coco_captions import CocoCaptionSource
+from aft_bench.core.registries import DATASETS
+from aft_bench.data.base import DataError, Dataset
+from aft_bench.data.coco_captions import CocoCaptions
+from aft_bench.data.io import read_image
+from aft_bench.data.transforms import resize_center_crop
 from aft_bench.training.arguments import run_train
-from aft_bench.training.data import ShardedBatches, check_data, make_source
+from aft_bench.training.batches import ShardedBatches
+from aft_bench.training.data_spec import check_data, make_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CAPTIONS = {1: ["a red cube.", "a cube on grass.", "red block.", "a small cube.", "one cube."],
@@ -43,26 +48,54 @@ def coco(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_file_gives_captioned_images_and_counts_the_rest(coco, caplog):
     annotations, images = coco
     source = make_source(f"coco:{annotations}", (16, 16), root=str(images))
-    assert isinstance(source, CocoCaptionSource) and len(source) == 4 and source.uncaptioned == 1
-    assert [path.name for path, _ in source.items] == [f"{i:012d}.jpg" for i in (1, 2, 5, 7)]
-    assert "1 without captions left out" in source.describe() and "no caption" in caplog.text
-    image, caption = source.load(0, epoch=3)
-    assert image.shape == (3, 16, 16) and caption in CAPTIONS[1]
+    dataset = source.dataset
+    assert isinstance(dataset, CocoCaptions) and len(source) == 4 and dataset.uncaptioned == 1
+    assert dataset.ids() == [f"{i:012d}.jpg" for i in (1, 2, 5, 7)]
+    assert source.describe() == (f"coco:{annotations} (4 captioned images under {images}, 1 without captions "
+                                 "left out)")
+    assert "no caption" in caplog.text and source.classnames is None
+    image, caption, label = source.load(0, epoch=3)
+    assert image.shape == (3, 16, 16) and caption in CAPTIONS[1] and label == -1
+    assert caption == dataset.caption(dataset.ids()[0], 3)
+
+
+def test_the_annotation_file_is_an_evaluation_dataset_too(coco):
+    """``coco_captions`` (registered) gives each captioned image with the caption of epoch 0 as its prompt."""
+    annotations, images = coco
+    dataset = DATASETS.get("coco_captions")(image_size=(16, 16), root=str(images), on_error="raise",
+                                            annotations=str(annotations), seed=4)
+    assert isinstance(dataset, Dataset) and dataset.classnames == []
+    sample = dataset.load("000000000005.jpg")
+    assert sample.prompt == dataset.caption("000000000005.jpg", 0) and sample.label == -1 and sample.mask is None
+    assert torch.equal(sample.image, resize_center_crop(read_image(images / "000000000005.jpg"), (16, 16)))
+    assert dataset.load_epoch("000000000005.jpg", 7).prompt == dataset.caption("000000000005.jpg", 7)
+    assert dataset.source_files("000000000002.jpg") == [images / "000000000002.jpg"]
+    with pytest.raises(DataError, match="unknown COCO captions sample id"):
+        dataset.load("000000000009.jpg")  # uncaptioned: left out
+    with pytest.raises(DataError, match="annotations="):
+        CocoCaptions((8, 8), root=images)
+    with pytest.raises(DataError, match="--data-root"):
+        CocoCaptions((8, 8), annotations=annotations)
 
 
 def test_one_caption_per_image_per_epoch_from_the_seed(coco):
     annotations, images = coco
-    source = CocoCaptionSource(annotations, (8, 8), images, seed=4)
-    draws = [source.caption(0, epoch) for epoch in range(40)]
+    dataset = CocoCaptions((8, 8), images, annotations=annotations, seed=4)
+    first, dog = dataset.ids()[:2]
+    draws = [dataset.caption(first, epoch) for epoch in range(40)]
     assert set(draws) == set(CAPTIONS[1])  # every caption of image 1 is used over the epochs
-    assert draws == [CocoCaptionSource(annotations, (8, 8), images, seed=4).caption(0, e) for e in range(40)]
-    assert draws != [CocoCaptionSource(annotations, (8, 8), images, seed=5).caption(0, e) for e in range(40)]
-    assert {source.caption(1, epoch) for epoch in range(10)} == {"a dog."}
+    assert draws == [CocoCaptions((8, 8), images, annotations=annotations, seed=4).caption(first, e) for e in range(40)]
+    assert draws != [CocoCaptions((8, 8), images, annotations=annotations, seed=5).caption(first, e) for e in range(40)]
+    assert {dataset.caption(dog, epoch) for epoch in range(10)} == {"a dog."}
+    # Known answers (the draws of the former training source): default_rng([seed, e, i]) over the captions.
+    assert draws[:6] == ["a small cube.", "red block.", "a cube on grass.", "a cube on grass.", "a cube on grass.",
+                         "a red cube."]
     # The batches carry the caption drawn for their epoch, and a resumed stream draws the same ones.
+    source = make_source(f"coco:{annotations}", (8, 8), root=str(images), run_seed=4)
     stream = iter(ShardedBatches(source, 2, seed=4))
     seen = [next(stream) for _ in range(6)]  # three epochs of two batches
     for number, batch in enumerate(seen):
-        assert batch.captions == [source.caption(i, number // 2) for i in batch.indices]
+        assert batch.captions == [dataset.caption(dataset.ids()[i], number // 2) for i in batch.indices]
     resumed = ShardedBatches(source, 2, seed=4)
     resumed.load_state_dict({"epoch": 1, "batch": 1, "skipped": 0})
     assert [b.captions for b in [next(iter(resumed))]] == [seen[3].captions]
@@ -77,12 +110,15 @@ def test_one_caption_per_image_per_epoch_from_the_seed(coco):
                                         "annotations": [{"image_id": 1}]})), "annotation 0 has no image_id"),
     (lambda f: f.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": []})),
      "no image has a caption"),
+    (lambda f: f.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "a.jpg"}],
+                                        "annotations": [{"image_id": 1, "caption": "x"},
+                                                        {"image_id": 2, "caption": "y"}]})), r"\['a.jpg'\] stand"),
 ])
 def test_malformed_files_are_refused_naming_the_file(coco, write, message):
     annotations, images = coco
     write(annotations)
     with pytest.raises(DataError, match=message) as error:
-        CocoCaptionSource(annotations, (8, 8), images)
+        CocoCaptions((8, 8), images, annotations=annotations)
     assert str(annotations) in str(error.value)
 
 
@@ -95,8 +131,8 @@ def test_the_spec_is_checked_before_any_model_loads(coco, tmp_path):
         check_data(f"coco:{tmp_path / 'missing.json'}", str(images))
     with pytest.raises(DataError, match="not a folder"):
         check_data(f"coco:{annotations}", str(tmp_path / "nowhere"))
-    missing_image = CocoCaptionSource(annotations, (8, 8), tmp_path)  # the wrong root: the image file is named
-    with pytest.raises(DataError, match="000000000001.jpg"):
+    missing_image = make_source(f"coco:{annotations}", (8, 8), root=str(tmp_path))  # the wrong root: the image
+    with pytest.raises(DataError, match="000000000001.jpg"):  # file is named
         missing_image.load(0)
 
 

@@ -11,8 +11,11 @@ import torch
 from PIL import Image
 
 from aft_bench.data.base import DataError
+from aft_bench.data.caption_file import CaptionFile
+from aft_bench.data.image_tree import ImageTree
+from aft_bench.training.batches import ShardedBatches
 from aft_bench.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from aft_bench.training.data import CaptionSource, ImageFolderSource, ShardedBatches, make_source
+from aft_bench.training.data_spec import make_source
 from aft_bench.training.schedule import WarmupCosine
 
 
@@ -41,20 +44,21 @@ def test_folder_and_caption_sources(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((20, 30, 3), 40 * i, dtype=np.uint8)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
-    folder = ImageFolderSource(tmp_path, (8, 8))
-    assert [p.relative_to(tmp_path).as_posix() for p in folder.files] == ["a/b/y.JPG", "a/x.png", "z.jpeg"]
-    image, caption = folder.load(1)
-    assert image.shape == (3, 8, 8) and caption is None
+    folder = make_source(str(tmp_path), (8, 8))
+    assert isinstance(folder.dataset, ImageTree) and folder.classnames is None
+    assert folder.dataset.ids() == ["a/b/y.JPG", "a/x.png", "z.jpeg"]
+    image, caption, label = folder.load(1)
+    assert image.shape == (3, 8, 8) and caption is None and label == -1
     rows = [{"image": "a/x.png", "text": "dark"}, {"image": str(tmp_path / "z.jpeg"), "text": "light"}]
     (tmp_path / "caps.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     captions = make_source(str(tmp_path / "caps.jsonl"), (8, 8))
-    assert isinstance(captions, CaptionSource) and len(captions) == 2 and captions.load(1)[1] == "light"
+    assert isinstance(captions.dataset, CaptionFile) and len(captions) == 2 and captions.load(1)[1:] == ("light", -1)
     (tmp_path / "bad.csv").write_text("file_name,label\nx.png,1\n")
     with pytest.raises(DataError, match="no column"):
         make_source(str(tmp_path / "bad.csv"), (8, 8))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no image files"):
-        ImageFolderSource(tmp_path / "empty", (8, 8))
+        make_source(str(tmp_path / "empty"), (8, 8))
     with pytest.raises(DataError, match="shapes"):
         make_source("imagenet-train", (8, 8))
 

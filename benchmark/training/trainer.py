@@ -37,6 +37,7 @@ from aft_bench.core.registries import OBJECTIVES
 from aft_bench.models.loading import check_encoder_spec, load_encoder, save_encoder
 from aft_bench.models.series import ENCODER_FILE, snapshot_path
 from aft_bench.results.result import package_versions
+from aft_bench.training.batches import ShardedBatches
 from aft_bench.training.checkpoint import (
     CHECKPOINT_NAME,
     ResumeError,
@@ -46,7 +47,7 @@ from aft_bench.training.checkpoint import (
     set_rng_state,
 )
 from aft_bench.training.config import TrainConfig
-from aft_bench.training.data import ShardedBatches, check_data, make_source
+from aft_bench.training.data_spec import check_data, make_source
 from aft_bench.training.randomness import SampleRandom
 from aft_bench.training.schedule import warmup_cosine
 from aft_bench.training.threads import auto_threads, use_threads
