@@ -111,3 +111,18 @@ def registered():
             stack.enter_context(registry.temporary(name, obj, replace=True))
 
         yield add
+
+
+def hidden_names(folder: Path) -> list[str]:
+    """The names of the hidden entries of ``folder`` (what an interrupted atomic write or build would leave)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def task_config(task: str, encoder: str, out: Path, **changes: Any) -> Any:
+    """The run configuration of ``task`` on ``encoder`` with the simple gradient in batches of 4, results in ``out``;
+    ``changes`` (``limit=N``, ...) override any of it."""
+    from aft_bench.evaluation.config import resolve_config
+
+    overrides = dict(encoders=[encoder], attributions=["simple_gradient"], batch_size=4, out=str(out))
+    overrides.update(changes)
+    return resolve_config(task, overrides)

@@ -6,12 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import hidden_names
 
 from aft_bench.core.atomic import atomic_write, atomic_write_text
-
-
-def _hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
 def test_writes_through_a_temp_file_beside_the_target(tmp_path: Path) -> None:
@@ -25,7 +22,7 @@ def test_writes_through_a_temp_file_beside_the_target(tmp_path: Path) -> None:
 
     path = atomic_write(tmp_path / "deep" / "out.bin", write)
     assert path == tmp_path / "deep" / "out.bin" and path.read_bytes() == b"\x00\x01"
-    assert len(seen) == 1 and not seen[0].exists() and _hidden(path.parent) == []
+    assert len(seen) == 1 and not seen[0].exists() and hidden_names(path.parent) == []
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -37,7 +34,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) ->
 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, half)
-    assert path.read_text() == '{"old": 1}' and _hidden(tmp_path) == []
+    assert path.read_text() == '{"old": 1}' and hidden_names(tmp_path) == []
 
 
 def test_replaces_an_existing_file(tmp_path: Path) -> None:

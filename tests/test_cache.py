@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import hidden_names
 
 from aft_bench.core import cache
 
@@ -27,10 +28,6 @@ def test_cache_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.Monke
     assert cache.cache_dir() == tmp_path / "home" / ".cache" / "aft_bench"
 
 
-def _leftovers(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
-
-
 def test_cached_builds_once_and_reuses(tmp_path: Path) -> None:
     calls: list[Path] = []
 
@@ -43,7 +40,7 @@ def test_cached_builds_once_and_reuses(tmp_path: Path) -> None:
     assert first == second == tmp_path / "thing-1"
     assert calls == [tmp_path / ".thing-1.partial"]  # built beside the target, then renamed into place
     assert (first / "artefact.txt").read_text() == "built"
-    assert _leftovers(tmp_path) == []
+    assert hidden_names(tmp_path) == []
 
 
 def test_cached_failed_build_leaves_nothing(tmp_path: Path) -> None:
@@ -53,7 +50,7 @@ def test_cached_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="build failed"):
         cache.cached("thing-2", broken, root=tmp_path)
-    assert not (tmp_path / "thing-2").exists() and _leftovers(tmp_path) == []
+    assert not (tmp_path / "thing-2").exists() and hidden_names(tmp_path) == []
     path = cache.cached("thing-2", lambda d: (d / "ok.txt").write_text("ok"), root=tmp_path)
     assert sorted(p.name for p in path.iterdir()) == ["ok.txt"]
 
@@ -87,7 +84,7 @@ def test_build_killed_mid_way_is_redone_from_an_empty_directory(tmp_path: Path) 
 
     path = cache.cached("thing-3", build, root=tmp_path)
     assert seen == [[]]  # a non-resumable build never sees a half-built state
-    assert sorted(p.name for p in path.iterdir()) == ["whole.txt"] and _leftovers(tmp_path) == []
+    assert sorted(p.name for p in path.iterdir()) == ["whole.txt"] and hidden_names(tmp_path) == []
 
 
 def test_resumable_build_continues_after_a_kill(tmp_path: Path) -> None:
@@ -98,7 +95,7 @@ def test_resumable_build_continues_after_a_kill(tmp_path: Path) -> None:
         (directory / "step-2.txt").write_text("done")
 
     path = cache.cached("thing-4", build, root=tmp_path, resumable=True)
-    assert sorted(p.name for p in path.iterdir()) == ["step-1.txt", "step-2.txt"] and _leftovers(tmp_path) == []
+    assert sorted(p.name for p in path.iterdir()) == ["step-1.txt", "step-2.txt"] and hidden_names(tmp_path) == []
 
 
 def test_resumable_build_keeps_its_progress_on_ctrl_c(tmp_path: Path) -> None:

@@ -7,22 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import task_config
 
 from aft_bench.attributions.base import Attribution
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.core.registries import ATTRIBUTIONS, DATASETS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.results.files import read_results
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):
-    overrides = dict(encoders=[tiny48_ckpt], attributions=["simple_gradient"], limit=10, batch_size=4, out=str(out))
-    overrides.update(changes)
-    return resolve_config("pointing_game", overrides)
+    return task_config("pointing_game", tiny48_ckpt, out, **{"limit": 10, **changes})
 
 
 def test_scores_and_result_fields(tiny48_ckpt: str, tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import task_config
 
 from aft_bench.attributions.simple_gradient import SimpleGradient
 from aft_bench.core.registries import ATTRIBUTIONS, DATASETS, TASKS
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.shapes import ShapesDataset
-from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
 from aft_bench.tasks.sparsity import Sparsity
 
@@ -22,9 +22,7 @@ def _registered(registered) -> None:
 
 
 def _config(tiny48_ckpt: str, out: Path, **changes):
-    overrides = dict(encoders=[tiny48_ckpt], attributions=["simple_gradient"], limit=6, batch_size=4, out=str(out))
-    overrides.update(changes)
-    return resolve_config("sparsity", overrides)
+    return task_config("sparsity", tiny48_ckpt, out, **{"limit": 6, **changes})
 
 
 def test_gini_of_real_maps(tiny48_ckpt: str, tmp_path: Path) -> None:
