@@ -72,9 +72,7 @@ def _has_class_folders(path: Path) -> bool:
     return any(_CLASS_FOLDER.match(name) for name in subdirs(path))
 
 
-@DATASETS.register("caltech256",
-                   help="Caltech-256 (256_ObjectCategories), seeded stratified split; split, train_fraction, "
-                        "split_seed")
+@DATASETS.register("caltech256", help="Caltech-256, seeded stratified split; split, train_fraction, split_seed")
 class Caltech256(LabelledImages):
     """Caltech-256 object categories with a seeded, stratified train/test split.
 

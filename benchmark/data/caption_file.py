@@ -58,9 +58,7 @@ def _column(row: dict, names: tuple[str, ...], path: Path) -> str:
     raise DataError(f"{path}: no column among {names}; found {sorted(row)}")
 
 
-@DATASETS.register("caption_file",
-                   help="images with captions from a .csv/.jsonl file of (path, caption) rows; file=FILE, "
-                        "--data-root: the folder relative paths start from")
+@DATASETS.register("caption_file", help="images and captions from file=CAPTIONS.csv|.jsonl of (path, caption) rows")
 class CaptionFile(FileSamples):
     """The rows of a caption file as samples (see the module docstring).
 

@@ -63,8 +63,7 @@ class _Cifar(ArrayImages):
         self._set_arrays(split, np.concatenate(images), labels, [n.replace("_", " ") for n in names], str(self.root))
 
 
-@DATASETS.register("cifar10",
-                   help="CIFAR-10 python batches (cifar-10-batches-py), split=test|train; read without plain pickle")
+@DATASETS.register("cifar10", help="CIFAR-10 python batches, split=test|train; read without plain pickle")
 class CIFAR10(_Cifar):
     """CIFAR-10: 10 classes, test split of 10,000 images (``split=train``: 50,000).
 

@@ -31,9 +31,7 @@ from aft_bench.data.transforms import resize_center_crop
 log = logging.getLogger(__name__)
 
 
-@DATASETS.register("coco_captions",
-                   help="COCO caption annotations (annotations=captions_*.json) over the image folder (--data-root); "
-                        "the prompt is a caption drawn with seed=S")
+@DATASETS.register("coco_captions", help="COCO captions (annotations=captions_*.json) over the --data-root images")
 class CocoCaptions(FileSamples):
     """The captioned images of a COCO caption annotation file (see the module docstring).
 

@@ -21,8 +21,7 @@ SPLITS = ("test", "trainval", "train", "val")
 LAYOUT = "the fgvc-aircraft-2013b folder holding data/images/ and data/variants.txt"
 
 
-@DATASETS.register("fgvc_aircraft",
-                   help="FGVC-Aircraft 2013b variants (data/images/, images_variant_*.txt), split=test|trainval|...")
+@DATASETS.register("fgvc_aircraft", help="FGVC-Aircraft 2013b variants (data/images/), split=test|trainval|...")
 class FGVCAircraft(LabelledImages):
     """FGVC-Aircraft images with variant names for prompts.
 

@@ -40,9 +40,7 @@ def read_mat_vector(path: Path, key: str) -> np.ndarray:
     return np.asarray(content[key]).astype(np.int64).reshape(-1)
 
 
-@DATASETS.register("flowers102",
-                   help="Flowers-102 (jpg/, imagelabels.mat, setid.mat); classnames=FILE required, "
-                        "split=test|train|val")
+@DATASETS.register("flowers102", help="Flowers-102 (jpg/, imagelabels.mat, setid.mat); classnames=FILE, split")
 class Flowers102(LabelledImages):
     """Flowers-102 images with names from a class-name file.
 

@@ -62,9 +62,7 @@ def read_classnames(path: Path, folders: list[str]) -> list[str]:
     return lines
 
 
-@DATASETS.register("image_folder",
-                   help="class folders (ImageNet val/-R/-Sketch, EuroSAT, DTD, ...); split, classnames=FILE, "
-                        "files=FILE")
+@DATASETS.register("image_folder", help="class folders (ImageNet val/-R/-Sketch, EuroSAT...); split, classnames, files")
 class ImageFolder(LabelledImages):
     """Class-folder images with prompts from the class names (see the module docstring).
 

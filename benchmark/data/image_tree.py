@@ -41,9 +41,7 @@ def folder_classname(folder: str) -> str:
     return imagenet_classname(folder) if is_imagenet_wnid(folder) else folder.replace("_", " ")
 
 
-@DATASETS.register("image_tree",
-                   help="every image below --data-root, recursively (any image suffix); labelled by sub-folder when "
-                        "each image lies directly in one")
+@DATASETS.register("image_tree", help="every image below --data-root, recursively; sub-folders as classes when flat")
 class ImageTree(FileSamples, ClassImages):
     """The images below a folder (see the module docstring).
 

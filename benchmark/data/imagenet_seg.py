@@ -76,8 +76,7 @@ def _to_unit(array: np.ndarray, where: str) -> np.ndarray:
     return pixels
 
 
-@DATASETS.register("imagenet_seg",
-                   help="ImageNet-Segmentation gtsegs_ijcv.mat (4,276 images, object masks); --data-root = the .mat")
+@DATASETS.register("imagenet_seg", help="ImageNet-Segmentation gtsegs_ijcv.mat (4,276 images); --data-root: the .mat")
 class ImageNetSegmentation:
     """ImageNet-Segmentation images with object masks (Guillaumin et al. 2014; Chefer et al. 2021).
 

@@ -37,8 +37,7 @@ ARCHIVE_FOLDERS = ("imagenette2", "imagenette2-320", "imagenette2-160", "imagewo
 LAYOUT = "the Imagenette folder (e.g. .../imagenette2-320) holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
 
 
-@DATASETS.register("imagenette",
-                   help="Imagenette/Imagewoof class folders (train/, val/); --dataset-arg split=val|train")
+@DATASETS.register("imagenette", help="Imagenette/Imagewoof class folders (train/, val/); split=val|train")
 class Imagenette(LabelledImages):
     """Imagenette (or Imagewoof) images with ImageNet class names for prompts.
 

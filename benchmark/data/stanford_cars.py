@@ -39,8 +39,7 @@ def _field(content: dict[str, Any], key: str, path: Path) -> Any:
     return content[key]
 
 
-@DATASETS.register("stanford_cars",
-                   help="Stanford Cars (cars_test/, devkit/cars_meta.mat, cars_test_annos_withlabels.mat)")
+@DATASETS.register("stanford_cars", help="Stanford Cars (cars_test/, devkit/cars_meta.mat, cars_test_annos_withlabels)")
 class StanfordCars(LabelledImages):
     """Stanford Cars images with model names for prompts.
 
