@@ -21,7 +21,7 @@ from aft_bench.toys.clip.data import dihedral
 from aft_bench.toys.clip.fit import CHECKPOINT_NAME, TRAINING_THREADS, fit_toy, train_toy
 from aft_bench.toys.clip.loss import deduplicated_clip_loss
 from aft_bench.toys.clip.model import build_toy_model
-from aft_bench.toys.clip.recipe import ToyRecipe, toy_cache_key, world_fingerprint
+from aft_bench.toys.clip.recipe import ToyRecipe, world_fingerprint
 from aft_bench.toys.clip.store import load_toy_encoder
 from aft_bench.toys.clip.zero_shot import zero_shot_accuracy
 from aft_bench.training.config import TrainConfig
@@ -100,7 +100,7 @@ def test_short_training_is_deterministic_and_reloads_exactly(tmp_path: Path) -> 
         assert torch.equal(original, loaded)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["recipe_key"] == TINY.key() and card["recipe"] == TINY.to_dict()
-    assert card["cache_key"] == toy_cache_key(TINY)
+    assert card["cache_key"] == TINY.cache_key()
     assert card["zero_shot_accuracy"] == written["zero_shot_accuracy"] == metrics["zero_shot_accuracy"]
     assert zero_shot_accuracy(reloaded, n=TINY.eval_size, seed=TINY.eval_seed) == pytest.approx(
         card["zero_shot_accuracy"], abs=1e-4)
@@ -116,8 +116,8 @@ def test_different_seed_gives_different_weights() -> None:
 def test_load_toy_encoder_trains_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFT_BENCH_CACHE", str(tmp_path))
     first = load_toy_encoder(recipe=TINY)
-    assert (tmp_path / toy_cache_key(TINY) / CHECKPOINT_NAME).is_file()
-    assert toy_cache_key(TINY).startswith(f"toy-{TINY.key()}-")
+    assert (tmp_path / TINY.cache_key() / CHECKPOINT_NAME).is_file()
+    assert TINY.cache_key().startswith(f"toy-{TINY.key()}-")
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached toy was trained again")
@@ -217,7 +217,7 @@ def test_toy_finetunes_train_once_into_the_cache(tmp_path: Path, monkeypatch: py
     with ENCODERS.temporary("toy", lambda device="cpu": load_toy_encoder(device, recipe=TINY), replace=True):
         trained = finetunes.load_toy_aft()
         recipe_hash = TrainConfig(**small, preset="toy-aft").recipe_hash()
-        folder = tmp_path / f"toy-aft-v{TRAINER_VERSION}-{recipe_hash}-{toy_cache_key(TINY)}"
+        folder = tmp_path / f"toy-aft-v{TRAINER_VERSION}-{recipe_hash}-{TINY.cache_key()}"
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "encoder.json", "encoder.safetensors",
                                                              "metrics.jsonl"]  # the checkpoint is dropped
         card = json.loads((folder / "encoder.json").read_text())

@@ -17,14 +17,13 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaProc
 from aft_bench.core.cache import ENV_CACHE
 from aft_bench.data.shapes import CLASSNAMES, generate_batch
 from aft_bench.models.vlm.prompt import class_question, llava_conversation
-from aft_bench.toys.clip.recipe import toy_cache_key
 from aft_bench.toys.clip.store import load_toy_encoder
 from aft_bench.toys.vlm import folder as toy_vlm
 from aft_bench.toys.vlm.accuracy import answer_accuracy, held_out_accuracy
 from aft_bench.toys.vlm.fit import answer_logits, answer_loss, answer_tokens, encode_text, question
 from aft_bench.toys.vlm.folder import CARD_NAME, build_toy_vlm_folder, toy_vlm_folder
 from aft_bench.toys.vlm.model import build_toy_processor, build_toy_vlm, tower_features
-from aft_bench.toys.vlm.recipe import IMAGE_TOKEN_ID, VlmRecipe, toy_vlm_cache_key
+from aft_bench.toys.vlm.recipe import IMAGE_TOKEN_ID, VlmRecipe
 from aft_bench.toys.vlm.tokenizer import build_toy_tokenizer
 from aft_bench.training.checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint
 
@@ -56,11 +55,11 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------- recipe and tokenizer
 def test_recipe_key_follows_the_recipe_and_the_toy_clip() -> None:
     assert TINY.key() == dataclasses.replace(TINY).key()
-    assert TINY.to_dict()["toy"] == toy_cache_key(TOY)
+    assert TINY.to_dict()["toy"] == TOY.cache_key()
     changed = [dataclasses.replace(TINY, seed=1), dataclasses.replace(TINY, text_width=32),
                dataclasses.replace(TINY, toy=dataclasses.replace(TOY, seed=3))]
     assert len({TINY.key(), *(r.key() for r in changed)}) == 4
-    assert toy_vlm_cache_key(TINY) == f"toy-vlm-{TINY.key()}"
+    assert TINY.cache_key() == f"toy-vlm-{TINY.key()}"
     assert (TINY.image_seq_length, VlmRecipe().image_seq_length) == (16, 64)
 
 
@@ -106,7 +105,7 @@ def test_folder_loads_with_transformers_and_its_card_is_honest(built: Path) -> N
     assert model.config.vision_feature_layer == -2 and model.config.vision_feature_select_strategy == "default"
     assert model.config.image_seq_length == TINY.image_seq_length
     card = json.loads((built / CARD_NAME).read_text())
-    assert card["recipe_key"] == TINY.key() and card["toy_clip_cache_key"] == toy_cache_key(TOY)
+    assert card["recipe_key"] == TINY.key() and card["toy_clip_cache_key"] == TOY.cache_key()
     assert card["answer_n"] == TINY.eval_size and card["answer_split"] == "test" and 0 < card["build_cpu_seconds"]
     accuracy, answers = held_out_accuracy(model, processor, question(), TINY.eval_size, TINY.eval_seed,
                                           TOY.image_size, TINY.max_new_tokens)
@@ -164,7 +163,7 @@ def test_only_the_projector_and_the_language_model_train(cache: Path) -> None:
 
 def test_cached_by_recipe(built: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = toy_vlm_folder(TINY)
-    assert first.name == toy_vlm_cache_key(TINY) and (first / WEIGHTS).is_file()
+    assert first.name == TINY.cache_key() and (first / WEIGHTS).is_file()
     calls: list[VlmRecipe] = []
     real = toy_vlm.build_toy_vlm_folder
     monkeypatch.setattr(toy_vlm, "build_toy_vlm_folder", lambda recipe, folder: calls.append(recipe) or
@@ -180,7 +179,7 @@ def test_cached_by_recipe(built: Path, cache: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_interrupted_build_resumes_to_the_same_weights(built: Path, cache: Path) -> None:
-    work = cache / f".{toy_vlm_cache_key(TINY)}.partial"
+    work = cache / f".{TINY.cache_key()}.partial"
     assert build_toy_vlm_folder(TINY, work, progress=False, stop_at_step=2) is None
     assert load_checkpoint(work / CHECKPOINT_NAME)["step"] == 2 and not (work / WEIGHTS).exists()
     folder = toy_vlm_folder(TINY)

@@ -2,8 +2,8 @@
 
 AdamW with a linear warm-up and cosine decay on the de-duplicated contrastive loss
 (:mod:`aft_bench.toys.clip.loss`), a sparse Adam for the token table, batches from a pre-rendered pool
-(:mod:`aft_bench.toys.clip.data`), on a fixed number of CPU threads (:data:`TRAINING_THREADS`) so that the
-weights do not depend on the machine or on how busy it is.
+(:mod:`aft_bench.toys.clip.data`), in the toys' step loop (:mod:`aft_bench.toys.fit`) on a fixed number of CPU
+threads (:data:`TRAINING_THREADS`) so that the weights do not depend on the machine or on how busy it is.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from aft_bench.core.progress import progress_bar
 from aft_bench.data.shapes import CLASSNAMES, caption
 from aft_bench.models.backends.open_clip import OpenClipEncoder, tokenizer_for
 from aft_bench.models.encoder import Encoder
@@ -26,9 +27,9 @@ from aft_bench.results.result import package_versions
 from aft_bench.toys.clip.data import batch_indices, dihedral, render_pool
 from aft_bench.toys.clip.loss import deduplicated_clip_loss
 from aft_bench.toys.clip.model import build_toy_model
-from aft_bench.toys.clip.recipe import AUGMENTATIONS, TRAINER_VERSION, ToyRecipe, toy_cache_key, world_fingerprint
+from aft_bench.toys.clip.recipe import AUGMENTATIONS, TRAINER_VERSION, ToyRecipe, world_fingerprint
 from aft_bench.toys.clip.zero_shot import zero_shot_accuracy
-from aft_bench.training.threads import use_threads
+from aft_bench.toys.fit import Loop, Step, decay_groups, fit_steps, toy_training, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +51,15 @@ def _optimisers(model: torch.nn.Module, recipe: ToyRecipe) -> list[torch.optim.O
     only by tiny random token vectors.)
     """
     table = model.token_embedding
-    decay, exempt = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad or param is table.weight:
-            continue
-        is_matrix = param.ndim >= 2 and "positional_embedding" not in name
-        (decay if is_matrix else exempt).append(param)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    dense = ((name, p) for name, p in model.named_parameters() if p.requires_grad and p is not table.weight)
+    groups = decay_groups(dense, recipe.weight_decay, exempt="positional_embedding")
     adam = {"lr": recipe.lr, "betas": (0.9, 0.98), "eps": 1e-6}
     return [torch.optim.AdamW(groups, **adam), torch.optim.SparseAdam([table.weight], **adam)]
 
 
-def _schedule(recipe: ToyRecipe) -> Any:
-    def factor(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+def _loop(recipe: ToyRecipe) -> Loop:
+    """The bar shows the running loss and batch accuracy (averaged with weight ``1 - 0.9`` as they always were)."""
+    return Loop("toy", "toy: training CLIP", recipe.lr, {"loss": ".3f", "acc": ".2f"}, decay=0.9, weight=1 - 0.9)
 
 
 def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str, Any]]:
@@ -88,8 +79,7 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
         The encoder (eval mode) and ``training_seconds``, ``zero_shot_accuracy``, ``final_loss``, ...
     """
     started = time.perf_counter()
-    with use_threads(TRAINING_THREADS, "training the toy CLIP"), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
+    with toy_training(TRAINING_THREADS, "training the toy CLIP", recipe.seed):
         model = build_toy_model(recipe)
         encoder = OpenClipEncoder(model, tokenizer_for(recipe.model_cfg()), name="toy", mean=recipe.mean,
                                   std=recipe.std)
@@ -97,38 +87,28 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
         rendered = time.perf_counter()
         tokens = encoder.tokenizer([caption(c) for c in range(len(CLASSNAMES))])
         optimisers = _optimisers(model, recipe)
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe)) for opt in optimisers]
+        schedulers = warmup_cosine(optimisers, recipe.steps, recipe.warmup)
         model.token_embedding.sparse = True  # sparse gradients for the table while training (see _optimisers)
         generator = torch.Generator().manual_seed(recipe.seed)
         max_scale = math.log(100.0)
-        encoder.train()
-        bar = progress_bar(batch_indices(recipe.pool_size, recipe.batch_size, recipe.steps, generator),
-                           total=recipe.steps, desc="toy: training CLIP", unit="step", enabled=progress)
-        loss_avg = acc_avg = 0.0
-        for step, index in enumerate(bar):
+
+        def step(number: int, index: Tensor) -> Step:
             codes = torch.randint(0, AUGMENTATIONS[recipe.augment], (index.numel(),), generator=generator)
             images = dihedral(pool_images[index], codes).float().div_(255)
             classes, local = torch.unique(pool_labels[index], return_inverse=True)
             image_emb = encoder(images)
             text_emb = F.normalize(model.encode_text(tokens[classes]), dim=-1)
-            loss = deduplicated_clip_loss(image_emb, text_emb, local, model.logit_scale)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"toy training: non-finite loss {loss.item()} at step {step}; "
-                                         f"lower the recipe's lr ({recipe.lr})")
-            for opt in optimisers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt, scheduler in zip(optimisers, schedulers, strict=True):
-                opt.step()
-                scheduler.step()
-            with torch.no_grad():
+
+            @torch.no_grad()
+            def after_update() -> Mapping[str, float]:
                 model.logit_scale.clamp_(0, max_scale)
-                acc = ((image_emb @ text_emb.T).argmax(dim=1) == local).float().mean().item()
-            momentum = 0.9 if step else 0.0
-            loss_avg = momentum * loss_avg + (1 - momentum) * loss.item()
-            acc_avg = momentum * acc_avg + (1 - momentum) * acc
-            bar.set_postfix(loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}", refresh=False)
-        bar.close()
+                return {"acc": ((image_emb @ text_emb.T).argmax(dim=1) == local).float().mean().item()}
+
+            return Step(deduplicated_clip_loss(image_emb, text_emb, local, model.logit_scale), after_update)
+
+        encoder.train()
+        averages = fit_steps(batch_indices(recipe.pool_size, recipe.batch_size, recipe.steps, generator), step,
+                             optimisers, schedulers, _loop(recipe), recipe.steps, progress=progress)
         model.token_embedding.sparse = False
         encoder.eval()
         trained = time.perf_counter()
@@ -139,8 +119,8 @@ def fit_toy(recipe: ToyRecipe, progress: bool = True) -> tuple[Encoder, dict[str
         "optimisation_seconds": round(trained - rendered, 2),
         "threads": TRAINING_THREADS,
         "steps": recipe.steps,
-        "final_loss": round(loss_avg, 4),
-        "final_batch_accuracy": round(acc_avg, 4),
+        "final_loss": round(averages["loss"], 4),
+        "final_batch_accuracy": round(averages["acc"], 4),
         "logit_scale": round(model.logit_scale.detach().exp().item(), 3),
         "zero_shot_accuracy": round(accuracy, 4),
         "zero_shot_n": recipe.eval_size,
@@ -162,9 +142,9 @@ def toy_card(recipe: ToyRecipe, metrics: dict[str, Any]) -> dict[str, Any]:
         "recipe": recipe.to_dict(),
         "recipe_key": recipe.key(),
         "world_fingerprint": world_fingerprint(recipe),
-        "cache_key": toy_cache_key(recipe),
+        "cache_key": recipe.cache_key(),
         "trainer_version": TRAINER_VERSION,
-        "objective": "clip, identical captions merged (aft_bench.toys.clip.loss.deduplicated_clip_loss)",
+        "objective": "clip, identical captions merged (aft_bench.toy.deduplicated_clip_loss)",
         "data": f"shapes world, train split, seed {recipe.data_seed}, {recipe.pool_size} images"
                 + (f", planted class pattern at {recipe.shortcut:g}/255" if recipe.shortcut else "")
                 + (f", {recipe.conflict:.0%} of them captioned and patterned as another class than their object"

@@ -1,18 +1,19 @@
 """The toy CLIP's recipe (architecture and training hyper-parameters) and the cache key it trains under.
 
-The key hashes the recipe, :data:`TRAINER_VERSION` and a fingerprint of the shapes world, so a change
-to any of them trains a new toy instead of reusing a stale one.
+The key hashes the recipe and :data:`TRAINER_VERSION` (:class:`aft_bench.toys.recipe.Recipe`); the cache key adds a
+fingerprint of the shapes world, so a change to any of them trains a new toy instead of reusing a stale one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aft_bench.data.shapes import CLASSNAMES, generate_batch
 from aft_bench.data.shortcut import SHORTCUT_AMPLITUDE, check_amplitude
+from aft_bench.toys.recipe import Recipe
 
 # Bump when the training code changes what a recipe produces. 2: always 1 CPU thread (was 1 or 2, picked by
 # timing); 3: always 2 CPU threads.
@@ -22,8 +23,8 @@ AUGMENTATIONS: dict[str, int] = {"none": 1, "hflip": 2, "dihedral": 8}
 
 
 @dataclass(frozen=True)
-class ToyRecipe:
-    """Architecture and training hyper-parameters of the toy CLIP; its :meth:`key` names the cache entry.
+class ToyRecipe(Recipe):
+    """Architecture and training hyper-parameters of the toy CLIP; its :meth:`cache_key` names the cache entry.
 
     Attributes:
         image_size: Input side in pixels.
@@ -88,6 +89,10 @@ class ToyRecipe:
     shortcut: float = 0.0
     conflict: float = 0.0
 
+    trainer_version: ClassVar[int] = TRAINER_VERSION
+    cache_prefix: ClassVar[str] = "toy"
+    left_out_at_zero: ClassVar[tuple[str, ...]] = ("shortcut", "conflict")
+
     def __post_init__(self) -> None:
         check_amplitude(self.shortcut)
         if not 0.0 <= self.conflict < 1.0 or (self.conflict and not self.shortcut):
@@ -96,15 +101,12 @@ class ToyRecipe:
         if self.image_size % self.patch_size:
             raise ValueError(f"ToyRecipe: image_size={self.image_size} is not a multiple of "
                              f"patch_size={self.patch_size}")
-        for name in ("vision_width", "text_width"):
-            heads = getattr(self, name.replace("width", "heads"))
-            if getattr(self, name) % heads:
-                raise ValueError(f"ToyRecipe: {name}={getattr(self, name)} is not divisible by {heads} heads")
+        self._require_divisible("vision_width", "vision_heads")
+        self._require_divisible("text_width", "text_heads")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"ToyRecipe: augment={self.augment!r}; use one of {sorted(AUGMENTATIONS)}")
-        for name in ("steps", "batch_size", "pool_size", "eval_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ToyRecipe: {name}={getattr(self, name)} must be positive")
+        self._require_positive("steps", "batch_size", "pool_size", "eval_size")
+        self._require_schedule()
 
     def model_cfg(self) -> dict[str, Any]:
         """The open_clip ``CLIP`` config dict (as in open_clip's ``model_configs/*.json``)."""
@@ -128,18 +130,9 @@ class ToyRecipe:
             },
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready data (tuples as lists; ``shortcut`` and ``conflict`` only when non-zero)."""
-        data = json.loads(json.dumps(asdict(self)))
-        for name in ("shortcut", "conflict"):
-            if not data[name]:
-                del data[name]
-        return data
-
-    def key(self) -> str:
-        """Short sha256 of the recipe's JSON and :data:`TRAINER_VERSION`: any field change gives a new key."""
-        payload = json.dumps({"trainer": TRAINER_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    def cache_key(self) -> str:
+        """Cache directory name of the recipe's toy: ``toy-<recipe key>-<world fingerprint>``."""
+        return f"{super().cache_key()}-{world_fingerprint(self)}"
 
 
 DEFAULT_RECIPE = ToyRecipe()
@@ -164,8 +157,3 @@ def world_fingerprint(recipe: ToyRecipe) -> str:
     for tensor in (images, masks, labels):
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()[:8]
-
-
-def toy_cache_key(recipe: ToyRecipe) -> str:
-    """Cache directory name of a recipe's toy: ``toy-<recipe key>-<world fingerprint>``."""
-    return f"toy-{recipe.key()}-{world_fingerprint(recipe)}"

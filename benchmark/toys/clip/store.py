@@ -1,31 +1,22 @@
-"""The cached toy CLIP: trained on first use into the user cache, then loaded from it."""
+"""The cached toy CLIP: trained on first use into the user cache (:mod:`aft_bench.toys.store`), then loaded from it."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
-from aft_bench.core.cache import cached
 from aft_bench.core.registries import ENCODERS
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import load_encoder
 from aft_bench.toys.clip.fit import CHECKPOINT_NAME, train_toy
-from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe, toy_cache_key
-
-log = logging.getLogger(__name__)
+from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, SHORTCUT_RECIPE, ToyRecipe
+from aft_bench.toys.store import toy_artefact
 
 
 def toy_checkpoint(recipe: ToyRecipe = DEFAULT_RECIPE) -> Path:
     """Path of the cached toy checkpoint, training it first if the cache does not hold it."""
-
-    def build(directory: Path) -> None:
-        log.info("training the bundled toy CLIP (recipe %s) on first use; it is cached in %s",
-                 recipe.key(), directory.parent)
-        train_toy(recipe, directory)
-
-    return cached(toy_cache_key(recipe), build) / CHECKPOINT_NAME
+    return toy_artefact(recipe, "bundled toy CLIP", lambda directory: train_toy(recipe, directory)) / CHECKPOINT_NAME
 
 
 @ENCODERS.register("toy", help="bundled tiny CLIP trained on the shapes world")

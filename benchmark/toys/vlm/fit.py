@@ -33,11 +33,10 @@ from aft_bench.data.shapes import CLASSNAMES
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.vlm.prompt import class_question, llava_conversation
 from aft_bench.toys.clip.data import render_pool
+from aft_bench.toys.fit import Loop, Step, decay_groups, fit_steps, toy_training, warmup_cosine
 from aft_bench.toys.vlm.model import build_toy_processor, build_toy_vlm, tower_features
 from aft_bench.toys.vlm.recipe import IMAGE_TOKEN_ID, VlmRecipe
 from aft_bench.training.checkpoint import CHECKPOINT_NAME, ResumeError, load_checkpoint, save_checkpoint
-from aft_bench.training.schedule import WarmupCosine
-from aft_bench.training.threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +154,7 @@ def _trainable(model: LlavaForConditionalGeneration) -> Iterator[tuple[str, torc
 
 def _optimiser(model: LlavaForConditionalGeneration, recipe: VlmRecipe) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (norms, biases and the token table exempt)."""
-    decay, exempt = [], []
-    for name, param in _trainable(model):
-        (decay if param.ndim >= 2 and "embed_tokens" not in name else exempt).append(param)
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    groups = decay_groups(_trainable(model), recipe.weight_decay, exempt="embed_tokens")
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98))
 
 
@@ -218,7 +214,7 @@ def fit_toy_vlm(
     """
     work = Path(work)
     started = time.perf_counter()
-    with use_threads(TRAINING_THREADS, "training the toy VLM"), torch.random.fork_rng(devices=[]):
+    with toy_training(TRAINING_THREADS, "training the toy VLM"):  # build_toy_vlm seeds the fresh weights
         processor = build_toy_processor(recipe, CLASSNAMES)
         model = build_toy_vlm(recipe, encoder.visual, len(processor.tokenizer))
         prompt_ids = encode_text(processor, question(), recipe.toy.image_size)
@@ -229,33 +225,27 @@ def fit_toy_vlm(
         features = pool_features(model, images, recipe, progress)
         featured = time.perf_counter()
         optimiser = _optimiser(model, recipe)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, WarmupCosine(recipe.steps, recipe.warmup))
+        [scheduler] = warmup_cosine([optimiser], recipe.steps, recipe.warmup)
         first = _resume(work, recipe, model, optimiser, scheduler)
         last = recipe.steps if stop_at_step is None else min(recipe.steps, stop_at_step)
+
+        def step(number: int, _: int) -> Step:
+            index = batch_index(recipe, number)
+            return Step(answer_loss(model, features[index], prompt_ids, answers[labels[index]]))
+
+        def checkpoint(done: int) -> None:
+            _save(work, recipe, done, model, optimiser, scheduler)
+
+        loop = Loop("toy VLM", "toy VLM: training", recipe.lr, {"loss": ".4f"}, decay=0.9, weight=0.1,
+                    checkpoint_every=recipe.checkpoint_every)
         model.train()
-        bar = progress_bar(range(first, last), total=last - first, desc="toy VLM: training", unit="step",
-                           enabled=progress)
-        loss_avg = 0.0
-        for step in bar:
-            index = batch_index(recipe, step)
-            loss = answer_loss(model, features[index], prompt_ids, answers[labels[index]])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"toy VLM training: non-finite loss {loss.item()} at step {step}; "
-                                         f"lower the recipe's lr ({recipe.lr})")
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            scheduler.step()
-            loss_avg = (0.9 * loss_avg + 0.1 * loss.item()) if step > first else loss.item()
-            bar.set_postfix(loss=f"{loss_avg:.4f}", refresh=False)
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == last:
-                _save(work, recipe, step + 1, model, optimiser, scheduler)
-        bar.close()
+        averages = fit_steps(range(first, last), step, [optimiser], [scheduler], loop, last - first, first, progress,
+                             checkpoint)
         model.eval()
     trained = time.perf_counter()
     metrics = {
-        "steps_done": last, "resumed_from_step": first, "final_loss": round(loss_avg, 5), "threads": TRAINING_THREADS,
-        "render_seconds": round(rendered - started, 2), "feature_seconds": round(featured - rendered, 2),
-        "optimisation_seconds": round(trained - featured, 2),
+        "steps_done": last, "resumed_from_step": first, "final_loss": round(averages["loss"], 5),
+        "threads": TRAINING_THREADS, "render_seconds": round(rendered - started, 2),
+        "feature_seconds": round(featured - rendered, 2), "optimisation_seconds": round(trained - featured, 2),
     }
     return model, processor, metrics

@@ -10,8 +10,8 @@ once on the plain toy CLIP and other towers (``toy-aft``, ``toy-fare``) are swap
 
 :func:`toy_vlm_folder` returns the ``save_pretrained`` folder (model, processor and the card ``toy_vlm.json``,
 with the held-out answer accuracy and the build's wall-clock and CPU seconds, the toy CLIP's own training not
-counted), building it under :func:`toy_vlm_cache_key` when the cache does not hold it; a killed build continues
-from its last checkpoint on the next call.
+counted), building it under the recipe's cache key (:mod:`aft_bench.toys.store`) when the cache does not hold it; a
+killed build continues from its last checkpoint on the next call.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from aft_bench.core.atomic import atomic_write_text
-from aft_bench.core.cache import cached
 from aft_bench.core.registries import VLMS
 from aft_bench.results.result import package_versions
-from aft_bench.toys.clip.recipe import toy_cache_key
 from aft_bench.toys.clip.store import load_toy_encoder
+from aft_bench.toys.store import toy_artefact
 from aft_bench.toys.vlm.accuracy import held_out_accuracy
 from aft_bench.toys.vlm.fit import TRAINING_THREADS, fit_toy_vlm, question
-from aft_bench.toys.vlm.recipe import DEFAULT_VLM_RECIPE, VLM_TRAINER_VERSION, VlmRecipe, toy_vlm_cache_key
+from aft_bench.toys.vlm.recipe import DEFAULT_VLM_RECIPE, VLM_TRAINER_VERSION, VlmRecipe
 from aft_bench.training.checkpoint import CHECKPOINT_NAME
 from aft_bench.training.threads import use_threads
 
@@ -69,8 +68,8 @@ def build_toy_vlm_folder(recipe: VlmRecipe, folder: str | Path, progress: bool =
         "architecture": "LlavaForConditionalGeneration (toy CLIP tower frozen, LLaVA-1.5 projector, Llama LM)",
         "recipe": recipe.to_dict(),
         "recipe_key": recipe.key(),
-        "cache_key": toy_vlm_cache_key(recipe),
-        "toy_clip_cache_key": toy_cache_key(recipe.toy),
+        "cache_key": recipe.cache_key(),
+        "toy_clip_cache_key": recipe.toy.cache_key(),
         "trainer_version": VLM_TRAINER_VERSION,
         "prompt": question(),
         "data": f"shapes world, train split, seed {recipe.data_seed}, {recipe.pool_size} images",
@@ -104,9 +103,4 @@ def toy_vlm_folder(recipe: VlmRecipe = DEFAULT_VLM_RECIPE) -> Path:
 
     ``LlavaForConditionalGeneration.from_pretrained(folder)`` and ``AutoProcessor.from_pretrained(folder)`` read it.
     """
-
-    def build(directory: Path) -> None:
-        log.info("training the toy VLM (recipe %s) on first use; it is cached in %s", recipe.key(), directory.parent)
-        build_toy_vlm_folder(recipe, directory)
-
-    return cached(toy_vlm_cache_key(recipe), build, resumable=True)
+    return toy_artefact(recipe, "toy VLM", lambda directory: build_toy_vlm_folder(recipe, directory), resumable=True)

@@ -2,21 +2,20 @@
 
 The toy VLM is LLaVA-1.5's architecture (Liu et al. 2023, "Improved baselines with visual instruction tuning") at
 toy scale: the toy CLIP's image tower, LLaVA-1.5's two-layer GELU projector, and a small Llama language model. The
-key hashes the recipe, :data:`VLM_TRAINER_VERSION` and the toy CLIP's own cache key (its recipe and the world's
-fingerprint), so a new toy CLIP, a change to the world or to the recipe builds a new VLM instead of reusing a stale
-one.
+key (:class:`aft_bench.toys.recipe.Recipe`) hashes the recipe, :data:`VLM_TRAINER_VERSION` and the toy CLIP's own
+cache key (its recipe and the world's fingerprint), so a new toy CLIP, a change to the world or to the recipe builds a
+new VLM instead of reusing a stale one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, ToyRecipe, toy_cache_key
+from aft_bench.toys.clip.recipe import DEFAULT_RECIPE, ToyRecipe
+from aft_bench.toys.recipe import Recipe
 from aft_bench.toys.vlm.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 
 # Bump when the training code changes what a recipe produces. 2: the last LM layer at the answer's positions only.
@@ -27,8 +26,8 @@ VISION_FEATURE_SELECT = "default"
 
 
 @dataclass(frozen=True)
-class VlmRecipe:
-    """Language model shape and training hyper-parameters of the toy VLM; :meth:`key` names the cache entry.
+class VlmRecipe(Recipe):
+    """Language model shape and training hyper-parameters of the toy VLM; :meth:`cache_key` names the cache entry.
 
     Attributes:
         toy: Recipe of the toy CLIP whose image tower the VLM sees through (frozen while the VLM trains).
@@ -62,13 +61,14 @@ class VlmRecipe:
     eval_seed: int = 0
     max_new_tokens: int = 4
 
+    trainer_version: ClassVar[int] = VLM_TRAINER_VERSION
+    cache_prefix: ClassVar[str] = "toy-vlm"
+
     def __post_init__(self) -> None:
-        if self.text_width % self.text_heads:
-            raise ValueError(f"VlmRecipe: text_width={self.text_width} is not divisible by {self.text_heads} heads")
-        for name in ("text_width", "text_layers", "text_heads", "text_mlp", "steps", "batch_size", "pool_size",
-                     "checkpoint_every", "eval_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"VlmRecipe: {name}={getattr(self, name)} must be positive")
+        self._require_divisible("text_width", "text_heads")
+        self._require_positive("text_width", "text_layers", "text_heads", "text_mlp", "steps", "batch_size",
+                               "pool_size", "checkpoint_every", "eval_size", "max_new_tokens")
+        self._require_schedule()
         if self.batch_size > self.pool_size:
             raise ValueError(f"VlmRecipe: batch_size={self.batch_size} exceeds pool_size={self.pool_size}")
 
@@ -81,16 +81,6 @@ class VlmRecipe:
     def image_seq_length(self) -> int:
         """Image tokens in the prompt: one per patch (the class token dropped)."""
         return self.grid**2
-
-    def to_dict(self) -> dict[str, Any]:
-        """The recipe as JSON-ready data, the toy CLIP named by its cache key."""
-        data = json.loads(json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "toy"}))
-        return {"toy": toy_cache_key(self.toy), **data}
-
-    def key(self) -> str:
-        """Short sha256 of the recipe's JSON and :data:`VLM_TRAINER_VERSION`: any field change gives a new key."""
-        payload = json.dumps({"trainer": VLM_TRAINER_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def llava_config(self, vision: CLIPVisionConfig, vocab_size: int) -> LlavaConfig:
         """The ``LlavaConfig``: ``vision`` (the toy CLIP's tower), LLaVA-1.5's projector and feature choice, a Llama LM.
@@ -114,9 +104,3 @@ class VlmRecipe:
 
 
 DEFAULT_VLM_RECIPE = VlmRecipe()
-
-
-def toy_vlm_cache_key(recipe: VlmRecipe) -> str:
-    """Cache directory name of a recipe's toy VLM: ``toy-vlm-<recipe key>`` (the key covers the toy CLIP's)."""
-    return f"toy-vlm-{recipe.key()}"
-
