@@ -34,7 +34,8 @@ from torch import Tensor
 
 from aft_bench.attributions.m2ib import M2IB, apply_bottleneck, noise_statistics
 from aft_bench.evaluation.targets.text import TextTarget
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, model_config, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, model_config, tokenizer_for
 from aft_bench.models.encoder import Encoder
 
 # Methods timed when importable (the gradient methods live in other modules of the package).

@@ -44,7 +44,8 @@ import train_step  # noqa: E402
 from aft_bench.data.imagenet_s import write_synthetic  # noqa: E402
 from aft_bench.evaluation.config import resolve_config  # noqa: E402
 from aft_bench.evaluation.runner import run  # noqa: E402
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for  # noqa: E402
+from aft_bench.models.backends.open_clip import OpenClipEncoder  # noqa: E402
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for  # noqa: E402
 from aft_bench.models.encoder import Encoder  # noqa: E402
 from aft_bench.models.loading import save_encoder  # noqa: E402
 

@@ -63,7 +63,8 @@ from aft_bench.evaluation.context import RunContext
 from aft_bench.evaluation.runner import run
 from aft_bench.evaluation.sample_task import Pair
 from aft_bench.evaluation.streaming import BadSamples, stream
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import save_encoder
 from aft_bench.results.store import SampleStore

@@ -36,7 +36,8 @@ from aft_bench.core.atomic import atomic_write_text
 from aft_bench.data.shapes import CLASSNAMES
 from aft_bench.evaluation.config import resolve_config
 from aft_bench.evaluation.runner import run
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for
 from aft_bench.models.convert import open_clip_vision_cfg
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import save_encoder

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import save_encoder
 from aft_bench.toys.clip.recipe import ToyRecipe

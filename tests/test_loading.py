@@ -12,7 +12,7 @@ from conftest import TINY_CNN_CFG, TINY_TIMM_CFG, TINY_VIT_CFG, make_encoder
 from safetensors.torch import save_file
 
 from aft_bench.core.registry import UnknownNameError
-from aft_bench.models.backends.open_clip import model_config
+from aft_bench.models.backends.open_clip_models import model_config
 from aft_bench.models.checkpoints import CheckpointError, load_state_dict_safely
 from aft_bench.models.loading import load_encoder, save_encoder
 

@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import torch
 
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for
 
 CFG = {"embed_dim": 16,
        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8, "mlp_ratio": 2.0},

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aft_bench.data.shapes import CLASSNAMES, caption
-from aft_bench.models.backends.open_clip import OpenClipEncoder, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import tokenizer_for
 from aft_bench.models.encoder import Encoder
 from aft_bench.models.loading import save_encoder
 from aft_bench.results.result import package_versions

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from aft_bench.models.backends.open_clip import build_model
+from aft_bench.models.backends.open_clip_models import build_model
 from aft_bench.toys.clip.recipe import ToyRecipe
 
 

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from aft_bench.core.registries import ENCODERS
 from aft_bench.models.attention import additive_mask
-from aft_bench.models.backends.open_clip import OpenClipEncoder, build_model, tokenizer_for
+from aft_bench.models.backends.open_clip import OpenClipEncoder
+from aft_bench.models.backends.open_clip_models import build_model, tokenizer_for
 from aft_bench.models.encoder import UnsupportedEncoderError
 from aft_bench.toys.clip.recipe import DEFAULT_RECIPE
 from aft_bench.toys.controls.mask_oracle import MaskOracle, ShapesWorld
