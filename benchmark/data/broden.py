@@ -46,6 +46,7 @@ from aft_bench.data.base import DataError, Sample
 from aft_bench.data.class_images import check_image_size, check_on_error
 from aft_bench.data.io import read_image, read_label_png
 from aft_bench.data.labelled_folders import check_choice, resolve_root
+from aft_bench.data.listed import ListedSamples
 from aft_bench.data.transforms import resize_center_crop, resize_center_crop_mask
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def parse_categories(cell: str) -> dict[str, int]:
 
 
 @DATASETS.register("broden", help="Broden (broden1_224/227) images with pixel and image concept labels, for dissection")
-class Broden:
+class Broden(ListedSamples):
     """Broden images with per-pixel and whole-image concept labels (Bau et al. 2017).
 
     Args:
@@ -219,20 +220,10 @@ class Broden:
 
     # ------------------------------------------------------------------ access
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> list[str]:
-        """Sample ids: the ``image`` column (paths relative to ``images/``), in index order."""
-        return list(self._ids)
-
     def _row(self, sample_id: str) -> _Row:
-        try:
-            return self._rows[sample_id]
-        except KeyError:
-            raise DataError(
-                f"unknown Broden sample id {sample_id!r}; ids are the image column of {INDEX_FILE}"
-            ) from None
+        """The index row of a sample (ids: the ``image`` column, paths relative to ``images/``, in index order)."""
+        return self._lookup(self._rows, sample_id,
+                            f"unknown Broden sample id {sample_id!r}; ids are the image column of {INDEX_FILE}")
 
     def label_shape(self, sample_id: str) -> tuple[int, int]:
         """(sh, sw): the size of the sample's label maps."""

@@ -26,6 +26,7 @@ from typing import Any
 from aft_bench.data.base import DataError, Dataset, Sample
 from aft_bench.data.classnames import NUM_IMAGENET_CLASSES, imagenet_classname, imagenet_index, imagenet_wnids
 from aft_bench.data.imagenette import IMAGENETTE_CLASSES, IMAGENETTE_WNIDS
+from aft_bench.data.listed import ListedSamples
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def sample_label(dataset: Dataset, sample_id: str) -> int:
     return int(dataset.load(sample_id).label)
 
 
-class ClassFilter:
+class ClassFilter(ListedSamples):
     """``dataset`` restricted to the classes of ``classes`` and relabelled in their order (see the module).
 
     Raises:
@@ -124,19 +125,10 @@ class ClassFilter:
             log.warning("class filter: no sample of %s in the dataset; keeping %d samples of the other %d classes",
                         missing, len(self._ids), len(classes.keys) - len(missing))
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> list[str]:
-        """The kept sample ids, in the dataset's order."""
-        return list(self._ids)
-
     def label(self, sample_id: str) -> int:
-        """A kept sample's index into :attr:`classnames`."""
-        try:
-            return self._label[sample_id]
-        except KeyError:
-            raise DataError(f"sample {sample_id!r} is not in the filtered classes {list(self.classes.keys)}") from None
+        """A kept sample's index into :attr:`classnames` (the kept ids are in the dataset's order)."""
+        return self._lookup(self._label, sample_id,
+                            f"sample {sample_id!r} is not in the filtered classes {list(self.classes.keys)}")
 
     def labels(self) -> list[int]:
         """The kept samples' indices into :attr:`classnames`, in :meth:`ids` order."""

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aft_bench.data.base import DataError
+from aft_bench.data.listed import ListedSamples
 
 
-class FileSamples:
+class FileSamples(ListedSamples):
     """A listed sequence of (sample id, image file); subclasses call :meth:`_list` once, then read
     :meth:`_position`."""
 
@@ -32,19 +33,10 @@ class FileSamples:
             twice = sorted(sample_id for sample_id, n in Counter(self._ids).items() if n > 1)
             raise DataError(f"{where}: the samples {twice[:5]} stand in it twice; list each once")
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> list[str]:
-        """All sample ids, in the listed order."""
-        return list(self._ids)
-
     def _position(self, sample_id: str) -> int:
         """The position of ``sample_id`` in :meth:`ids`; raises DataError for an unknown id."""
-        try:
-            return self._index[sample_id]
-        except KeyError:
-            raise DataError(f"unknown {self.dataset_name} sample id {sample_id!r}; see ids() for valid ids") from None
+        return self._lookup(self._index, sample_id,
+                            f"unknown {self.dataset_name} sample id {sample_id!r}; see ids() for valid ids")
 
     def path(self, sample_id: str) -> Path:
         """The image file of a sample."""

@@ -50,6 +50,7 @@ from aft_bench.data.classnames import (
     is_imagenet_wnid,
 )
 from aft_bench.data.io import read_image_uint8, read_label_png
+from aft_bench.data.listed import ListedSamples
 from aft_bench.data.transforms import mask_indices, resize_center_crop_uint8
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def _subdirs(folder: Path) -> set[str]:
 
 
 @DATASETS.register("imagenet_s", help="ImageNet-S validation (ImageNetS919/S50/S300), root via --data-root")
-class ImageNetS:
+class ImageNetS(ListedSamples):
     """ImageNet-S validation images with masks of the image's own class (Gao et al. 2022).
 
     Args:
@@ -255,21 +256,10 @@ class ImageNetS:
 
     # ------------------------------------------------------------------ access
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> list[str]:
-        """Sample ids ``"<wnid>/<name>"``, sorted."""
-        return list(self._ids)
-
     def paths(self, sample_id: str) -> tuple[Path, Path]:
-        """(image file, mask file) of a sample."""
-        try:
-            return self._pairs[sample_id]
-        except KeyError:
-            raise DataError(
-                f"unknown ImageNet-S sample id {sample_id!r}; ids look like '<wnid>/<name>' (see ids())"
-            ) from None
+        """(image file, mask file) of a sample (ids are ``"<wnid>/<name>"``, sorted)."""
+        return self._lookup(self._pairs, sample_id, f"unknown ImageNet-S sample id {sample_id!r}; ids look like "
+                            "'<wnid>/<name>' (see ids())")
 
     def source_files(self, sample_id: str) -> list[Path]:
         """The files :meth:`load` reads (image, mask and the category table that picks the mask's own id), for

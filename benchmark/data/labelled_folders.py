@@ -23,6 +23,7 @@ from pathlib import Path
 from aft_bench.data.base import DataError, Sample
 from aft_bench.data.class_images import ClassImages
 from aft_bench.data.io import read_image
+from aft_bench.data.listed import ListedSamples
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def resolve_root(
     )
 
 
-class LabelledImages(ClassImages):
+class LabelledImages(ClassImages, ListedSamples):
     """Images with one class label each; subclasses list the files (see the module docstring).
 
     Args:
@@ -140,18 +141,10 @@ class LabelledImages(ClassImages):
 
     # ------------------------------------------------------------------ access
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def ids(self) -> list[str]:
-        """Sample ids (relative file paths) in a fixed order."""
-        return list(self._ids)
-
     def _entry(self, sample_id: str) -> tuple[Path, int]:
-        try:
-            return self._entries[sample_id]
-        except KeyError:
-            raise DataError(f"unknown {self.dataset_name} sample id {sample_id!r}; see ids() for valid ids") from None
+        """The (file, label) of a sample (ids are relative file paths, in a fixed order)."""
+        return self._lookup(self._entries, sample_id,
+                            f"unknown {self.dataset_name} sample id {sample_id!r}; see ids() for valid ids")
 
     def path(self, sample_id: str) -> Path:
         """The image file of a sample."""
