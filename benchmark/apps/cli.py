@@ -62,21 +62,22 @@ LISTS: dict[str, Registry] = {
     "retrainers": RETRAINERS, "attacks": ATTACKS, "regularizers": REGULARIZERS, "vlms": VLMS,
 }
 
-OWN_PARSERS: dict[str, tuple[str, str, str]] = {
-    "train": ("aft_bench.training.arguments", "run_train",
+OWN_PARSERS: dict[str, tuple[str, str]] = {
+    "train": ("aft_bench.training.arguments:run_train",
               "adversarially fine-tune an encoder (AFT / FARE / TeCoA / PMG-AFT); see aft-bench train --help"),
-    "study": ("aft_bench.apps.study.arguments", "run_study",
+    "study": ("aft_bench.apps.study.arguments:run_study",
               "the HIVE user study (paper appendix A.4, Table 10): build the page, score the answers; see aft-bench "
               "study --help"),
-    "compare": ("aft_bench.apps.compare.arguments", "run_compare",
+    "compare": ("aft_bench.apps.compare.arguments:run_compare",
                 "compare encoders on a suite of tasks: a scorecard and paired differences against a baseline with "
                 "significance; see aft-bench compare --help"),
-    "paper": ("aft_bench.apps.paper.arguments", "run_paper",
+    "paper": ("aft_bench.apps.paper.arguments:run_paper",
               "the paper's tables and figures with its numbers beside ours (list, all, table1, fig3, ...): "
               "report.md and report.html; see aft-bench paper --help"),
 }
-"""Subcommands that parse their own arguments: name -> (module, function taking the rest of argv, help line).
-Their modules are imported only when the command runs, so ``aft-bench --help`` stays light."""
+"""Subcommands that parse their own arguments: name -> (``module:function`` taking the rest of argv, help line).
+Their modules are imported only when the command runs, so ``aft-bench --help`` stays light; they import the shared
+command-line pieces from :mod:`aft_bench.apps.arguments`, never this module."""
 
 SPEC_FORMS = (
     ("ARCH:TAG", "open_clip architecture + pretrained tag from your open_clip cache, e.g. ViT-B-16:openai"),
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", parents=[flags], help="list registered names")
     ls.add_argument("what", choices=sorted(LISTS))
 
-    for name, (_, _, text) in OWN_PARSERS.items():
+    for name, (_, text) in OWN_PARSERS.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
 
@@ -326,7 +327,7 @@ def cmd_own_parser(name: str, argv: Sequence[str]) -> int:
     """Runs the subcommand ``name`` of :data:`OWN_PARSERS` on the arguments after its name."""
     import importlib
 
-    module, function, _ = OWN_PARSERS[name]
+    module, _, function = OWN_PARSERS[name][0].partition(":")
     return int(getattr(importlib.import_module(module), function)(list(argv)))
 
 
