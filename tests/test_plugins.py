@@ -134,58 +134,101 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _cli(plugin_path: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+DRIVER = """
+import contextlib, io, json, logging, sys
+from aft_bench.apps.cli import main
+
+
+class CurrentStderr:  # the log lines go to whatever sys.stderr is when they are written
+    def write(self, text):
+        sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+logging.basicConfig(stream=CurrentStderr(), format="%(levelname)s %(name)s: %(message)s")
+runs = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    runs.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(runs))
+"""
+
+
+@pytest.fixture(scope="module")
+def commands(plugin_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The commands of the tests below, run in one fresh ``aft-bench`` process (one torch import) with the plugin on
+    ``PYTHONPATH``: each one's exit code, stdout and stderr, and the folders they wrote."""
+    out = tmp_path_factory.mktemp("plugin_runs")
+    suite = out / "demo.yaml"
+    suite.write_text(SUITE, encoding="utf-8")
+    named = {
+        "ls attributions": ["ls", "attributions"],  # first: the registry loads here and warns of the clash
+        "ls tasks": ["ls", "tasks"],
+        "ls metrics": ["ls", "metrics"],
+        "run": ["run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_centre",
+                "simple_gradient", "--limit", "4", "--dataset-arg", "size=8", "--out", str(out / "run")],
+        "compare": ["compare", "--suite", str(suite), "--encoders", "demo-tiny", "demo-tiny-b", "--resamples", "200",
+                    "--out", str(out / "compare")],
+        "broken": ["run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_broken",
+                   "--limit", "2", "--out", str(out / "broken")],
+    }
     path = os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, **env_vars}
-    return subprocess.run([sys.executable, "-m", "aft_bench", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    mark = out / "imported.txt"
+    env = {**os.environ, "PYTHONPATH": path, "AFTB_DEMO_MARK": str(mark)}
+    ls_only = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([named["ls attributions"]])],
+                             capture_output=True, text=True, env=env, timeout=300, check=True)
+    listed_imports = mark.exists()
+    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(list(named.values()))], capture_output=True,
+                          text=True, env={**env, "AFTB_DEMO_MARK": ""}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    runs = dict(zip(named, json.loads(done.stdout.splitlines()[-1]), strict=True))
+    return {**runs, "folder": {"path": out}, "ls alone": {**json.loads(ls_only.stdout)[0],
+                                                           "imported the plugin": listed_imports}}
 
 
-def test_ls_lists_the_plugins_entries_without_importing_them(plugin_path: Path, tmp_path: Path) -> None:
-    mark = tmp_path / "imported.txt"
-    out = _cli(plugin_path, "ls", "attributions", AFTB_DEMO_MARK=str(mark))
-    assert out.returncode == 0, out.stderr
-    assert "demo_centre" in out.stdout and "simple gradient times a centred Gaussian window" in out.stdout
-    assert not mark.exists()  # the help line is the docstring, read from the source
-    tasks = _cli(plugin_path, "ls", "tasks")
-    assert "top_mass" in tasks.stdout and "share of each map's mass in its top tenth of pixels" in tasks.stdout
-    metrics = _cli(plugin_path, "ls", "metrics")
-    assert "top_mass" in metrics.stdout and "share of the map's mass in its top tenth of pixels" in metrics.stdout
+def test_ls_lists_the_plugins_entries_without_importing_them(commands: dict[str, dict]) -> None:
+    alone = commands["ls alone"]
+    assert alone["code"] == 0 and "demo_centre" in alone["stdout"]
+    assert not alone["imported the plugin"]  # the help line is the docstring, read from the source
+    out = commands["ls attributions"]
+    assert out["code"] == 0 and "simple gradient times a centred Gaussian window" in out["stdout"]
+    tasks = commands["ls tasks"]["stdout"]
+    assert "top_mass" in tasks and "share of each map's mass in its top tenth of pixels" in tasks
+    metrics = commands["ls metrics"]["stdout"]
+    assert "top_mass" in metrics and "share of the map's mass in its top tenth of pixels" in metrics
     # an entry point that repeats a built-in name is left out, naming the distribution
-    assert "gradcam" in out.stdout and "aftb-demo-plugin 0.1" in out.stderr and "left out" in out.stderr
+    assert "gradcam" in out["stdout"] and "aftb-demo-plugin 0.1" in out["stderr"] and "left out" in out["stderr"]
 
 
-def test_a_plugin_task_method_encoder_and_metric_run_through_the_cli(plugin_path: Path, tmp_path: Path) -> None:
-    out = _cli(plugin_path, "run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_centre",
-               "simple_gradient", "--limit", "4", "--dataset-arg", "size=8", "--out", str(tmp_path))
-    assert out.returncode == 0, out.stderr
-    results = [json.loads(p.read_text()) for p in (tmp_path / "top_mass").glob("*.json")]
+def test_a_plugin_task_method_encoder_and_metric_run_through_the_cli(commands: dict[str, dict]) -> None:
+    assert commands["run"]["code"] == 0, commands["run"]["stderr"]
+    folder = commands["folder"]["path"] / "run" / "top_mass"
+    results = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     assert sorted(r["attribution"] for r in results) == ["demo_centre", "simple_gradient"]
     for result in results:
         assert result["encoder"] == "demo-tiny" and result["n"] == 4 and result["task_version"] == 1
         assert 0.1 <= result["metrics"]["top_mass"]["mean"] / 100 <= 1.0
         assert result["metrics"]["top_mass"]["higher_is_better"] is True
-    assert "| top_mass ↑ |" in (tmp_path / "top_mass" / "leaderboard.md").read_text()
+    assert "| top_mass ↑ |" in (folder / "leaderboard.md").read_text()
 
 
-def test_compare_runs_a_suite_of_the_plugins_task(plugin_path: Path, tmp_path: Path) -> None:
-    suite = tmp_path / "demo.yaml"
-    suite.write_text(SUITE, encoding="utf-8")
-    out = _cli(plugin_path, "compare", "--suite", str(suite), "--encoders", "demo-tiny", "demo-tiny-b",
-               "--resamples", "200", "--out", str(tmp_path / "out"))
-    assert out.returncode == 0, out.stderr
-    scorecard = json.loads((tmp_path / "out" / "reports" / "compare" / "demo" / "scorecard.json").read_text())
+def test_compare_runs_a_suite_of_the_plugins_task(commands: dict[str, dict]) -> None:
+    assert commands["compare"]["code"] == 0, commands["compare"]["stderr"]
+    folder = commands["folder"]["path"] / "compare" / "reports" / "compare" / "demo"
+    scorecard = json.loads((folder / "scorecard.json").read_text())
     assert json.dumps(scorecard).count("top_mass") >= 2
 
 
-def test_a_plugin_that_cannot_load_is_named_in_one_line(plugin_path: Path, tmp_path: Path) -> None:
-    out = _cli(plugin_path, "run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_broken",
-               "--limit", "2",
-               "--out", str(tmp_path))
-    assert out.returncode == 1
+def test_a_plugin_that_cannot_load_is_named_in_one_line(commands: dict[str, dict]) -> None:
+    broken = commands["broken"]
+    assert broken["code"] == 1
     assert ("attribution 'demo_broken': entry point 'demo_broken' of aftb-demo-plugin 0.1 (group "
-            "aft_bench.attributions) cannot be loaded") in out.stderr
-    assert "RuntimeError: this demo module is broken" in out.stderr and "Traceback" not in out.stderr
+            "aft_bench.attributions) cannot be loaded") in broken["stderr"]
+    assert "RuntimeError: this demo module is broken" in broken["stderr"] and "Traceback" not in broken["stderr"]
 
 
 def test_the_walkthrough_metric_has_its_known_answers(plugin_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
