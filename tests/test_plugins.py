@@ -8,8 +8,11 @@ is the README's "Adding a task" walk-through, taken from the README itself (so t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -17,6 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from aft_bench.apps.cli import main
+from aft_bench.core import registries
+from aft_bench.core.registry import Registry
+
+REGISTRIES = [value for value in vars(registries).values() if isinstance(value, Registry)]
 
 PLUGIN = "aftb_demo_plugin"
 ENTRY_POINTS = f"""\
@@ -134,37 +143,37 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-DRIVER = """
-import contextlib, io, json, logging, sys
+LS = """
+import json, sys
 from aft_bench.apps.cli import main
-
-
-class CurrentStderr:  # the log lines go to whatever sys.stderr is when they are written
-    def write(self, text):
-        sys.stderr.write(text)
-
-    def flush(self):
-        sys.stderr.flush()
-
-
-logging.basicConfig(stream=CurrentStderr(), format="%(levelname)s %(name)s: %(message)s")
-runs = []
-for args in json.loads(sys.argv[1]):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    runs.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
-print(json.dumps(runs))
+print(json.dumps(main(["ls", "attributions"])))
 """
+
+
+class _Lines(logging.Handler):
+    """Keeps the log lines of a block (what the command line prints to stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
 
 
 @pytest.fixture(scope="module")
 def commands(plugin_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """The commands of the tests below, run in one fresh ``aft-bench`` process (one torch import) with the plugin on
-    ``PYTHONPATH``: each one's exit code, stdout and stderr, and the folders they wrote."""
+    """The commands of the tests below through ``aft_bench.apps.cli.main``, with the plugin installed on
+    ``sys.path`` and every registry reloaded (then the plugin removed and the registries reloaded again): each one's
+    exit code, stdout and stderr (log lines included). ``ls`` also runs in a fresh process that marks any import of
+    the plugin's method module."""
     out = tmp_path_factory.mktemp("plugin_runs")
     suite = out / "demo.yaml"
     suite.write_text(SUITE, encoding="utf-8")
+    mark = out / "imported.txt"
+    path = os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))
+    fresh = subprocess.run([sys.executable, "-c", LS], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": path, "AFTB_DEMO_MARK": str(mark)})
     named = {
         "ls attributions": ["ls", "attributions"],  # first: the registry loads here and warns of the clash
         "ls tasks": ["ls", "tasks"],
@@ -176,23 +185,37 @@ def commands(plugin_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
         "broken": ["run", "--task", "top_mass", "--encoders", "demo-tiny", "--attributions", "demo_broken",
                    "--limit", "2", "--out", str(out / "broken")],
     }
-    path = os.pathsep.join(filter(None, [str(plugin_path), os.environ.get("PYTHONPATH")]))
-    mark = out / "imported.txt"
-    env = {**os.environ, "PYTHONPATH": path, "AFTB_DEMO_MARK": str(mark)}
-    ls_only = subprocess.run([sys.executable, "-c", DRIVER, json.dumps([named["ls attributions"]])],
-                             capture_output=True, text=True, env=env, timeout=300, check=True)
-    listed_imports = mark.exists()
-    done = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(list(named.values()))], capture_output=True,
-                          text=True, env={**env, "AFTB_DEMO_MARK": ""}, timeout=600)
-    assert done.returncode == 0, done.stderr
-    runs = dict(zip(named, json.loads(done.stdout.splitlines()[-1]), strict=True))
-    return {**runs, "folder": {"path": out}, "ls alone": {**json.loads(ls_only.stdout)[0],
-                                                           "imported the plugin": listed_imports}}
+    runs: dict[str, dict] = {"folder": {"path": out},
+                             "ls alone": {"code": fresh.returncode, "stdout": fresh.stdout,
+                                          "imported the plugin": mark.exists()}}
+    sys.path.insert(0, str(plugin_path))
+    importlib.invalidate_caches()
+    lines = _Lines()
+    logging.getLogger().addHandler(lines)
+    try:
+        for registry in REGISTRIES:
+            registry.reload()
+        for name, args in named.items():
+            stdout, stderr = io.StringIO(), io.StringIO()
+            start = len(lines.lines)
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = main(args)
+            runs[name] = {"code": code, "stdout": stdout.getvalue(),
+                          "stderr": "\n".join(lines.lines[start:]) + "\n" + stderr.getvalue()}
+    finally:
+        logging.getLogger().removeHandler(lines)
+        sys.path.remove(str(plugin_path))
+        for module in [m for m in sys.modules if m == PLUGIN or m.startswith(PLUGIN + ".")]:
+            del sys.modules[module]
+        importlib.invalidate_caches()
+        for registry in REGISTRIES:
+            registry.reload()
+    return runs
 
 
 def test_ls_lists_the_plugins_entries_without_importing_them(commands: dict[str, dict]) -> None:
     alone = commands["ls alone"]
-    assert alone["code"] == 0 and "demo_centre" in alone["stdout"]
+    assert alone["code"] == 0 and "demo_centre" in alone["stdout"] and "Gaussian window" in alone["stdout"]
     assert not alone["imported the plugin"]  # the help line is the docstring, read from the source
     out = commands["ls attributions"]
     assert out["code"] == 0 and "simple gradient times a centred Gaussian window" in out["stdout"]

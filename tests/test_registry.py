@@ -151,3 +151,14 @@ def test_unregister() -> None:
     assert message.startswith("unknown thing 'jion'.") and "Did you mean 'join'" in message
     assert "Known things: first, join." in message
     assert reg.names() == ["join", "first"]
+
+
+def test_reload_reads_the_declarations_again_and_drops_hand_made_entries() -> None:
+    from aft_bench.core.registries import ATTRIBUTIONS
+
+    declared = ATTRIBUTIONS.names()
+    ATTRIBUTIONS.register("hand-made", object(), help="registered by hand")
+    assert "hand-made" in ATTRIBUTIONS
+    ATTRIBUTIONS.reload()
+    assert "hand-made" not in ATTRIBUTIONS and ATTRIBUTIONS.names() == declared
+    assert ATTRIBUTIONS.get("gradcam").__name__ == "GradCAM"

@@ -120,6 +120,13 @@ class Registry(Generic[T]):
         """The ``ls`` line of a plugin's entry: its declaration's help or docstring, else the distribution's name."""
         return (declaration.help if declaration is not None else "") or f"plugin from {_distribution(point)}"
 
+    def reload(self) -> None:
+        """Forgets every entry and fills the registry again on its next use (after a plugin was installed into the
+        running interpreter, or removed); entries added by hand or with :meth:`temporary` are dropped."""
+        for table in (self._entries, self._help, self._origins, self._data):
+            table.clear()
+        self._loaded = not self.declared_as and self.group is None
+
     def register(self, name: str, obj: T | str | None = None, *, help: str = "",
                  **data: Any) -> Callable[[T], T] | None:
         """Registers ``obj`` under ``name``; without ``obj`` acts as a decorator (how built-ins declare themselves).
