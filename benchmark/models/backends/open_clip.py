@@ -37,8 +37,6 @@ from aft_bench.models.backends.open_clip_models import (
 )
 from aft_bench.models.checkpoints import CARD_SUFFIX, load_state_dict_safely
 from aft_bench.models.encoder import (
-    OPENAI_MEAN,
-    OPENAI_STD,
     AttentionFactory,
     Encoder,
     EncoderKind,
@@ -206,8 +204,8 @@ class OpenClipEncoder(Encoder):
                 model = open_clip.create_model(card["arch"], pretrained=card.get("pretrained"), weights_only=True)
                 tokenizer = open_clip.get_tokenizer(card["arch"])
         apply_state_dict(model, load_state_dict_safely(path), str(path))
-        return cls(model, tokenizer, name=card.get("name", path.stem), mean=card.get("mean", OPENAI_MEAN),
-                   std=card.get("std", OPENAI_STD), card=card)
+        normalisation = {key: card[key] for key in ("mean", "std") if key in card}  # else the Encoder's (OpenAI's)
+        return cls(model, tokenizer, name=card.get("name", path.stem), card=card, **normalisation)
 
 
 # ---------------------------------------------------------------------------------------- M2IB shortcut
@@ -333,5 +331,6 @@ def _pretrained(arch: str, tag: str | None, name: str, card: dict[str, Any]) -> 
         model = open_clip.create_model(arch, pretrained=tag, weights_only=True)
         tokenizer = open_clip.get_tokenizer(arch)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    return OpenClipEncoder(model, tokenizer, name=name, mean=card.get("mean", cfg.get("mean", OPENAI_MEAN)),
-                           std=card.get("std", cfg.get("std", OPENAI_STD)), card=card)
+    # the card's mean and std, else the model's preprocessing config's, else the Encoder's default (OpenAI's)
+    normalisation = {key: card.get(key, cfg.get(key)) for key in ("mean", "std") if key in card or key in cfg}
+    return OpenClipEncoder(model, tokenizer, name=name, card=card, **normalisation)
