@@ -10,6 +10,7 @@ imports.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from collections import defaultdict
@@ -23,6 +24,7 @@ LOADERS = ("import_module", "files", "find_spec", "__import__")
 """Calls whose literal first argument names a module they load."""
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     """Every Python module of the package and its file."""
     return {module: path for module, path in module_files() if path.suffix == ".py"}
@@ -61,7 +63,9 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
     return {target for target in found if target is not None and target != module}
 
 
+@functools.cache
 def graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (read once per test session)."""
     known = modules()
     return {module: imports(module, path, known) for module, path in known.items()}
 
