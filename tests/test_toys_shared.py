@@ -199,3 +199,18 @@ def test_a_resumable_build_keeps_its_work_folder_when_it_stops(tmp_path: Path, m
     seen: list[str] = []
     folder = toy_artefact(recipe, "test toy", lambda d: seen.append((d / "checkpoint").read_text()), resumable=True)
     assert seen == ["step 2"] and folder.is_dir()
+
+
+def test_the_toy_cards_provenance_strings_stay_as_cards_built_before_hold_them() -> None:
+    """The card of the toy CLIP and that of the positive control are hashed into every run key of their encoders:
+    their provenance strings are data, not documentation, and name the modules as they were when the first caches
+    were built."""
+    from aft_bench.toys.clip.fit import toy_card
+    from aft_bench.toys.clip.recipe import DEFAULT_RECIPE
+
+    card = toy_card(DEFAULT_RECIPE, {})
+    assert card["objective"] == "clip, identical captions merged (aft_bench.toy.deduplicated_clip_loss)"
+    assert card["cache_key"] == "toy-a5db1692ab5e1cc1-8d4b4b9e"
+    source = (Path(__file__).resolve().parent.parent / "benchmark/toys/controls/mask_gated.py").read_text()
+    assert '"control": "embedding depends only on the pixels inside each shapes sample\'s mask (aft_bench.controls)"' \
+        in source
