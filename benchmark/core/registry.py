@@ -65,7 +65,7 @@ class Registry(Generic[T]):
         self._help: dict[str, str] = {}
         self._origins: dict[str, Any] = {}
         self._data: dict[str, dict[str, Any]] = {}
-        self._loaded = not declared_as and group is None
+        self.reload()
 
     # ------------------------------------------------------------------ filling
     def _load(self) -> None:
@@ -84,7 +84,7 @@ class Registry(Generic[T]):
         Raises:
             ValueError: If two declarations give the name to different objects.
         """
-        name, target = declaration.name, self._target(declaration)
+        name, target = declaration.name, declaration.target
         old = self._entries.get(name)
         if old is not None and not (old == target or self._is_lazy_for(target, old)):
             raise ValueError(f"{self.kind} {name!r} is declared twice: {declaration.origin} and "
@@ -95,10 +95,6 @@ class Registry(Generic[T]):
         self._origins[name] = declaration.origin
         self._data[name] = {**dict(declaration.data), **self._data.get(name, {})}
 
-    def _target(self, declaration: Declaration) -> str:
-        """The lazy entry of a declaration (subclasses map other forms)."""
-        return declaration.target
-
     def _plugin(self, point: metadata.EntryPoint) -> None:
         """Adds an entry point of a plugin, unless its name is taken (then a warning names the distribution)."""
         owner = f"entry point {point.name!r} of {_distribution(point)} (group {self.group})"
@@ -106,19 +102,17 @@ class Registry(Generic[T]):
             log.warning("%s is left out: aft-bench already has %s %r (%s); rename the entry point", owner, self.kind,
                         point.name, self._origins.get(point.name, "built in"))
             return
-        self._entries[point.name] = self._plugin_target(point)
+        target, help_text, data, origin = self._plugin_entry(point, owner)
+        self._entries[point.name], self._help[point.name] = target, help_text
+        self._data[point.name], self._origins[point.name] = data, origin
+
+    def _plugin_entry(self, point: metadata.EntryPoint, owner: str) -> tuple[str, str, dict[str, Any], Any]:
+        """The lazy entry of an entry point (its ``module:attr`` value), its ``ls`` line (its declaration's help or
+        docstring, read from the source, else the distribution's name), its declared data and its origin (``owner``);
+        subclasses read other values."""
         declaration = describe(point.value)
-        self._help[point.name] = self._plugin_help(point, declaration)
-        self._data[point.name] = dict(declaration.data) if declaration is not None else {}
-        self._origins[point.name] = owner
-
-    def _plugin_target(self, point: metadata.EntryPoint) -> str:
-        """The lazy entry of an entry point: its ``module:attr`` value (subclasses read other values)."""
-        return point.value
-
-    def _plugin_help(self, point: metadata.EntryPoint, declaration: Declaration | None) -> str:
-        """The ``ls`` line of a plugin's entry: its declaration's help or docstring, else the distribution's name."""
-        return (declaration.help if declaration is not None else "") or f"plugin from {_distribution(point)}"
+        help_text = (declaration.help if declaration is not None else "") or f"plugin from {_distribution(point)}"
+        return point.value, help_text, dict(declaration.data) if declaration is not None else {}, owner
 
     def reload(self) -> None:
         """Forgets every entry and fills the registry again on its next use (after a plugin was installed into the

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from aft_bench.core.declarations import Declaration, DeclarationError
+from aft_bench.core.declarations import DeclarationError
 from aft_bench.core.registry import Registry
 
 
@@ -34,21 +34,20 @@ class TaskRegistry(Registry[Any]):
                                     "tasks/<name>.yaml file that names its class)")
         return origin.read_text(encoding="utf-8")
 
-    def _plugin(self, point: metadata.EntryPoint) -> None:
-        super()._plugin(point)
-        if point.name in self._origins and isinstance(self._origins[point.name], str):
-            self._origins[point.name] = _yaml_file(point)
+    def _plugin_entry(self, point: metadata.EntryPoint, owner: str) -> tuple[str, str, dict[str, Any], Any]:
+        """The task class its YAML names, the YAML's ``metadata.description`` and the YAML file as its origin (read
+        by :meth:`spec_text`).
 
-    def _plugin_target(self, point: metadata.EntryPoint) -> str:
-        data = _plugin_yaml(point)
+        Raises:
+            DeclarationError: For a YAML that is unreadable or names no class as ``module:Class``.
+        """
+        path = _yaml_file(point)
+        data = _plugin_yaml(point, path)
         target = data.get("class")
         if not isinstance(target, str) or ":" not in target:
-            raise DeclarationError(f"{_yaml_file(point)} (entry point {point.name!r}): 'class' must name the task's "
-                                   f"class as 'module:Class', got {target!r}")
-        return target
-
-    def _plugin_help(self, point: metadata.EntryPoint, declaration: Declaration | None) -> str:
-        return str((_plugin_yaml(point).get("metadata") or {}).get("description", ""))
+            raise DeclarationError(f"{path} (entry point {point.name!r}): 'class' must name the task's class as "
+                                   f"'module:Class', got {target!r}")
+        return target, str((data.get("metadata") or {}).get("description", "")), {}, path
 
 
 def _yaml_file(point: metadata.EntryPoint) -> Any:
@@ -60,8 +59,12 @@ def _yaml_file(point: metadata.EntryPoint) -> Any:
     return resources.files(package).joinpath(file)
 
 
-def _plugin_yaml(point: metadata.EntryPoint) -> dict[str, Any]:
-    path = _yaml_file(point)
+def _plugin_yaml(point: metadata.EntryPoint, path: Any) -> dict[str, Any]:
+    """The mapping of a plugin task's YAML file ``path``.
+
+    Raises:
+        DeclarationError: Naming the file and the entry point when it is unreadable or no mapping.
+    """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:

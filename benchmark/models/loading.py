@@ -58,17 +58,24 @@ def backend_for(spec: str) -> tuple[EncoderBackend, str]:
         prefix = next((p for p in data.get("prefixes", ()) if spec.startswith(p)), None)
         if prefix is not None:
             return ENCODER_BACKENDS.get(name), spec.removeprefix(prefix)
-    default = next((name for name, data in declared.items() if data.get("default")), None)
-    if default is None:
-        raise LookupError("no encoder backend is declared default=True; reinstall aft-bench")
-    return ENCODER_BACKENDS.get(default), spec
+    return ENCODER_BACKENDS.get(_default_backend()), spec
 
 
 def card_backend(card: Mapping[str, Any]) -> EncoderBackend:
     """The backend that reads a checkpoint with ``card``: the one it names, else the default (old open_clip cards)."""
-    name = card.get("backend") or next(n for n in ENCODER_BACKENDS.names()
-                                       if ENCODER_BACKENDS.declared(n).get("default"))
-    return ENCODER_BACKENDS.get(name)
+    return ENCODER_BACKENDS.get(card.get("backend") or _default_backend())
+
+
+def _default_backend() -> str:
+    """The name of the backend declared ``default=True`` (open_clip's).
+
+    Raises:
+        LookupError: When none is (a broken installation).
+    """
+    default = next((name for name in ENCODER_BACKENDS.names() if ENCODER_BACKENDS.declared(name).get("default")), None)
+    if default is None:
+        raise LookupError("no encoder backend is declared default=True; reinstall aft-bench")
+    return default
 
 
 def check_encoder_spec(spec: str) -> None:
